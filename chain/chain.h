@@ -30,7 +30,8 @@ struct chain_store {
 	void *opaque;
 };
 
-enum chain_layer_format { CHAIN_FMT_RAW, CHAIN_FMT_QCOW2, CHAIN_FMT_BAD };
+/* AUTO: qcow2 if the layer starts with the qcow2 magic, else raw. */
+enum chain_layer_format { CHAIN_FMT_AUTO, CHAIN_FMT_RAW, CHAIN_FMT_QCOW2, CHAIN_FMT_BAD };
 
 /* What one layer's header says, without opening a chain (cheap: one or two preads). */
 struct chain_probe {
@@ -53,7 +54,10 @@ struct chain;
 
 /*
  * Open the chain whose top layer is `top` (ownership of top passes to the
- * chain, also on failure). Backing layers come from `store` and are owned by
+ * chain, also on failure). `top_format` is what the caller expects the top
+ * to be (a ".qcow2" LV must be qcow2: CHAIN_FMT_QCOW2; a bad magic then
+ * makes it a broken layer, not raw). A backing layer's format comes from
+ * its parent's backing-format extension, else AUTO. Backing layers come from `store` and are owned by
  * the chain. A broken layer (bad header, loop, missing backing layer,
  * refused feature) does not fail the open: the chain is cut there, the
  * layer is logged once, and reads that need it return -EIO. If the top
@@ -61,7 +65,8 @@ struct chain;
  * -EIO. `label` prefixes log lines ("pve/vm-100-disk-0.qcow2@s1").
  * Returns 0 or -ENOMEM.
  */
-int chain_open(struct layer_io *top, const struct chain_store *store,
+int chain_open(struct layer_io *top, enum chain_layer_format top_format,
+	       const struct chain_store *store,
 	       const char *label, struct chain **out);
 
 /* Chains are shared between open file handles: get/put, last put closes. */
