@@ -1,0 +1,103 @@
+/*
+ * vstorfs daemon entry point: parse options, scan the volume groups, mount,
+ * and serve until unmounted.
+ *
+ * Order matters: the first scan happens before mounting so that a typo in
+ * the source fails the mount command with a clear message; the daemon
+ * forks only after the mount exists, so mount.vstorfs returns once the
+ * tree is usable; threads start only after the fork.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+
+#include "common/log.h"
+#include "fs/catalog.h"
+#include "fs/inode.h"
+#include "fs/ops.h"
+#include "fs/options.h"
+
+#ifndef PR_SET_IO_FLUSHER
+#define PR_SET_IO_FLUSHER 57
+#endif
+
+static int fuse_args_build(const struct fs_options *o, struct fuse_args *args, const char *argv0)
+{
+	char *mopts = NULL, *fsname = NULL;
+	int rc = 0;
+
+	/* fsname is the source so mount(8), df and /proc/mounts show it. */
+	if (asprintf(&fsname, "fsname=%s", o->source) < 0)
+		return -1;
+	rc |= fuse_opt_add_arg(args, argv0);
+	rc |= fuse_opt_add_opt(&mopts, "subtype=vstorfs,default_permissions");
+	rc |= fuse_opt_add_opt_escaped(&mopts, fsname);
+	if (o->allow_other)
+		rc |= fuse_opt_add_opt(&mopts, "allow_other");
+	if (o->read_only)
+		rc |= fuse_opt_add_opt(&mopts, "ro");
+	rc |= fuse_opt_add_arg(args, "-o");
+	rc |= fuse_opt_add_arg(args, mopts ? mopts : "");
+	if (o->fuse_debug)
+		rc |= fuse_opt_add_arg(args, "-d");
+	free(mopts);
+	free(fsname);
+	return rc ? -1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct fs_options o;
+	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+	struct fuse_session *se = NULL;
+	struct fuse_loop_config *loop = NULL;
+	int rc = 1;
+
+	if (fs_options_parse(argc, argv, &o))
+		return 1;
+	vlog_init(true, o.debug);
+	if (fs_inode_init() || fuse_args_build(&o, &args, argv[0])) {
+		vlog(LOG_ERR, "out of memory");
+		goto out;
+	}
+	if (fs_catalog_start(&o) < 0)
+		goto out;
+	se = fuse_session_new(&args, fs_ops(&o), sizeof(struct fuse_lowlevel_ops), NULL);
+	if (!se)
+		goto out;
+	if (fuse_set_signal_handlers(se))
+		goto out_session;
+	if (fuse_session_mount(se, o.mountpoint))
+		goto out_handlers;
+	if (fuse_daemonize(o.foreground))
+		goto out_unmount;
+	if (!o.foreground)
+		vlog_init(false, o.debug);
+	/* A loop device over disk.raw writes back through us: never let our
+	 * own allocations wait on that writeback. */
+	if (prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0))
+		vlog(LOG_WARNING, "PR_SET_IO_FLUSHER: %s", strerror(errno));
+	if (fs_catalog_start_rescan() < 0)
+		vlog(LOG_WARNING, "cannot start the rescan thread: VG changes will not show");
+	vlog(LOG_INFO, "serving %s on %s", o.source, o.mountpoint);
+	loop = fuse_loop_cfg_create();
+	if (!loop)
+		goto out_unmount;
+	fuse_loop_cfg_set_max_threads(loop, 16);
+	fuse_loop_cfg_set_idle_threads(loop, 4);
+	rc = fuse_session_loop_mt(se, loop) ? 1 : 0;
+	fuse_loop_cfg_destroy(loop);
+out_unmount:
+	fuse_session_unmount(se);
+out_handlers:
+	fuse_remove_signal_handlers(se);
+out_session:
+	fuse_session_destroy(se);
+out:
+	fs_catalog_stop();
+	fuse_opt_free_args(&args);
+	fs_options_free(&o);
+	return rc;
+}

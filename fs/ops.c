@@ -1,0 +1,534 @@
+/*
+ * ops: the FUSE low-level operations of the read-only tree
+ * MOUNT/<vg>/<volume>/<view>/disk.raw.
+ *
+ * Every operation replies exactly once; helpers return 0 or a negative
+ * errno and never reply. A node is resolved against the newest published
+ * catalog on every call, so the tree follows VG changes without remounts.
+ */
+#include "ops.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "fs/catalog.h"
+#include "fs/options.h"
+
+#define DISK_FILE "disk.raw"
+
+static const struct fs_options *opts;
+static time_t mount_time;
+
+/* What a node names in the current catalog; holds a reference on vg. */
+struct target {
+	struct fs_node *node;
+	struct fs_vg *vg;
+	const struct fs_volume *vol;
+	struct fs_view *view;
+};
+
+static void target_release(struct target *t)
+{
+	fs_vg_put(t->vg);
+	t->vg = NULL;
+}
+
+static int resolve(struct fs_node *n, struct target *t)
+{
+	struct fs_node *path[5];
+	int depth = 0;
+
+	memset(t, 0, sizeof(*t));
+	t->node = n;
+	for (struct fs_node *p = n; p && p->kind != FS_NODE_ROOT; p = p->parent)
+		path[depth++] = p;
+	for (int i = depth - 1; i >= 0; i--) {
+		struct fs_node *p = path[i];
+
+		switch (p->kind) {
+		case FS_NODE_VG:
+			t->vg = fs_catalog_get_vg(p->name);
+			if (!t->vg)
+				return -ENOENT;
+			break;
+		case FS_NODE_VOLUME:
+			t->vol = fs_vg_find_volume(t->vg, p->name);
+			if (!t->vol)
+				goto gone;
+			break;
+		case FS_NODE_VIEW:
+			t->view = fs_volume_find_view(t->vol, p->name);
+			if (!t->view || strcmp(t->view->top->uuid, p->ident))
+				goto gone;
+			break;
+		default:
+			break;
+		}
+	}
+	return 0;
+gone:
+	target_release(t);
+	return -ENOENT;
+}
+
+static void fill_attr(const struct target *t, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = t->node->ino;
+	st->st_uid = opts->uid;
+	st->st_gid = opts->gid;
+	st->st_blksize = 65536;
+	st->st_mtime = mount_time;
+	if (t->node->kind == FS_NODE_FILE) {
+		st->st_mode = S_IFREG | (0444 & ~opts->umask);
+		st->st_nlink = 1;
+		st->st_size = t->view->size;
+		st->st_blocks = (t->view->used + 511) / 512;
+		st->st_mtime = t->view->mtime;
+	} else {
+		st->st_mode = S_IFDIR | (0555 & ~opts->umask);
+		st->st_nlink = 2;
+		if (t->view)
+			st->st_mtime = t->view->mtime;
+		else if (t->vol)
+			st->st_mtime = t->vol->vol->lv->ctime;
+	}
+	st->st_atime = st->st_ctime = st->st_mtime;
+}
+
+static struct fs_node *node_of(fuse_ino_t ino)
+{
+	return fs_inode_find(ino);
+}
+
+/* The child `name` of a resolved directory, as a node. */
+static int child_node(const struct target *t, const char *name, struct fs_node **out)
+{
+	struct fs_vg *vg;
+	struct fs_node *n = NULL;
+
+	switch (t->node->kind) {
+	case FS_NODE_ROOT:
+		vg = fs_catalog_get_vg(name);
+		if (!vg)
+			return -ENOENT;
+		fs_vg_put(vg);
+		n = fs_inode_child(t->node, FS_NODE_VG, name, NULL);
+		break;
+	case FS_NODE_VG:
+		if (!fs_vg_find_volume(t->vg, name))
+			return -ENOENT;
+		n = fs_inode_child(t->node, FS_NODE_VOLUME, name, NULL);
+		break;
+	case FS_NODE_VOLUME: {
+		struct fs_view *v = fs_volume_find_view(t->vol, name);
+
+		if (!v)
+			return -ENOENT;
+		n = fs_inode_child(t->node, FS_NODE_VIEW, name, v->top->uuid);
+		break;
+	}
+	case FS_NODE_VIEW:
+		if (strcmp(name, DISK_FILE))
+			return -ENOENT;
+		n = fs_inode_child(t->node, FS_NODE_FILE, name, NULL);
+		break;
+	default:
+		return -ENOTDIR;
+	}
+	if (!n)
+		return -ENOMEM;
+	*out = n;
+	return 0;
+}
+
+static double entry_timeout(const struct target *t)
+{
+	/* Snapshot views never change while they exist; everything else may. */
+	return t->view && t->view->snapshot ? 10.0 : 1.0;
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	(void)userdata;
+	conn->want |= FUSE_CAP_ASYNC_READ;
+	conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
+	conn->max_readahead = 1 << 20;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs_node *pn = node_of(parent), *cn;
+	struct target pt, ct;
+	struct fuse_entry_param e;
+	int rc;
+
+	if (!pn)
+		return (void)fuse_reply_err(req, ENOENT);
+	rc = resolve(pn, &pt);
+	if (rc)
+		return (void)fuse_reply_err(req, -rc);
+	rc = child_node(&pt, name, &cn);
+	target_release(&pt);
+	if (rc)
+		return (void)fuse_reply_err(req, -rc);
+	rc = resolve(cn, &ct);
+	if (rc)
+		return (void)fuse_reply_err(req, -rc);
+	memset(&e, 0, sizeof(e));
+	e.ino = cn->ino;
+	fill_attr(&ct, &e.attr);
+	e.attr_timeout = e.entry_timeout = entry_timeout(&ct);
+	target_release(&ct);
+	fuse_reply_entry(req, &e);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs_node *n = node_of(ino);
+	struct target t;
+	struct stat st;
+
+	(void)fi;
+	if (!n || resolve(n, &t))
+		return (void)fuse_reply_err(req, ENOENT);
+	fill_attr(&t, &st);
+	fuse_reply_attr(req, &st, entry_timeout(&t));
+	target_release(&t);
+}
+
+/* A directory listing, built at opendir and served in slices. */
+struct dirbuf {
+	char *p;
+	size_t size;
+};
+
+static int dirbuf_add(fuse_req_t req, struct dirbuf *b, const char *name, fuse_ino_t ino, mode_t mode)
+{
+	struct stat st = { .st_ino = ino, .st_mode = mode };
+	size_t len = fuse_add_direntry(req, NULL, 0, name, NULL, 0);
+	char *np = realloc(b->p, b->size + len);
+
+	if (!np)
+		return -ENOMEM;
+	b->p = np;
+	fuse_add_direntry(req, b->p + b->size, len, name, &st, b->size + len);
+	b->size += len;
+	return 0;
+}
+
+static int list_children(fuse_req_t req, const struct target *t, struct dirbuf *b)
+{
+	char **names = NULL;
+	const char *name;
+	int count, rc = 0;
+
+	if (t->node->kind == FS_NODE_ROOT) {
+		names = fs_catalog_vg_names();
+		if (!names)
+			return -ENOMEM;
+		for (count = 0; names[count]; count++)
+			;
+	} else if (t->node->kind == FS_NODE_VG) {
+		count = t->vg->nvols;
+	} else if (t->node->kind == FS_NODE_VOLUME) {
+		count = t->vol->nviews;
+	} else {
+		count = 1;
+	}
+	for (int i = 0; i < count && !rc; i++) {
+		struct fs_node *c;
+		mode_t mode = S_IFDIR;
+
+		if (names)
+			name = names[i];
+		else if (t->node->kind == FS_NODE_VG)
+			name = t->vg->vols[i].name;
+		else if (t->node->kind == FS_NODE_VOLUME)
+			name = t->vol->views[i].name;
+		else {
+			name = DISK_FILE;
+			mode = S_IFREG;
+		}
+		rc = child_node(t, name, &c);
+		if (rc == -ENOENT) { /* vanished between listing and lookup */
+			rc = 0;
+			continue;
+		}
+		if (!rc)
+			rc = dirbuf_add(req, b, name, c->ino, mode);
+	}
+	lvm_free_names(names);
+	return rc;
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs_node *n = node_of(ino);
+	struct dirbuf *b;
+	struct target t;
+	int rc;
+
+	if (!n || resolve(n, &t))
+		return (void)fuse_reply_err(req, ENOENT);
+	if (n->kind == FS_NODE_FILE) {
+		target_release(&t);
+		return (void)fuse_reply_err(req, ENOTDIR);
+	}
+	b = calloc(1, sizeof(*b));
+	rc = b ? 0 : -ENOMEM;
+	if (!rc)
+		rc = dirbuf_add(req, b, ".", n->ino, S_IFDIR);
+	if (!rc)
+		rc = dirbuf_add(req, b, "..", n->parent ? n->parent->ino : n->ino, S_IFDIR);
+	if (!rc)
+		rc = list_children(req, &t, b);
+	fi->cache_readdir = t.view && t.view->snapshot;
+	target_release(&t);
+	if (rc) {
+		if (b)
+			free(b->p);
+		free(b);
+		return (void)fuse_reply_err(req, -rc);
+	}
+	fi->fh = (uintptr_t)b;
+	fuse_reply_open(req, fi);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	struct dirbuf *b = (struct dirbuf *)(uintptr_t)fi->fh;
+
+	(void)ino;
+	if (off < 0 || (size_t)off >= b->size)
+		return (void)fuse_reply_buf(req, NULL, 0);
+	fuse_reply_buf(req, b->p + off, size < b->size - off ? size : b->size - off);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct dirbuf *b = (struct dirbuf *)(uintptr_t)fi->fh;
+
+	(void)ino;
+	free(b->p);
+	free(b);
+	fuse_reply_err(req, 0);
+}
+
+/* An open disk.raw. The chain is swapped for the newest one of the same
+ * view when the catalog changes, so a handle survives snapshot operations
+ * on its volume. */
+struct handle {
+	struct fs_node *node;
+	pthread_mutex_t lock;
+	struct chain *chain;     /* lock */
+	uint64_t generation;     /* lock */
+};
+
+static int view_chain(struct fs_node *n, struct chain **out)
+{
+	struct target t;
+	int rc = resolve(n, &t);
+
+	if (rc)
+		return rc;
+	rc = fs_view_chain(t.vg, t.view, t.vol->name, out);
+	target_release(&t);
+	return rc;
+}
+
+/* The chain a read should use; a reference for the caller. */
+static struct chain *handle_chain(struct handle *h)
+{
+	uint64_t gen = fs_catalog_generation();
+	struct chain *c, *fresh;
+
+	pthread_mutex_lock(&h->lock);
+	if (h->generation != gen && view_chain(h->node, &fresh) == 0) {
+		chain_put(h->chain);
+		h->chain = fresh;
+	}
+	h->generation = gen;
+	c = h->chain;
+	chain_get(c);
+	pthread_mutex_unlock(&h->lock);
+	return c;
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs_node *n = node_of(ino);
+	struct handle *h;
+	struct target t;
+	int rc;
+
+	if (!n || resolve(n, &t))
+		return (void)fuse_reply_err(req, ENOENT);
+	fi->keep_cache = t.view && t.view->snapshot;
+	target_release(&t);
+	if (n->kind != FS_NODE_FILE)
+		return (void)fuse_reply_err(req, EISDIR);
+	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
+		return (void)fuse_reply_err(req, EROFS);
+	h = calloc(1, sizeof(*h));
+	if (!h)
+		return (void)fuse_reply_err(req, ENOMEM);
+	h->node = n;
+	h->generation = fs_catalog_generation();
+	rc = view_chain(n, &h->chain);
+	if (rc) {
+		free(h);
+		return (void)fuse_reply_err(req, -rc);
+	}
+	pthread_mutex_init(&h->lock, NULL);
+	fi->fh = (uintptr_t)h;
+	fuse_reply_open(req, fi);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	struct chain *c = handle_chain(h);
+	char *buf = malloc(size ? size : 1);
+	ssize_t n;
+
+	(void)ino;
+	if (!buf) {
+		chain_put(c);
+		return (void)fuse_reply_err(req, ENOMEM);
+	}
+	n = off < 0 ? -EINVAL : chain_read(c, buf, size, off);
+	chain_put(c);
+	if (n < 0)
+		fuse_reply_err(req, -n);
+	else
+		fuse_reply_buf(req, buf, n);
+	free(buf);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+
+	(void)ino;
+	chain_put(h->chain);
+	pthread_mutex_destroy(&h->lock);
+	free(h);
+	fuse_reply_err(req, 0);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct statvfs sv = { .f_bsize = 65536, .f_frsize = 65536, .f_namemax = 255 };
+
+	(void)ino;
+	fuse_reply_statfs(req, &sv);
+}
+
+/* Everything that would change the tree. Snapshot mkdir/rmdir arrive with the write side. */
+static void deny(fuse_req_t req)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t p, const char *name, mode_t mode)
+{
+	(void)p; (void)name; (void)mode;
+	deny(req);
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t p, const char *name)
+{
+	(void)p; (void)name;
+	deny(req);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t p, const char *name)
+{
+	(void)p; (void)name;
+	deny(req);
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t p, const char *name, fuse_ino_t np,
+		      const char *nname, unsigned int flags)
+{
+	(void)p; (void)name; (void)np; (void)nname; (void)flags;
+	deny(req);
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t p, const char *name, mode_t mode,
+		      struct fuse_file_info *fi)
+{
+	(void)p; (void)name; (void)mode; (void)fi;
+	deny(req);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t p, const char *name, mode_t mode, dev_t rdev)
+{
+	(void)p; (void)name; (void)mode; (void)rdev;
+	deny(req);
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t p, const char *name)
+{
+	(void)link; (void)p; (void)name;
+	deny(req);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t np, const char *nname)
+{
+	(void)ino; (void)np; (void)nname;
+	deny(req);
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		       struct fuse_file_info *fi)
+{
+	(void)ino; (void)attr; (void)to_set; (void)fi;
+	deny(req);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	(void)ino; (void)buf; (void)size; (void)off; (void)fi;
+	deny(req);
+}
+
+static const struct fuse_lowlevel_ops ops = {
+	.init = op_init,
+	.lookup = op_lookup,
+	.getattr = op_getattr,
+	.opendir = op_opendir,
+	.readdir = op_readdir,
+	.releasedir = op_releasedir,
+	.open = op_open,
+	.read = op_read,
+	.release = op_release,
+	.statfs = op_statfs,
+	.mkdir = op_mkdir,
+	.rmdir = op_rmdir,
+	.unlink = op_unlink,
+	.rename = op_rename,
+	.create = op_create,
+	.mknod = op_mknod,
+	.symlink = op_symlink,
+	.link = op_link,
+	.setattr = op_setattr,
+	.write = op_write,
+};
+
+const struct fuse_lowlevel_ops *fs_ops(const struct fs_options *o)
+{
+	opts = o;
+	mount_time = time(NULL);
+	return &ops;
+}

@@ -1,0 +1,226 @@
+/*
+ * Option parsing. Accepts both "vstorfs SOURCE DIR -o a,b -f" and the
+ * mount(8) helper form; generic mount options that mean nothing to a FUSE
+ * daemon (rw, defaults, noauto, nofail, _netdev, x-*, ...) are accepted and
+ * ignored so an fstab line can carry them, anything unknown is an error.
+ *
+ * devices= takes a comma-separated list inside a comma-separated option
+ * string, so a token that starts with '/' continues the devices list.
+ */
+#include "options.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void fs_options_usage(const char *prog)
+{
+	fprintf(stderr,
+		"usage: %s SOURCE MOUNTPOINT [-f] [-d] [-o option[,option...]]\n"
+		"  SOURCE: a volume group name, a comma list of them (pve,data), or 'all'\n"
+		"options:\n"
+		"  devices=DEV[,DEV...]  only let lvm2 scan these devices\n"
+		"  ro                    read-only mount: no snapshot creation or removal\n"
+		"  allow_other           let users other than the mounter in\n"
+		"  uid=N gid=N           owner of every file (default 0)\n"
+		"  umask=NNN             octal mask on 0444 files / 0555 dirs (default 077)\n"
+		"  rescan=SECONDS        how often VG changes are looked for (default 2)\n"
+		"  foreground (-f)       stay in the foreground, log to stderr\n"
+		"  debug                 verbose logging; -d also traces FUSE requests\n",
+		prog);
+}
+
+static int strv_push(char ***v, const char *s)
+{
+	size_t n = 0;
+	char **nv;
+
+	while (*v && (*v)[n])
+		n++;
+	nv = realloc(*v, (n + 2) * sizeof(*nv));
+	if (!nv)
+		return -1;
+	nv[n] = strdup(s);
+	nv[n + 1] = NULL;
+	*v = nv;
+	return nv[n] ? 0 : -1;
+}
+
+static void strv_free(char **v)
+{
+	for (size_t i = 0; v && v[i]; i++)
+		free(v[i]);
+	free(v);
+}
+
+static int parse_uint(const char *opt, const char *val, unsigned long max, int base,
+		      unsigned long *out)
+{
+	char *end;
+
+	errno = 0;
+	*out = strtoul(val, &end, base);
+	if (errno || end == val || *end || *out > max || val[0] == '-') {
+		fprintf(stderr, "vstorfs: bad value for %s: '%s'\n", opt, val);
+		return -1;
+	}
+	return 0;
+}
+
+static bool ignored_mount_option(const char *tok)
+{
+	static const char *const plain[] = {
+		"rw", "defaults", "auto", "noauto", "nofail", "_netdev", "user", "nouser",
+		"users", "owner", "group", "exec", "noexec", "suid", "nosuid", "dev", "nodev",
+		"atime", "noatime", "relatime", "norelatime", "strictatime", "async", "sync",
+		"default_permissions", NULL,
+	};
+	for (int i = 0; plain[i]; i++)
+		if (!strcmp(tok, plain[i]))
+			return true;
+	return !strncmp(tok, "x-", 2) || !strncmp(tok, "comment=", 8);
+}
+
+static int parse_one(struct fs_options *o, const char *tok, bool *in_devices)
+{
+	unsigned long v;
+	const char *eq = strchr(tok, '=');
+
+	if (*in_devices && tok[0] == '/')
+		return strv_push(&o->devices, tok);
+	*in_devices = false;
+	if (!strncmp(tok, "devices=", 8)) {
+		*in_devices = true;
+		return tok[8] ? strv_push(&o->devices, tok + 8) : 0;
+	}
+	if (!strcmp(tok, "ro"))
+		o->read_only = true;
+	else if (!strcmp(tok, "allow_other"))
+		o->allow_other = true;
+	else if (!strcmp(tok, "debug"))
+		o->debug = true;
+	else if (!strcmp(tok, "foreground"))
+		o->foreground = true;
+	else if (!strncmp(tok, "uid=", 4)) {
+		if (parse_uint("uid", eq + 1, UINT_MAX - 1, 10, &v))
+			return -1;
+		o->uid = v;
+	} else if (!strncmp(tok, "gid=", 4)) {
+		if (parse_uint("gid", eq + 1, UINT_MAX - 1, 10, &v))
+			return -1;
+		o->gid = v;
+	} else if (!strncmp(tok, "umask=", 6)) {
+		if (parse_uint("umask", eq + 1, 0777, 8, &v))
+			return -1;
+		o->umask = v;
+	} else if (!strncmp(tok, "rescan=", 7)) {
+		if (parse_uint("rescan", eq + 1, 3600, 10, &v) || v == 0) {
+			if (v == 0)
+				fprintf(stderr, "vstorfs: rescan must be at least 1 second\n");
+			return -1;
+		}
+		o->rescan_secs = v;
+	} else if (!ignored_mount_option(tok)) {
+		fprintf(stderr, "vstorfs: unknown option '%s'\n", tok);
+		return -1;
+	}
+	return 0;
+}
+
+static int parse_option_string(struct fs_options *o, const char *s)
+{
+	char *copy = strdup(s), *save = NULL;
+	bool in_devices = false;
+	int rc = 0;
+
+	if (!copy)
+		return -1;
+	for (char *tok = strtok_r(copy, ",", &save); tok && !rc; tok = strtok_r(NULL, ",", &save))
+		rc = parse_one(o, tok, &in_devices);
+	free(copy);
+	return rc;
+}
+
+static int split_source(struct fs_options *o)
+{
+	char *copy, *save = NULL;
+	int rc = 0;
+
+	if (!strcmp(o->source, "all"))
+		return 0;
+	copy = strdup(o->source);
+	if (!copy)
+		return -1;
+	for (char *tok = strtok_r(copy, ",", &save); tok && !rc; tok = strtok_r(NULL, ",", &save))
+		rc = strv_push(&o->vgs, tok);
+	free(copy);
+	if (!rc && !o->vgs) {
+		fprintf(stderr, "vstorfs: empty source\n");
+		rc = -1;
+	}
+	return rc;
+}
+
+int fs_options_parse(int argc, char **argv, struct fs_options *o)
+{
+	const char *pos[2];
+	int npos = 0;
+
+	memset(o, 0, sizeof(*o));
+	o->umask = 077;
+	o->rescan_secs = 2;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+
+		if (!strcmp(a, "-o")) {
+			if (++i >= argc) {
+				fprintf(stderr, "vstorfs: -o needs an argument\n");
+				return -1;
+			}
+			if (parse_option_string(o, argv[i]))
+				return -1;
+		} else if (!strncmp(a, "-o", 2)) {
+			if (parse_option_string(o, a + 2))
+				return -1;
+		} else if (!strcmp(a, "-f")) {
+			o->foreground = true;
+		} else if (!strcmp(a, "-d")) {
+			o->foreground = o->debug = o->fuse_debug = true;
+		} else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+			fs_options_usage(argv[0]);
+			exit(0);
+		} else if (a[0] == '-' && a[1]) {
+			/* mount(8) passes -n, -s, -v to helpers: nothing to do for them. */
+			if (strspn(a + 1, "nsv") != strlen(a + 1)) {
+				fprintf(stderr, "vstorfs: unknown flag '%s'\n", a);
+				return -1;
+			}
+		} else if (npos < 2) {
+			pos[npos++] = a;
+		} else {
+			fprintf(stderr, "vstorfs: unexpected argument '%s'\n", a);
+			return -1;
+		}
+	}
+	if (npos != 2) {
+		fs_options_usage(argv[0]);
+		return -1;
+	}
+	o->source = strdup(pos[0]);
+	o->mountpoint = realpath(pos[1], NULL);
+	if (!o->source || !o->mountpoint) {
+		fprintf(stderr, "vstorfs: bad mountpoint %s: %s\n", pos[1], strerror(errno));
+		return -1;
+	}
+	return split_source(o);
+}
+
+void fs_options_free(struct fs_options *o)
+{
+	free(o->source);
+	free(o->mountpoint);
+	strv_free(o->vgs);
+	strv_free(o->devices);
+}

@@ -1,0 +1,32 @@
+/*
+ * Command line and -o option parsing for the vstorfs daemon. The same
+ * syntax is what mount(8) hands mount.vstorfs, so fstab lines work.
+ */
+#ifndef VSTORFS_FS_OPTIONS_H
+#define VSTORFS_FS_OPTIONS_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+struct fs_options {
+	char *source;          /* "pve", "pve,data" or "all" */
+	char *mountpoint;      /* absolute path */
+	char **vgs;            /* VG names from source, NULL-terminated; NULL for "all" */
+	char **devices;        /* devices= list, NULL-terminated, or NULL */
+	bool foreground;
+	bool debug;
+	bool read_only;
+	bool allow_other;
+	uid_t uid;
+	gid_t gid;
+	mode_t umask;          /* applied to 0444 files / 0555 dirs; default 0077 */
+	unsigned rescan_secs;  /* how often VG metadata is checked for changes */
+	bool fuse_debug;       /* -d: libfuse's own request tracing */
+};
+
+/* Parse argv. Returns 0, or -1 after printing a clear message to stderr. */
+int fs_options_parse(int argc, char **argv, struct fs_options *o);
+void fs_options_free(struct fs_options *o);
+void fs_options_usage(const char *prog);
+
+#endif
