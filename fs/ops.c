@@ -414,6 +414,52 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	free(buf);
 }
 
+/* SEEK_DATA/SEEK_HOLE: holes are runs that read as zeros without data
+ * behind them in any layer (unallocated everywhere, zero clusters, past a
+ * short backing layer), so sparse-aware copies skip them. */
+static int seek_data_hole(struct chain *c, off_t off, int whence, off_t *out)
+{
+	uint64_t size = chain_size(c), pos = off;
+
+	if (off < 0 || pos >= size)
+		return -ENXIO;
+	while (pos < size) {
+		struct chain_extent e;
+		int rc = chain_map(c, pos, size - pos, &e);
+
+		if (rc < 0)
+			return rc;
+		if ((e.kind == CHAIN_EXT_ZERO) == (whence == SEEK_HOLE)) {
+			*out = pos;
+			return 0;
+		}
+		pos += e.len;
+	}
+	if (whence == SEEK_DATA)
+		return -ENXIO;
+	*out = size;
+	return 0;
+}
+
+static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		     struct fuse_file_info *fi)
+{
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	struct chain *c;
+	off_t res;
+	int rc;
+
+	(void)ino;
+	if (whence != SEEK_DATA && whence != SEEK_HOLE)
+		return (void)fuse_reply_err(req, EINVAL);
+	c = handle_chain(h);
+	rc = seek_data_hole(c, off, whence, &res);
+	chain_put(c);
+	if (rc)
+		return (void)fuse_reply_err(req, -rc);
+	fuse_reply_lseek(req, res);
+}
+
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
@@ -513,6 +559,7 @@ static const struct fuse_lowlevel_ops ops = {
 	.open = op_open,
 	.read = op_read,
 	.release = op_release,
+	.lseek = op_lseek,
 	.statfs = op_statfs,
 	.mkdir = op_mkdir,
 	.rmdir = op_rmdir,
