@@ -392,26 +392,130 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_open(req, fi);
 }
 
+/*
+ * Reads are answered with a vector of buffers, one per run of the chain's
+ * extent map: runs that sit as plain bytes in a layer are handed to libfuse
+ * as (fd, offset) pairs so they can be spliced or read straight into the
+ * reply, zero runs point at a shared page of zeros, and only compressed
+ * runs are produced into memory. A reply must never be short before EOF,
+ * so when the vector is full the rest is read into one buffer.
+ */
+#define READ_MAX_BUFS 64
+
+static char zeros[1 << 20];
+
+struct read_reply {
+	struct fuse_bufvec *v;
+	void *owned[READ_MAX_BUFS];
+	int nowned;
+};
+
+static struct fuse_buf *next_buf(struct read_reply *r)
+{
+	struct fuse_buf *b = &r->v->buf[r->v->count++];
+
+	memset(b, 0, sizeof(*b));
+	return b;
+}
+
+static int add_copy(struct read_reply *r, struct chain *c, uint64_t pos, uint64_t len)
+{
+	struct fuse_buf *b;
+	void *p = malloc(len);
+	ssize_t n;
+
+	if (!p)
+		return -ENOMEM;
+	r->owned[r->nowned++] = p;
+	n = chain_read(c, p, len, pos);
+	if (n < 0)
+		return n;
+	if ((uint64_t)n != len)
+		return -EIO;
+	b = next_buf(r);
+	b->mem = p;
+	b->size = len;
+	return 0;
+}
+
+static int add_extent(struct read_reply *r, struct chain *c, uint64_t pos, const struct chain_extent *e,
+		      uint64_t *used)
+{
+	struct fuse_buf *b;
+	uint64_t run = e->len, fd_off;
+	int fd;
+
+	if (e->kind == CHAIN_EXT_ZERO) {
+		b = next_buf(r);
+		b->mem = zeros;
+		b->size = *used = run < sizeof(zeros) ? run : sizeof(zeros);
+		return 0;
+	}
+	if (e->kind == CHAIN_EXT_DATA && e->io->ops->map_fd &&
+	    e->io->ops->map_fd(e->io, e->host_off, &run, &fd, &fd_off) == 0 && run > 0) {
+		b = next_buf(r);
+		b->flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK | FUSE_BUF_FD_RETRY;
+		b->fd = fd;
+		b->pos = fd_off;
+		b->size = *used = run < e->len ? run : e->len;
+		return 0;
+	}
+	*used = e->len;
+	return add_copy(r, c, pos, e->len);
+}
+
+static int build_reply(struct read_reply *r, struct chain *c, uint64_t off, uint64_t len)
+{
+	uint64_t pos = off, end = off + len;
+
+	while (pos < end) {
+		struct chain_extent e;
+		uint64_t used;
+		int rc;
+
+		if (r->v->count >= READ_MAX_BUFS - 1 || r->nowned >= READ_MAX_BUFS - 1)
+			return add_copy(r, c, pos, end - pos);
+		rc = chain_map(c, pos, end - pos, &e);
+		if (rc < 0)
+			return rc;
+		if (e.len > end - pos)
+			e.len = end - pos;
+		rc = add_extent(r, c, pos, &e, &used);
+		if (rc < 0)
+			return rc;
+		pos += used;
+	}
+	return 0;
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 	struct chain *c = handle_chain(h);
-	char *buf = malloc(size ? size : 1);
-	ssize_t n;
+	uint64_t vsize = chain_size(c), len;
+	struct read_reply r = { 0 };
+	int rc = 0;
 
 	(void)ino;
-	if (!buf) {
+	if (off < 0 || (uint64_t)off >= vsize) {
 		chain_put(c);
-		return (void)fuse_reply_err(req, ENOMEM);
+		return (void)fuse_reply_buf(req, NULL, 0);
 	}
-	n = off < 0 ? -EINVAL : chain_read(c, buf, size, off);
-	chain_put(c);
-	if (n < 0)
-		fuse_reply_err(req, -n);
+	len = vsize - off < size ? vsize - off : size;
+	r.v = calloc(1, sizeof(*r.v) + READ_MAX_BUFS * sizeof(struct fuse_buf));
+	if (!r.v)
+		rc = -ENOMEM;
+	if (!rc)
+		rc = build_reply(&r, c, off, len);
+	if (rc)
+		fuse_reply_err(req, -rc);
 	else
-		fuse_reply_buf(req, buf, n);
-	free(buf);
+		fuse_reply_data(req, r.v, FUSE_BUF_SPLICE_MOVE);
+	chain_put(c);
+	for (int i = 0; i < r.nowned; i++)
+		free(r.owned[i]);
+	free(r.v);
 }
 
 /* SEEK_DATA/SEEK_HOLE: holes are runs that read as zeros without data
