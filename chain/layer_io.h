@@ -17,6 +17,7 @@
 #ifndef VSTORFS_LAYER_IO_H
 #define VSTORFS_LAYER_IO_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -26,6 +27,10 @@ struct layer_io_ops {
 	int (*pread)(struct layer_io *io, void *buf, size_t len, uint64_t off);
 	int (*map_fd)(struct layer_io *io, uint64_t off, uint64_t *len, int *fd, uint64_t *fd_off);
 	void (*close)(struct layer_io *io);
+	/* Write side, NULL for read-only layers. pwrite writes exactly len
+	 * bytes inside size(); flush makes every completed write durable. */
+	int (*pwrite)(struct layer_io *io, const void *buf, size_t len, uint64_t off);
+	int (*flush)(struct layer_io *io);
 };
 
 struct layer_io {
@@ -39,6 +44,16 @@ struct layer_io {
 static inline int layer_pread(struct layer_io *io, void *buf, size_t len, uint64_t off)
 {
 	return io->ops->pread(io, buf, len, off);
+}
+
+static inline int layer_pwrite(struct layer_io *io, const void *buf, size_t len, uint64_t off)
+{
+	return io->ops->pwrite ? io->ops->pwrite(io, buf, len, off) : -EROFS;
+}
+
+static inline int layer_flush(struct layer_io *io)
+{
+	return io->ops->flush ? io->ops->flush(io) : -EROFS;
 }
 
 static inline void layer_close(struct layer_io *io)
