@@ -27,7 +27,7 @@ int pve_storage_find(const char *path, const char *vg, struct pve_storage *out);
 /*
  * Take the operation lock for vg (blocking up to timeout_s seconds).
  * Returns an fd to pass to pve_storage_unlock, or -EBUSY on timeout, or
- * another negative errno. lock_dir NULL means the real locations.
+ * another negative errno.
  */
 int pve_storage_lock(const char *vg, const struct pve_storage *st, int timeout_s);
 void pve_storage_unlock(int fd);

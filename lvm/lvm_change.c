@@ -1,0 +1,102 @@
+/*
+ * lvm_change: see lvm_change.h. Commands run through lvm_cmd_run (argument
+ * vectors, never a shell; --driverloaded n added where there is no
+ * device-mapper). With device-mapper an LV is created active, as Proxmox
+ * does, so it can be written through /dev/<vg>/<lv>.
+ */
+#include "lvm_change.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "lvm/dm_busy.h"
+#include "lvm/lvm_cmd.h"
+
+static int run(const struct lvm_opts *o, const char *const argv[])
+{
+	char *out = NULL;
+	int rc = lvm_cmd_run(o, argv, &out);
+
+	free(out);
+	return rc;
+}
+
+int lvm_lv_rename(const struct lvm_opts *o, const char *vg, const char *from, const char *to)
+{
+	const char *argv[] = { "lvrename", "-An", vg, from, to, NULL };
+
+	return run(o, argv);
+}
+
+int lvm_lv_create(const struct lvm_opts *o, const char *vg, const char *name, uint64_t bytes,
+		  const char *const *tags)
+{
+	const char *argv[32];
+	char size[32];
+	int n = 0;
+
+	snprintf(size, sizeof(size), "%" PRIu64 "b", bytes);
+	argv[n++] = "lvcreate";
+	argv[n++] = "-An";
+	argv[n++] = "--yes";
+	argv[n++] = "--type";
+	argv[n++] = "linear";
+	argv[n++] = "--size";
+	argv[n++] = size;
+	argv[n++] = "--name";
+	argv[n++] = name;
+	argv[n++] = "--setautoactivation";
+	argv[n++] = "n";
+	if (dm_present()) {
+		argv[n++] = "-aly";
+		argv[n++] = "-Wy";
+	} else {
+		/* No device-mapper: the LV cannot be activated, so not zeroed either;
+		 * vstorfs writes every metadata byte it relies on. */
+		argv[n++] = "-an";
+		argv[n++] = "-Zn";
+	}
+	for (int i = 0; tags && tags[i] && n < 28; i++) {
+		argv[n++] = "--addtag";
+		argv[n++] = tags[i];
+	}
+	argv[n++] = vg;
+	argv[n] = NULL;
+	return run(o, argv);
+}
+
+int lvm_lv_remove(const struct lvm_opts *o, const char *vg, const char *name)
+{
+	char path[512];
+	const char *argv[] = { "lvremove", "-An", "-f", path, NULL };
+
+	if (snprintf(path, sizeof(path), "%s/%s", vg, name) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	return run(o, argv);
+}
+
+int lvm_lv_retag(const struct lvm_opts *o, const char *vg, const char *name, const char *add,
+		 const char *del)
+{
+	char path[512];
+	const char *argv[8];
+	int n = 0;
+
+	if (snprintf(path, sizeof(path), "%s/%s", vg, name) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	argv[n++] = "lvchange";
+	argv[n++] = "-An";
+	if (add) {
+		argv[n++] = "--addtag";
+		argv[n++] = add;
+	}
+	if (del) {
+		argv[n++] = "--deltag";
+		argv[n++] = del;
+	}
+	argv[n++] = path;
+	argv[n] = NULL;
+	return run(o, argv);
+}

@@ -1,0 +1,22 @@
+/*
+ * lvm_change: the lvm2 metadata changes a snapshot operation is made of.
+ * Each is one lvm2 command and so one atomic VG metadata commit: after a
+ * crash the VG shows either the state before the command or after it.
+ */
+#ifndef VSTORFS_LVM_CHANGE_H
+#define VSTORFS_LVM_CHANGE_H
+
+#include <stdint.h>
+
+#include "lvm.h"
+
+int lvm_lv_rename(const struct lvm_opts *o, const char *vg, const char *from, const char *to);
+/* A linear LV of at least `bytes`, rounded up to extents by lvm2; tags NULL-terminated. Not activated without device-mapper. */
+int lvm_lv_create(const struct lvm_opts *o, const char *vg, const char *name, uint64_t bytes,
+		  const char *const *tags);
+int lvm_lv_remove(const struct lvm_opts *o, const char *vg, const char *name);
+/* Add and/or delete one tag in a single commit; either may be NULL. */
+int lvm_lv_retag(const struct lvm_opts *o, const char *vg, const char *name, const char *add,
+		 const char *del);
+
+#endif
