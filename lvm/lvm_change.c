@@ -25,7 +25,7 @@ static int run(const struct lvm_opts *o, const char *const argv[])
 
 int lvm_lv_rename(const struct lvm_opts *o, const char *vg, const char *from, const char *to)
 {
-	const char *argv[] = { "lvrename", "-An", vg, from, to, NULL };
+	const char *argv[] = { "lvrename", vg, from, to, NULL };
 
 	return run(o, argv);
 }
@@ -39,7 +39,6 @@ int lvm_lv_create(const struct lvm_opts *o, const char *vg, const char *name, ui
 
 	snprintf(size, sizeof(size), "%" PRIu64 "b", bytes);
 	argv[n++] = "lvcreate";
-	argv[n++] = "-An";
 	argv[n++] = "--yes";
 	argv[n++] = "--type";
 	argv[n++] = "linear";
@@ -70,7 +69,7 @@ int lvm_lv_create(const struct lvm_opts *o, const char *vg, const char *name, ui
 int lvm_lv_remove(const struct lvm_opts *o, const char *vg, const char *name)
 {
 	char path[512];
-	const char *argv[] = { "lvremove", "-An", "-f", path, NULL };
+	const char *argv[] = { "lvremove", "-f", path, NULL };
 
 	if (snprintf(path, sizeof(path), "%s/%s", vg, name) >= (int)sizeof(path))
 		return -ENAMETOOLONG;
@@ -87,7 +86,6 @@ int lvm_lv_retag(const struct lvm_opts *o, const char *vg, const char *name, con
 	if (snprintf(path, sizeof(path), "%s/%s", vg, name) >= (int)sizeof(path))
 		return -ENAMETOOLONG;
 	argv[n++] = "lvchange";
-	argv[n++] = "-An";
 	if (add) {
 		argv[n++] = "--addtag";
 		argv[n++] = add;
