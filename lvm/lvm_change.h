@@ -19,4 +19,12 @@ int lvm_lv_remove(const struct lvm_opts *o, const char *vg, const char *name);
 int lvm_lv_retag(const struct lvm_opts *o, const char *vg, const char *name, const char *add,
 		 const char *del);
 
+
+/*
+ * Open an LV for writing: /dev/<vg>/<lv> when it exists, else its PV
+ * extents opened O_RDWR. flush() fdatasyncs every device written. Holds a
+ * reference on vg. Only snapshot operations, under the storage lock, use it.
+ */
+int lvm_lv_open_rw(struct lvm_vg *vg, const struct lvm_lv *lv, struct layer_io **out);
+
 #endif
