@@ -281,7 +281,7 @@ static uint64_t published_seqno(const char *name, bool *found)
 }
 
 /* Bring one VG up to date. Returns 0, or a negative errno if it cannot be scanned. */
-static int refresh_vg(const char *name)
+int fs_catalog_refresh_vg(const char *name)
 {
 	uint64_t seqno;
 	bool found;
@@ -331,7 +331,7 @@ static void refresh_all(void)
 		lvm_free_names(pub);
 	}
 	for (int i = 0; names[i]; i++)
-		refresh_vg(names[i]);
+		fs_catalog_refresh_vg(names[i]);
 	lvm_free_names(all);
 }
 
@@ -365,7 +365,7 @@ int fs_catalog_start(const struct fs_options *o)
 		return 0;
 	}
 	for (int i = 0; wanted_vgs[i]; i++) {
-		int rc = refresh_vg(wanted_vgs[i]);
+		int rc = fs_catalog_refresh_vg(wanted_vgs[i]);
 
 		if (rc < 0) {
 			vlog(LOG_ERR, "volume group %s: %s", wanted_vgs[i],

@@ -56,6 +56,8 @@ struct fs_vg {
 int fs_catalog_start(const struct fs_options *o);  /* first scan, synchronous */
 int fs_catalog_start_rescan(void);                 /* after daemonizing: threads do not survive fork */
 void fs_catalog_stop(void);
+/* Rescan VG `name` now if its metadata changed (after our own snapshot operations). */
+int fs_catalog_refresh_vg(const char *name);
 
 /* Bumped whenever a snapshot is published or withdrawn: open files re-resolve their view. */
 uint64_t fs_catalog_generation(void);

@@ -18,6 +18,7 @@
 #include "fs/inode.h"
 #include "fs/ops.h"
 #include "fs/options.h"
+#include "fs/snapshot.h"
 
 #ifndef PR_SET_IO_FLUSHER
 #define PR_SET_IO_FLUSHER 57
@@ -62,6 +63,9 @@ int main(int argc, char **argv)
 		vlog(LOG_ERR, "out of memory");
 		goto out;
 	}
+	/* Finish what a crash interrupted before anyone sees the tree. */
+	if (snapshot_recover(&o) < 0)
+		vlog(LOG_WARNING, "some interrupted snapshot operations could not be finished");
 	if (fs_catalog_start(&o) < 0)
 		goto out;
 	se = fuse_session_new(&args, fs_ops(&o), sizeof(struct fuse_lowlevel_ops), NULL);

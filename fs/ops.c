@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "fs/catalog.h"
 #include "fs/options.h"
+#include "fs/snapshot.h"
 
 #define DISK_FILE "disk.raw"
 
@@ -589,16 +590,53 @@ static void deny(fuse_req_t req)
 	fuse_reply_err(req, EROFS);
 }
 
-static void op_mkdir(fuse_req_t req, fuse_ino_t p, const char *name, mode_t mode)
+/* The VG and volume names a VOLUME node stands for. */
+static int volume_names(fuse_ino_t parent, const char **vg, const char **vol)
 {
-	(void)p; (void)name; (void)mode;
-	deny(req);
+	struct fs_node *n = node_of(parent);
+
+	if (!n)
+		return -ENOENT;
+	if (n->kind != FS_NODE_VOLUME)
+		return n->kind == FS_NODE_FILE ? -ENOTDIR : -EPERM;
+	*vol = n->name;
+	*vg = n->parent->name;
+	return 0;
 }
 
-static void op_rmdir(fuse_req_t req, fuse_ino_t p, const char *name)
+static void reply_new_entry(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	(void)p; (void)name;
-	deny(req);
+	/* The operation refreshed the catalog: the new view is there to look up. */
+	op_lookup(req, parent, name);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	const char *vg, *vol;
+	int rc = volume_names(parent, &vg, &vol);
+
+	(void)mode;
+	if (!rc && opts->read_only)
+		rc = -EROFS;
+	if (!rc)
+		rc = snapshot_take(opts, vg, vol, name);
+	if (rc)
+		return (void)fuse_reply_err(req, -rc);
+	reply_new_entry(req, parent, name);
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	const char *vg, *vol;
+	int rc = volume_names(parent, &vg, &vol);
+
+	if (!rc && opts->read_only)
+		rc = -EROFS;
+	if (!rc && !strcmp(name, "current"))
+		rc = -EBUSY;
+	if (!rc)
+		rc = snapshot_remove(opts, vg, vol, name);
+	fuse_reply_err(req, -rc);
 }
 
 static void op_unlink(fuse_req_t req, fuse_ino_t p, const char *name)

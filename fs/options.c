@@ -27,6 +27,7 @@ void fs_options_usage(const char *prog)
 		"  uid=N gid=N           owner of every file (default 0)\n"
 		"  umask=NNN             octal mask on 0444 files / 0555 dirs (default 077)\n"
 		"  rescan=SECONDS        how often VG changes are looked for (default 2)\n"
+		"  shared_snapshots      allow mkdir/rmdir on shared storages and lvmlockd VGs\n"
 		"  foreground (-f)       stay in the foreground, log to stderr\n"
 		"  debug                 verbose logging; -d also traces FUSE requests\n",
 		prog);
@@ -99,6 +100,8 @@ static int parse_one(struct fs_options *o, const char *tok, bool *in_devices)
 		o->read_only = true;
 	else if (!strcmp(tok, "allow_other"))
 		o->allow_other = true;
+	else if (!strcmp(tok, "shared_snapshots"))
+		o->shared_snapshots = true;
 	else if (!strcmp(tok, "debug"))
 		o->debug = true;
 	else if (!strcmp(tok, "foreground"))

@@ -17,6 +17,7 @@ struct fs_options {
 	bool debug;
 	bool read_only;
 	bool allow_other;
+	bool shared_snapshots; /* allow mkdir/rmdir on shared or lvmlockd VGs */
 	uid_t uid;
 	gid_t gid;
 	mode_t umask;          /* applied to 0444 files / 0555 dirs; default 0077 */

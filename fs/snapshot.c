@@ -1,0 +1,364 @@
+/*
+ * snapshot: mkdir/rmdir of snapshot views. See snapshot.h.
+ *
+ * Invariants, for every operation:
+ * (1) The storage lock (Proxmox's own when a storage names the VG) is held
+ *     from the first check to the last change: two operations on one VG
+ *     never interleave, with each other or with Proxmox.
+ * (2) Before the first change, the intent is an LV tag on the layer being
+ *     changed ("vstorfs-mkdir=<snap>", "vstorfs-rmdir=..."). Tags live in
+ *     the VG metadata, so the intent travels with the VG to any host.
+ * (3) Each step is one atomic lvm2 metadata commit or an image write whose
+ *     data is flushed before any metadata points at it; after every step
+ *     every surviving view reads the same bytes.
+ * (4) The intent tag is removed by the last step, so a tagged LV means
+ *     "unfinished", and snapshot_recover() can tell from the names and
+ *     tags alone how far the operation got.
+ *
+ * mkdir <volume>/<snap>, states and the step that leaves each:
+ *   A  volume LV V tagged mkdir=<snap>           (tag)         -> rename
+ *   B  V renamed to S = snap_<V>_<snap>.qcow2    (lvrename)    -> lvcreate
+ *   C  new V, tagged new=<snap>, unformatted     (lvcreate)    -> format
+ *   D  new V holds the overlay backed by S       (write+flush) -> untag V
+ *   E  V untagged, S still tagged                (lvchange)    -> untag S
+ * Recovery: A: untag. B: rename back, untag. C/D: write the overlay again
+ * (idempotent), then E. E: untag S.
+ */
+#include "snapshot.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chain/chain.h"
+#include "chain/qcow2_create.h"
+#include "common/crash.h"
+#include "common/log.h"
+#include "fs/catalog.h"
+#include "fs/options.h"
+#include "lvm/dm_busy.h"
+#include "lvm/lvm.h"
+#include "lvm/lvm_change.h"
+#include "lvm/pve_storage.h"
+
+#define TAG_MKDIR "vstorfs-mkdir="
+#define TAG_NEW   "vstorfs-new="
+#define LOCK_TIMEOUT_S 60
+
+struct op {
+	const struct fs_options *o;
+	struct lvm_opts lo;
+	const char *vgname;
+	struct lvm_vg *vg;        /* newest scan, under the lock */
+	struct pve_catalog *cat;  /* of vg */
+	int lockfd;
+};
+
+static int op_rescan(struct op *op)
+{
+	int rc;
+
+	if (op->cat)
+		pve_catalog_free(op->cat);
+	op->cat = NULL;
+	if (op->vg)
+		lvm_vg_put(op->vg);
+	op->vg = NULL;
+	rc = lvm_vg_scan(&op->lo, op->vgname, &op->vg);
+	if (rc == 0)
+		rc = pve_catalog_build(op->vg, &op->cat);
+	return rc;
+}
+
+/* Lock the VG and refuse what is not ours to change. */
+static int op_begin(struct op *op, const struct fs_options *o, const char *vg, bool writing)
+{
+	struct pve_storage st;
+	int rc;
+
+	memset(op, 0, sizeof(*op));
+	op->o = o;
+	op->lo.devices = o->devices;
+	op->vgname = vg;
+	op->lockfd = -1;
+	rc = pve_storage_find(PVE_STORAGE_CFG, vg, &st);
+	if (rc < 0)
+		return rc;
+	if (writing && st.shared && !o->shared_snapshots) {
+		vlog(LOG_ERR, "%s: storage %s is shared: snapshots there are Proxmox's to take "
+		     "(mount with -o shared_snapshots to override)", vg, st.storeid);
+		return -EBUSY;
+	}
+	op->lockfd = pve_storage_lock(vg, &st, LOCK_TIMEOUT_S);
+	if (op->lockfd < 0)
+		return op->lockfd;
+	rc = op_rescan(op);
+	if (rc == 0 && writing && op->vg->lock_type && op->vg->lock_type[0] && !o->shared_snapshots) {
+		vlog(LOG_ERR, "%s: VG is under lvmlockd (%s): refusing snapshot changes "
+		     "(mount with -o shared_snapshots to override)", vg, op->vg->lock_type);
+		rc = -EBUSY;
+	}
+	return rc;
+}
+
+static void op_end(struct op *op)
+{
+	if (op->cat)
+		pve_catalog_free(op->cat);
+	if (op->vg)
+		lvm_vg_put(op->vg);
+	pve_storage_unlock(op->lockfd);
+	fs_catalog_refresh_vg(op->vgname);
+}
+
+static const struct lvm_lv *find_lv(const struct op *op, const char *name)
+{
+	return lvm_vg_find_lv(op->vg, name);
+}
+
+static int busy_check(const struct op *op, const struct pve_volume *v)
+{
+	int rc = dm_lv_open_count_busy(op->vgname, v->lv->name);
+
+	for (int i = 0; rc == 0 && i < v->nsnaps; i++)
+		rc = dm_lv_open_count_busy(op->vgname, v->snaps[i].lv->name);
+	if (rc > 0) {
+		vlog(LOG_ERR, "%s/%s: an LV of the chain is open (a running VM?): refusing",
+		     op->vgname, v->lv->name);
+		return -EBUSY;
+	}
+	return rc;
+}
+
+static int probe_vsize(struct op *op, const struct lvm_lv *lv, uint64_t *vsize)
+{
+	struct layer_io *io;
+	struct chain_probe p;
+	int rc = lvm_lv_open(op->vg, lv, &io);
+
+	if (rc < 0)
+		return rc;
+	rc = chain_probe_layer(io, &p);
+	layer_close(io);
+	if (rc < 0)
+		return rc;
+	if (p.format != CHAIN_FMT_QCOW2) {
+		vlog(LOG_ERR, "%s/%s: not a readable qcow2 image: %s", op->vgname, lv->name,
+		     p.format == CHAIN_FMT_BAD ? p.error : "raw");
+		rc = -EIO;
+	}
+	*vsize = p.virtual_size;
+	chain_probe_release(&p);
+	return rc;
+}
+
+/* Write the Proxmox overlay for `snap_lv` into LV `volume` (states C/D). */
+static int format_overlay(struct op *op, const char *volume, const char *snap_lv, uint64_t vsize)
+{
+	const struct lvm_lv *lv = find_lv(op, volume);
+	struct layer_io *io;
+	int rc;
+
+	if (!lv)
+		return -ENOENT;
+	rc = lvm_lv_open_rw(op->vg, lv, &io);
+	if (rc < 0)
+		return rc;
+	rc = qcow2_overlay_create(io, vsize, snap_lv, "qcow2");
+	layer_close(io);
+	if (rc < 0)
+		vlog(LOG_ERR, "%s/%s: writing the overlay failed: %s", op->vgname, volume, strerror(-rc));
+	return rc;
+}
+
+static int take_locked(struct op *op, const char *volume, const char *snap)
+{
+	const struct pve_volume *v = pve_catalog_find(op->cat, volume);
+	char snap_lv[256], tag_mkdir[128], tag_new[128], tag_vm[64], tag_vol[300];
+	const char *tags[4] = { tag_vm, tag_vol, tag_new, NULL };
+	uint64_t vsize;
+	int rc;
+
+	if (!v)
+		return -ENOENT;
+	if (v->format != PVE_FMT_QCOW2)
+		return -EOPNOTSUPP;
+	if (pve_snapshot_lv_name(volume, snap, snap_lv, sizeof(snap_lv)) < 0)
+		return -EINVAL;
+	if (find_lv(op, snap_lv))
+		return -EEXIST;
+	if ((rc = busy_check(op, v)) < 0 || (rc = probe_vsize(op, v->lv, &vsize)) < 0)
+		return rc;
+	snprintf(tag_mkdir, sizeof(tag_mkdir), TAG_MKDIR "%s", snap);
+	snprintf(tag_new, sizeof(tag_new), TAG_NEW "%s", snap);
+	snprintf(tag_vm, sizeof(tag_vm), "pve-vm-%d", v->vmid);
+	snprintf(tag_vol, sizeof(tag_vol), "pve-%s", volume);
+
+	if ((rc = lvm_lv_retag(&op->lo, op->vgname, volume, tag_mkdir, NULL)) < 0)
+		return rc;
+	crash_point("mkdir-tagged");
+	if ((rc = lvm_lv_rename(&op->lo, op->vgname, volume, snap_lv)) < 0)
+		goto undo_tag;
+	crash_point("mkdir-renamed");
+	if ((rc = lvm_lv_create(&op->lo, op->vgname, volume, qcow2_overlay_size(vsize), tags)) < 0)
+		goto undo_rename;
+	crash_point("mkdir-created");
+	if ((rc = op_rescan(op)) < 0 || (rc = format_overlay(op, volume, snap_lv, vsize)) < 0)
+		goto undo_create;
+	crash_point("mkdir-written");
+	if ((rc = lvm_lv_retag(&op->lo, op->vgname, volume, NULL, tag_new)) < 0)
+		return rc; /* the overlay is complete: recovery finishes from here */
+	crash_point("mkdir-untagged");
+	rc = lvm_lv_retag(&op->lo, op->vgname, snap_lv, NULL, tag_mkdir);
+	if (rc == 0)
+		vlog(LOG_NOTICE, "%s/%s: took snapshot %s (layer %s)", op->vgname, volume, snap, snap_lv);
+	return rc;
+
+undo_create:
+	lvm_lv_remove(&op->lo, op->vgname, volume);
+undo_rename:
+	lvm_lv_rename(&op->lo, op->vgname, snap_lv, volume);
+undo_tag:
+	lvm_lv_retag(&op->lo, op->vgname, volume, NULL, tag_mkdir);
+	return rc;
+}
+
+int snapshot_take(const struct fs_options *o, const char *vg, const char *volume, const char *snap)
+{
+	struct op op;
+	int rc;
+
+	if (!pve_snapshot_name_valid(snap) || !strcmp(snap, "current"))
+		return -EINVAL;
+	rc = op_begin(&op, o, vg, true);
+	if (rc == 0)
+		rc = take_locked(&op, volume, snap);
+	op_end(&op);
+	return rc;
+}
+
+int snapshot_remove(const struct fs_options *o, const char *vg, const char *volume, const char *snap)
+{
+	(void)o; (void)vg; (void)volume; (void)snap;
+	return -EOPNOTSUPP;
+}
+
+/* The value of the first tag of lv starting with prefix, or NULL. */
+static const char *tag_value(const struct lvm_lv *lv, const char *prefix)
+{
+	size_t n = strlen(prefix);
+
+	for (int i = 0; lv->tags && lv->tags[i]; i++)
+		if (!strncmp(lv->tags[i], prefix, n))
+			return lv->tags[i] + n;
+	return NULL;
+}
+
+/* The volume a snapshot LV "snap_<base>_<snap>.qcow2" belongs to: "<base>.qcow2". */
+static int volume_of_snap_lv(const char *snap_lv, const char *snap, char *out, size_t len)
+{
+	size_t n = strlen(snap_lv), s = strlen(snap);
+
+	if (n < 5 + 1 + s + 6 || strncmp(snap_lv, "snap_", 5) ||
+	    strcmp(snap_lv + n - s - 6, snap) || strcmp(snap_lv + n - 6, ".qcow2") ||
+	    snap_lv[n - s - 7] != '_')
+		return -EINVAL;
+	if ((int)len <= snprintf(out, len, "%.*s.qcow2", (int)(n - s - 7 - 5), snap_lv + 5))
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+static int recover_mkdir(struct op *op, const struct lvm_lv *lv, const char *snap)
+{
+	char tag[128], tag_new[128], volume[256];
+	const struct lvm_lv *vol;
+	uint64_t vsize;
+	int rc;
+
+	snprintf(tag, sizeof(tag), TAG_MKDIR "%s", snap);
+	snprintf(tag_new, sizeof(tag_new), TAG_NEW "%s", snap);
+	if (volume_of_snap_lv(lv->name, snap, volume, sizeof(volume)) < 0) {
+		/* State A: still the volume itself; nothing changed yet. */
+		vlog(LOG_NOTICE, "%s/%s: undoing interrupted snapshot %s (nothing was changed)",
+		     op->vgname, lv->name, snap);
+		return lvm_lv_retag(&op->lo, op->vgname, lv->name, NULL, tag);
+	}
+	vol = find_lv(op, volume);
+	if (!vol) {
+		/* State B: renamed, no overlay yet: put the volume back. */
+		vlog(LOG_NOTICE, "%s/%s: undoing interrupted snapshot %s (renaming %s back)",
+		     op->vgname, volume, snap, lv->name);
+		rc = lvm_lv_rename(&op->lo, op->vgname, lv->name, volume);
+		return rc ? rc : lvm_lv_retag(&op->lo, op->vgname, volume, NULL, tag);
+	}
+	if (tag_value(vol, TAG_NEW)) {
+		/* States C/D: the overlay may be partly written: write it again. */
+		vlog(LOG_NOTICE, "%s/%s: finishing interrupted snapshot %s (rewriting the overlay)",
+		     op->vgname, volume, snap);
+		if ((rc = probe_vsize(op, lv, &vsize)) < 0 ||
+		    (rc = format_overlay(op, volume, lv->name, vsize)) < 0 ||
+		    (rc = lvm_lv_retag(&op->lo, op->vgname, volume, NULL, tag_new)) < 0)
+			return rc;
+	} else {
+		vlog(LOG_NOTICE, "%s/%s: finishing interrupted snapshot %s", op->vgname, volume, snap);
+	}
+	return lvm_lv_retag(&op->lo, op->vgname, lv->name, NULL, tag);
+}
+
+static int recover_vg(const struct fs_options *o, const char *vg)
+{
+	struct op op;
+	int rc = op_begin(&op, o, vg, false), done = 0;
+
+	while (rc == 0) {
+		const char *snap = NULL;
+		char *snapcopy;
+		int i;
+
+		for (i = 0; i < op.vg->nlvs && !snap; i++)
+			snap = tag_value(&op.vg->lvs[i], TAG_MKDIR);
+		if (!snap)
+			break;
+		if (++done > 64) {
+			rc = -EIO;
+			break;
+		}
+		snapcopy = strdup(snap);
+		rc = snapcopy ? recover_mkdir(&op, &op.vg->lvs[i - 1], snapcopy) : -ENOMEM;
+		free(snapcopy);
+		if (rc == 0)
+			rc = op_rescan(&op);
+	}
+	if (rc < 0)
+		vlog(LOG_ERR, "%s: recovering an interrupted snapshot operation failed: %s", vg,
+		     strerror(-rc));
+	if (op.lockfd >= 0) {
+		if (op.cat)
+			pve_catalog_free(op.cat);
+		if (op.vg)
+			lvm_vg_put(op.vg);
+		pve_storage_unlock(op.lockfd);
+	}
+	return rc == -ENOENT ? 0 : rc;
+}
+
+int snapshot_recover(const struct fs_options *o)
+{
+	struct lvm_opts lo = { .devices = o->devices };
+	char **all = NULL, **names = o->vgs;
+	int rc = 0;
+
+	if (o->read_only)
+		return 0;
+	if (!names) {
+		if (lvm_list_vgs(&lo, &all) < 0)
+			return 0;
+		names = all;
+	}
+	for (int i = 0; names[i]; i++)
+		if (recover_vg(o, names[i]) < 0)
+			rc = -EIO;
+	lvm_free_names(all);
+	return rc;
+}
