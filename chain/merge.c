@@ -1,0 +1,278 @@
+/*
+ * merge: the drivers behind merge.h. Both walk the extent map of one view
+ * (chain_map, which reports which layer answers each run), turn the runs
+ * that must move into whole target units, read those units through a view
+ * and queue them on the target's qcow2_writer, committing in batches.
+ */
+#include "merge.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/crash.h"
+#include "common/log.h"
+
+#define MERGE_CHUNK (4ULL << 20)
+
+/* Calls fn for each run of view `v` that its top layer answers (own = true)
+ * or does not answer (own = false), in order. */
+typedef int (*run_fn)(void *ctx, uint64_t off, uint64_t len);
+
+static int walk_runs(struct chain *v, bool own, run_fn fn, void *ctx)
+{
+	uint64_t size = chain_size(v), pos = 0;
+
+	while (pos < size) {
+		struct chain_extent e;
+		int rc = chain_map(v, pos, size - pos, &e);
+
+		if (rc < 0)
+			return rc;
+		if ((e.depth == 0) == own && (rc = fn(ctx, pos, e.len)) < 0)
+			return rc;
+		pos += e.len;
+	}
+	return 0;
+}
+
+static int add_len(void *ctx, uint64_t off, uint64_t len)
+{
+	(void)off;
+	*(uint64_t *)ctx += len;
+	return 0;
+}
+
+/* S's own runs that C does not cover. */
+struct under_ctx {
+	struct chain *view_c;
+	run_fn fn;
+	void *ctx;
+};
+
+static int under_c(void *p, uint64_t off, uint64_t len)
+{
+	struct under_ctx *u = p;
+	uint64_t end = off + len;
+
+	if (off >= chain_size(u->view_c))
+		return 0;
+	if (end > chain_size(u->view_c))
+		end = chain_size(u->view_c);
+	while (off < end) {
+		struct chain_extent e;
+		int rc = chain_map(u->view_c, off, end - off, &e);
+
+		if (rc < 0)
+			return rc;
+		if (e.len > end - off)
+			e.len = end - off;
+		if (e.depth != 0 && (rc = u->fn(u->ctx, off, e.len)) < 0)
+			return rc;
+		off += e.len;
+	}
+	return 0;
+}
+
+int merge_measure(struct chain *view_c, struct chain *view_s, struct merge_plan *plan)
+{
+	struct under_ctx u = { view_c, add_len, &plan->rebase_bytes };
+
+	memset(plan, 0, sizeof(*plan));
+	int rc = walk_runs(view_c, true, add_len, &plan->commit_bytes);
+
+	return rc ? rc : walk_runs(view_s, true, under_c, &u);
+}
+
+/* ---- moving units ---- */
+
+struct mover {
+	struct qcow2_writer *w;
+	struct chain *src;       /* the view whose bytes are written */
+	struct chain *cmp;       /* rebase: the parent view; equal units are skipped */
+	bool compare;            /* rebase: compare against cmp (zeros when NULL) */
+	uint64_t done_upto;      /* units before this are queued already */
+	uint64_t need;           /* need mode: bytes counted instead of written */
+	bool need_only;
+	uint8_t *buf, *cbuf;
+	/* progress */
+	const char *label;
+	uint64_t total, moved;
+	struct timespec start, last;
+};
+
+static double secs(const struct timespec *a, const struct timespec *b)
+{
+	return (b->tv_sec - a->tv_sec) + (b->tv_nsec - a->tv_nsec) / 1e9;
+}
+
+static void progress(struct mover *m, bool final)
+{
+	struct timespec now;
+	double el;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (!final && secs(&m->last, &now) < 3.0)
+		return;
+	m->last = now;
+	el = secs(&m->start, &now);
+	vlog(LOG_NOTICE, "%s: merged %llu of %llu bytes (%.0f%%), %.1f MiB/s", m->label,
+	     (unsigned long long)m->moved, (unsigned long long)m->total,
+	     m->total ? 100.0 * m->moved / m->total : 100.0,
+	     el > 0 ? m->moved / el / (1 << 20) : 0.0);
+}
+
+static int read_view(struct chain *v, uint8_t *buf, uint64_t len, uint64_t off)
+{
+	uint64_t size = v ? chain_size(v) : 0;
+	ssize_t n = 0;
+
+	memset(buf, 0, len);
+	if (off < size) {
+		n = chain_read(v, buf, off + len > size ? size - off : len, off);
+		if (n < 0)
+			return n;
+	}
+	return 0;
+}
+
+static int move_units(struct mover *m, uint64_t off, uint64_t len)
+{
+	uint64_t unit = qcow2_writer_unit(m->w), vsize = qcow2_writer_vsize(m->w);
+	uint64_t start = off / unit * unit, end = (off + len + unit - 1) / unit * unit;
+	int rc;
+
+	if (start < m->done_upto)
+		start = m->done_upto;
+	if (end > (vsize + unit - 1) / unit * unit)
+		end = (vsize + unit - 1) / unit * unit;
+	while (start < end) {
+		uint64_t n = end - start < MERGE_CHUNK ? end - start : MERGE_CHUNK;
+
+		if (m->need_only) {
+			uint64_t b;
+
+			if ((rc = qcow2_writer_need(m->w, start, n, &b)) < 0)
+				return rc;
+			m->need += b;
+		} else {
+			if ((rc = read_view(m->src, m->buf, n, start)) < 0)
+				return rc;
+			if (m->compare && (rc = read_view(m->cmp, m->cbuf, n, start)) < 0)
+				return rc;
+			for (uint64_t u = 0; u < n; u += unit) {
+				if (m->compare && !memcmp(m->buf + u, m->cbuf + u, unit))
+					continue;
+				if ((rc = qcow2_writer_write(m->w, start + u, m->buf + u, unit)) < 0)
+					return rc;
+			}
+			m->moved += n;
+			if (m->moved >= m->total / 2 && m->moved - n < m->total / 2)
+				crash_point("merge-half");
+			progress(m, false);
+		}
+		start += n;
+		m->done_upto = start;
+	}
+	return 0;
+}
+
+static int move_run(void *ctx, uint64_t off, uint64_t len)
+{
+	return move_units(ctx, off, len);
+}
+
+static int mover_init(struct mover *m, struct qcow2_writer *w, struct chain *src, const char *label,
+		      uint64_t total, bool need_only)
+{
+	memset(m, 0, sizeof(*m));
+	m->w = w;
+	m->src = src;
+	m->label = label;
+	m->total = total;
+	m->need_only = need_only;
+	clock_gettime(CLOCK_MONOTONIC, &m->start);
+	m->last = m->start;
+	if (need_only)
+		return 0;
+	m->buf = malloc(MERGE_CHUNK);
+	m->cbuf = malloc(MERGE_CHUNK);
+	return m->buf && m->cbuf ? 0 : -ENOMEM;
+}
+
+static int mover_finish(struct mover *m, int rc)
+{
+	if (!rc && !m->need_only)
+		rc = qcow2_writer_commit(m->w);
+	if (!rc && !m->need_only)
+		progress(m, true);
+	free(m->buf);
+	free(m->cbuf);
+	return rc;
+}
+
+static int commit_run(struct chain *view_c, struct qcow2_writer *s, const char *label, bool need_only,
+		      uint64_t *need)
+{
+	struct mover m;
+	uint64_t total = 0;
+	int rc = walk_runs(view_c, true, add_len, &total);
+
+	if (!rc)
+		rc = mover_init(&m, s, view_c, label, total, need_only);
+	if (!rc)
+		rc = walk_runs(view_c, true, move_run, &m);
+	rc = mover_finish(&m, rc);
+	if (need)
+		*need = m.need;
+	return rc;
+}
+
+int merge_commit_need(struct chain *view_c, struct qcow2_writer *into_s, uint64_t *bytes)
+{
+	return commit_run(view_c, into_s, "", true, bytes);
+}
+
+int merge_commit(struct chain *view_c, struct qcow2_writer *into_s, const char *label)
+{
+	return commit_run(view_c, into_s, label, false, NULL);
+}
+
+static int rebase_run(struct chain *view_c, struct chain *view_s, struct chain *view_p,
+		      struct qcow2_writer *c, const char *label, bool need_only, uint64_t *need)
+{
+	struct merge_plan plan;
+	struct mover m;
+	struct under_ctx u = { view_c, move_run, &m };
+	int rc = merge_measure(view_c, view_s, &plan);
+
+	if (!rc)
+		rc = mover_init(&m, c, view_s, label, plan.rebase_bytes, need_only);
+	if (!rc) {
+		m.compare = true;
+		m.cmp = view_p;
+		rc = walk_runs(view_s, true, under_c, &u);
+	}
+	rc = mover_finish(&m, rc);
+	if (need)
+		*need = m.need;
+	return rc;
+}
+
+int merge_rebase_need(struct chain *view_c, struct chain *view_s, struct qcow2_writer *into_c,
+		      uint64_t *bytes)
+{
+	return rebase_run(view_c, view_s, NULL, into_c, "", true, bytes);
+}
+
+int merge_rebase(struct chain *view_c, struct chain *view_s, struct chain *view_p,
+		 struct qcow2_writer *into_c, const char *label)
+{
+	return rebase_run(view_c, view_s, view_p, into_c, label, false, NULL);
+}
+
+int merge_fill_from_view(void *view, void *buf, uint64_t len, uint64_t off)
+{
+	return read_view(view, buf, len, off);
+}
