@@ -32,7 +32,9 @@
 #include <string.h>
 
 #include "chain/chain.h"
+#include "chain/merge.h"
 #include "chain/qcow2_create.h"
+#include "chain/qcow2_writer.h"
 #include "common/crash.h"
 #include "common/log.h"
 #include "fs/catalog.h"
@@ -238,10 +240,267 @@ int snapshot_take(const struct fs_options *o, const char *vg, const char *volume
 	return rc;
 }
 
+/* ---- rmdir ---- */
+
+/* The LV name a backing string names inside this VG, or NULL. */
+static const char *backing_lv_name(const struct op *op, const char *backing)
+{
+	size_t n = strlen(op->vgname);
+
+	if (!backing)
+		return NULL;
+	if (!strncmp(backing, "/dev/", 5) && !strncmp(backing + 5, op->vgname, n) && backing[5 + n] == '/')
+		return backing + 6 + n;
+	return strchr(backing, '/') ? NULL : backing;
+}
+
+static int probe_backing(struct op *op, const struct lvm_lv *lv, char **backing)
+{
+	struct layer_io *io;
+	struct chain_probe p;
+	int rc = lvm_lv_open(op->vg, lv, &io);
+
+	*backing = NULL;
+	if (rc < 0)
+		return rc;
+	rc = chain_probe_layer(io, &p);
+	layer_close(io);
+	if (rc < 0)
+		return rc;
+	if (p.format == CHAIN_FMT_QCOW2) {
+		*backing = p.backing;
+		p.backing = NULL;
+	}
+	chain_probe_release(&p);
+	return 0;
+}
+
+/* The layer of the volume whose backing string names `name` (the child). */
+static const struct lvm_lv *child_of(struct op *op, const struct pve_volume *v, const char *name)
+{
+	const struct lvm_lv *found = NULL;
+
+	for (int i = -1; i < v->nsnaps && !found; i++) {
+		const struct lvm_lv *lv = i < 0 ? v->lv : v->snaps[i].lv;
+		char *b;
+
+		if (probe_backing(op, lv, &b) == 0) {
+			const char *bn = backing_lv_name(op, b);
+
+			if (bn && !strcmp(bn, name))
+				found = lv;
+		}
+		free(b);
+	}
+	return found;
+}
+
+static int open_view(struct op *op, const struct lvm_lv *lv, struct chain **out)
+{
+	struct layer_io *io;
+	struct chain_store st;
+	char label[600];
+	int rc = lvm_lv_open(op->vg, lv, &io);
+
+	if (rc < 0)
+		return rc;
+	snprintf(label, sizeof(label), "%s/%s", op->vgname, lv->name);
+	lvm_store_init(&st, op->vg);
+	rc = chain_open(io, CHAIN_FMT_QCOW2, &st, label, out);
+	lvm_store_release(&st);
+	if (rc == 0 && chain_is_broken(*out)) {
+		vlog(LOG_ERR, "%s: the chain below is broken: refusing to merge", label);
+		chain_put(*out);
+		rc = -EIO;
+	}
+	return rc;
+}
+
+struct rm {
+	const struct lvm_lv *s, *c, *p;   /* snapshot, child, parent (may be NULL) */
+	struct chain *view_s, *view_c, *view_p;
+	struct layer_io *wio;
+	struct qcow2_writer *w;
+	char label[600];
+};
+
+static void rm_release(struct rm *r)
+{
+	qcow2_writer_close(r->w);
+	r->w = NULL;
+	layer_close(r->wio);
+	r->wio = NULL;
+	if (r->view_s)
+		chain_put(r->view_s);
+	if (r->view_c)
+		chain_put(r->view_c);
+	if (r->view_p)
+		chain_put(r->view_p);
+	r->view_s = r->view_c = r->view_p = NULL;
+}
+
+static int rm_open_views(struct op *op, struct rm *r)
+{
+	int rc = open_view(op, r->s, &r->view_s);
+
+	if (!rc)
+		rc = open_view(op, r->c, &r->view_c);
+	if (!rc && r->p)
+		rc = open_view(op, r->p, &r->view_p);
+	return rc;
+}
+
+static int rm_open_writer(struct op *op, struct rm *r, bool commit)
+{
+	int rc = lvm_lv_open_rw(op->vg, commit ? r->s : r->c, &r->wio);
+
+	if (rc)
+		return rc;
+	return qcow2_writer_open(r->wio, (qcow2_fill_fn)merge_fill_from_view,
+				 commit ? r->view_s : r->view_c, &r->w);
+}
+
+/* Does the chosen direction fit into its LV? */
+static int rm_fits(struct op *op, struct rm *r, bool commit)
+{
+	uint64_t need;
+	int rc = rm_open_writer(op, r, commit);
+
+	if (!rc)
+		rc = commit ? merge_commit_need(r->view_c, r->w, &need)
+			    : merge_rebase_need(r->view_c, r->view_s, r->w, &need);
+	if (!rc && need > qcow2_writer_room(r->w)) {
+		vlog(LOG_WARNING, "%s: %s would need %llu more bytes than the LV has", r->label,
+		     commit ? "commit" : "rebase", (unsigned long long)need);
+		rc = -ENOSPC;
+	}
+	if (rc) {
+		qcow2_writer_close(r->w);
+		r->w = NULL;
+		layer_close(r->wio);
+		r->wio = NULL;
+	}
+	return rc;
+}
+
+/* Steps after the tag, shared by rmdir and recovery. */
+static int commit_steps(struct op *op, struct rm *r, const char *tag)
+{
+	char cname[256];
+	int rc = merge_commit(r->view_c, r->w, r->label);
+
+	if (rc)
+		return rc;
+	crash_point("rmdir-commit-merged");
+	snprintf(cname, sizeof(cname), "%s", r->c->name);
+	rm_release(r);
+	if ((rc = lvm_lv_remove(&op->lo, op->vgname, cname)))
+		return rc;
+	crash_point("rmdir-commit-removed");
+	if ((rc = lvm_lv_rename(&op->lo, op->vgname, r->s->name, cname)))
+		return rc;
+	crash_point("rmdir-commit-renamed");
+	return lvm_lv_retag(&op->lo, op->vgname, cname, NULL, tag);
+}
+
+static int rebase_steps(struct op *op, struct rm *r)
+{
+	char sname[256];
+	int rc = merge_rebase(r->view_c, r->view_s, r->view_p, r->w, r->label);
+
+	if (rc)
+		return rc;
+	crash_point("rmdir-rebase-copied");
+	if ((rc = qcow2_writer_set_backing(r->w, r->p ? r->p->name : NULL)))
+		return rc;
+	crash_point("rmdir-rebase-relinked");
+	snprintf(sname, sizeof(sname), "%s", r->s->name);
+	rm_release(r);
+	/* The tag goes with the LV: removing it is the last step. */
+	return lvm_lv_remove(&op->lo, op->vgname, sname);
+}
+
+#define TAG_RMDIR "vstorfs-rmdir="
+
+static int remove_locked(struct op *op, const char *volume, const char *snap)
+{
+	const struct pve_volume *v = pve_catalog_find(op->cat, volume);
+	struct rm r = { 0 };
+	struct merge_plan plan;
+	char *pb = NULL, tag[700];
+	bool commit;
+	int rc, i;
+
+	if (!v)
+		return -ENOENT;
+	if (v->format != PVE_FMT_QCOW2)
+		return -EOPNOTSUPP;
+	for (i = 0; i < v->nsnaps && strcmp(v->snaps[i].name, snap); i++)
+		;
+	if (i == v->nsnaps)
+		return -ENOENT;
+	if ((rc = busy_check(op, v)) < 0)
+		return rc;
+	r.s = v->snaps[i].lv;
+	r.c = child_of(op, v, r.s->name);
+	if (!r.c) {
+		/* Nothing reads through it: removing the LV is the whole operation. */
+		vlog(LOG_NOTICE, "%s/%s: snapshot %s has no child layer: removing %s", op->vgname,
+		     volume, snap, r.s->name);
+		return lvm_lv_remove(&op->lo, op->vgname, r.s->name);
+	}
+	if ((rc = probe_backing(op, r.s, &pb)) < 0)
+		return rc;
+	if (pb && !(r.p = lvm_vg_find_lv(op->vg, backing_lv_name(op, pb) ? backing_lv_name(op, pb) : ""))) {
+		vlog(LOG_ERR, "%s: backing layer %s is missing: refusing to merge", r.s->name, pb);
+		free(pb);
+		return -EIO;
+	}
+	free(pb);
+	snprintf(r.label, sizeof(r.label), "%s/%s: deleting snapshot %s", op->vgname, volume, snap);
+	if ((rc = rm_open_views(op, &r)) || (rc = merge_measure(r.view_c, r.view_s, &plan)))
+		goto out;
+	/* Both directions are correct; move fewer bytes. Commit cannot grow S. */
+	commit = plan.commit_bytes <= plan.rebase_bytes && chain_size(r.view_s) >= chain_size(r.view_c);
+	rc = rm_fits(op, &r, commit);
+	if (rc == -ENOSPC && (commit || chain_size(r.view_s) >= chain_size(r.view_c))) {
+		commit = !commit;
+		rc = rm_fits(op, &r, commit);
+	}
+	if (rc)
+		goto out;
+	vlog(LOG_NOTICE, "%s by %s (%s moves %llu bytes, the other way %llu)", r.label,
+	     commit ? "committing the child into it" : "rebasing the child onto its parent",
+	     commit ? "commit" : "rebase",
+	     (unsigned long long)(commit ? plan.commit_bytes : plan.rebase_bytes),
+	     (unsigned long long)(commit ? plan.rebase_bytes : plan.commit_bytes));
+	if (commit)
+		snprintf(tag, sizeof(tag), TAG_RMDIR "commit:%s", r.c->name);
+	else
+		snprintf(tag, sizeof(tag), TAG_RMDIR "rebase:%s:%s", r.c->name, r.p ? r.p->name : "-");
+	if ((rc = lvm_lv_retag(&op->lo, op->vgname, r.s->name, tag, NULL)))
+		goto out;
+	crash_point(commit ? "rmdir-commit-tagged" : "rmdir-rebase-tagged");
+	rc = commit ? commit_steps(op, &r, tag) : rebase_steps(op, &r);
+	if (rc == 0)
+		vlog(LOG_NOTICE, "%s: done", r.label);
+out:
+	rm_release(&r);
+	return rc;
+}
+
 int snapshot_remove(const struct fs_options *o, const char *vg, const char *volume, const char *snap)
 {
-	(void)o; (void)vg; (void)volume; (void)snap;
-	return -EOPNOTSUPP;
+	struct op op;
+	int rc;
+
+	if (!strcmp(snap, "current"))
+		return -EBUSY;
+	rc = op_begin(&op, o, vg, true);
+	if (rc == 0)
+		rc = remove_locked(&op, volume, snap);
+	op_end(&op);
+	return rc;
 }
 
 /* The value of the first tag of lv starting with prefix, or NULL. */
@@ -306,27 +565,98 @@ static int recover_mkdir(struct op *op, const struct lvm_lv *lv, const char *sna
 	return lvm_lv_retag(&op->lo, op->vgname, lv->name, NULL, tag);
 }
 
+/* An interrupted rmdir: "commit:<child>" or "rebase:<child>:<parent or ->". */
+static int recover_rmdir(struct op *op, const struct lvm_lv *lv, const char *value)
+{
+	struct rm r = { .s = lv };
+	char tag[700], cname[256], pname[256] = "";
+	bool commit = !strncmp(value, "commit:", 7);
+	const char *rest = value + 7, *colon;
+	char *b = NULL;
+	int rc;
+
+	snprintf(tag, sizeof(tag), TAG_RMDIR "%s", value);
+	if (!commit && strncmp(value, "rebase:", 7))
+		return -EINVAL;
+	colon = commit ? NULL : strchr(rest, ':');
+	snprintf(cname, sizeof(cname), "%.*s", colon ? (int)(colon - rest) : (int)strlen(rest), rest);
+	if (colon && strcmp(colon + 1, "-"))
+		snprintf(pname, sizeof(pname), "%s", colon + 1);
+	snprintf(r.label, sizeof(r.label), "%s/%s: finishing interrupted snapshot deletion",
+		 op->vgname, lv->name);
+	r.c = find_lv(op, cname);
+	if (commit) {
+		if (!strcmp(lv->name, cname))
+			return lvm_lv_retag(&op->lo, op->vgname, cname, NULL, tag);
+		if (!r.c) {
+			vlog(LOG_NOTICE, "%s (rename to %s)", r.label, cname);
+			rc = lvm_lv_rename(&op->lo, op->vgname, lv->name, cname);
+			return rc ? rc : lvm_lv_retag(&op->lo, op->vgname, cname, NULL, tag);
+		}
+		vlog(LOG_NOTICE, "%s (commit into it again)", r.label);
+		rc = rm_open_views(op, &r);
+		if (!rc)
+			rc = rm_open_writer(op, &r, true);
+		if (!rc)
+			rc = commit_steps(op, &r, tag);
+		rm_release(&r);
+		return rc;
+	}
+	if (!r.c) {
+		vlog(LOG_ERR, "%s: child layer %s is missing: leaving it alone", r.label, cname);
+		return -EIO;
+	}
+	if ((rc = probe_backing(op, r.c, &b)))
+		return rc;
+	const char *now = backing_lv_name(op, b);
+	bool relinked = pname[0] ? now && !strcmp(now, pname) : !b;
+
+	free(b);
+	if (relinked) {
+		vlog(LOG_NOTICE, "%s (child already relinked: removing %s)", r.label, lv->name);
+		return lvm_lv_remove(&op->lo, op->vgname, lv->name);
+	}
+	r.p = pname[0] ? find_lv(op, pname) : NULL;
+	if (pname[0] && !r.p)
+		return -EIO;
+	vlog(LOG_NOTICE, "%s (rebase again)", r.label);
+	rc = rm_open_views(op, &r);
+	if (!rc)
+		rc = rm_open_writer(op, &r, false);
+	if (!rc)
+		rc = rebase_steps(op, &r);
+	rm_release(&r);
+	return rc;
+}
+
 static int recover_vg(const struct fs_options *o, const char *vg)
 {
 	struct op op;
 	int rc = op_begin(&op, o, vg, false), done = 0;
 
 	while (rc == 0) {
-		const char *snap = NULL;
-		char *snapcopy;
+		const char *snap = NULL, *rm = NULL;
+		char *copy;
 		int i;
 
-		for (i = 0; i < op.vg->nlvs && !snap; i++)
+		for (i = 0; i < op.vg->nlvs && !snap && !rm; i++) {
 			snap = tag_value(&op.vg->lvs[i], TAG_MKDIR);
-		if (!snap)
+			rm = tag_value(&op.vg->lvs[i], TAG_RMDIR);
+		}
+		if (!snap && !rm)
 			break;
 		if (++done > 64) {
 			rc = -EIO;
 			break;
 		}
-		snapcopy = strdup(snap);
-		rc = snapcopy ? recover_mkdir(&op, &op.vg->lvs[i - 1], snapcopy) : -ENOMEM;
-		free(snapcopy);
+		copy = strdup(snap ? snap : rm);
+		if (!copy)
+			rc = -ENOMEM;
+		else if (snap)
+			rc = recover_mkdir(&op, &op.vg->lvs[i - 1], copy);
+		else
+			rc = recover_rmdir(&op, &op.vg->lvs[i - 1], copy);
+		free(copy);
 		if (rc == 0)
 			rc = op_rescan(&op);
 	}
