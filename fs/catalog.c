@@ -27,6 +27,8 @@ static struct lvm_opts lvm_opts;
 static char **wanted_vgs;           /* NULL: every VG ("all") */
 static unsigned rescan_secs;
 static pthread_t rescan_thread;
+/* Held by snapshot operations: the periodic rescan must not publish their intermediate states. */
+static pthread_mutex_t ops_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool rescan_running;
 static pthread_mutex_t stop_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t stop_cond = PTHREAD_COND_INITIALIZER;
@@ -348,7 +350,10 @@ static void *rescan_main(void *arg)
 		if (stopping)
 			break;
 		pthread_mutex_unlock(&stop_lock);
-		refresh_all();
+		if (pthread_mutex_trylock(&ops_lock) == 0) {
+			refresh_all();
+			pthread_mutex_unlock(&ops_lock);
+		}
 		pthread_mutex_lock(&stop_lock);
 	}
 	pthread_mutex_unlock(&stop_lock);
@@ -442,4 +447,14 @@ int fs_view_chain(struct fs_vg *vg, struct fs_view *view, const char *volname, s
 	}
 	pthread_mutex_unlock(&vg->chain_lock);
 	return rc;
+}
+
+void fs_catalog_hold(void)
+{
+	pthread_mutex_lock(&ops_lock);
+}
+
+void fs_catalog_release(void)
+{
+	pthread_mutex_unlock(&ops_lock);
 }

@@ -56,6 +56,10 @@ struct fs_vg {
 int fs_catalog_start(const struct fs_options *o);  /* first scan, synchronous */
 int fs_catalog_start_rescan(void);                 /* after daemonizing: threads do not survive fork */
 void fs_catalog_stop(void);
+/* Snapshot operations run between hold and release: one at a time, and the
+ * periodic rescan never publishes a half-done state. */
+void fs_catalog_hold(void);
+void fs_catalog_release(void);
 /* Rescan VG `name` now if its metadata changed (after our own snapshot operations). */
 int fs_catalog_refresh_vg(const char *name);
 

@@ -80,6 +80,7 @@ static int op_begin(struct op *op, const struct fs_options *o, const char *vg, b
 	int rc;
 
 	memset(op, 0, sizeof(*op));
+	fs_catalog_hold();
 	op->o = o;
 	op->lo.devices = o->devices;
 	op->vgname = vg;
@@ -112,6 +113,7 @@ static void op_end(struct op *op)
 		lvm_vg_put(op->vg);
 	pve_storage_unlock(op->lockfd);
 	fs_catalog_refresh_vg(op->vgname);
+	fs_catalog_release();
 }
 
 static const struct lvm_lv *find_lv(const struct op *op, const char *name)
@@ -663,13 +665,12 @@ static int recover_vg(const struct fs_options *o, const char *vg)
 	if (rc < 0)
 		vlog(LOG_ERR, "%s: recovering an interrupted snapshot operation failed: %s", vg,
 		     strerror(-rc));
-	if (op.lockfd >= 0) {
-		if (op.cat)
-			pve_catalog_free(op.cat);
-		if (op.vg)
-			lvm_vg_put(op.vg);
-		pve_storage_unlock(op.lockfd);
-	}
+	if (op.cat)
+		pve_catalog_free(op.cat);
+	if (op.vg)
+		lvm_vg_put(op.vg);
+	pve_storage_unlock(op.lockfd);
+	fs_catalog_release();
 	return rc == -ENOENT ? 0 : rc;
 }
 
