@@ -5,8 +5,9 @@ PKGS    := fuse3 json-c libzstd zlib devmapper
 BUILD   ?= build
 OPT     ?= -O2 -g
 SAN     ?=
+EXTRA_CFLAGS ?=
 CFLAGS  += $(OPT) -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -pthread \
-           -Wall -Wextra -Werror -I. $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+           -Wall -Wextra -Werror -I. $(EXTRA_CFLAGS) $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -pthread
 ifneq ($(SAN),)
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -23,7 +24,7 @@ TOOLS     := $(TOOL_SRC:tools/%.c=$(BUILD)/%)
 PREFIX  ?= /usr/local
 PYTEST  ?= /usr/bin/python3 -m pytest
 
-.PHONY: all deps test test-asan demo bench install clean
+.PHONY: all deps test test-asan demo bench install clean crash
 all: $(BUILD)/vstorfs $(TOOLS) vstorfs
 
 # The daemon lives at the repo root next to mount.vstorfs, which finds it there.
@@ -46,8 +47,12 @@ $(BUILD)/%.o: %.c
 deps:
 	@.ci/install-deps
 
+# A daemon that kills itself at a named step ($$VSTORFS_CRASH_AT), for crash-safety tests.
+crash:
+	$(MAKE) BUILD=build-crash EXTRA_CFLAGS=-DVSTORFS_CRASH_HOOKS build-crash/vstorfs
+
 test: deps
-	$(MAKE) all
+	$(MAKE) all crash
 	$(PYTEST) -v tests
 
 test-asan: deps
@@ -65,4 +70,4 @@ install: all
 	install -D -m 0755 mount.vstorfs $(DESTDIR)/sbin/mount.vstorfs
 
 clean:
-	rm -rf build build-asan vstorfs
+	rm -rf build build-asan build-crash vstorfs
