@@ -1,0 +1,357 @@
+"""mkdir takes a snapshot and rmdir deletes one, as Proxmox VE 9 does; nothing
+is lost when the daemon is killed at any step.
+
+Every check reads the LVs back from the PV extents and lets qemu follow the
+backing strings actually stored in them."""
+
+import errno
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import MiB, GiB, Daemon, disk_path, require_daemon, run, sha256_file, wait_for
+import lvmlib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DISK = 32 * MiB
+VOL = "vm-100-disk-0.qcow2"
+CRASH_BIN = os.path.join(REPO, "build-crash", "vstorfs")
+
+
+# -- helpers -------------------------------------------------------------
+
+def lv_tags(vg):
+    vg._layout = None
+    rows = vg.lvm_json("lvs", "-o", "lv_name,lv_tags", vg.name)["lv"]
+    return {r["lv_name"]: [t for t in r["lv_tags"].split(",") if t] for r in rows}
+
+
+def copy_all_lvs(vg, dst):
+    """Every LV's bytes, read from the PV extents, as files named like the LVs."""
+    vg._layout = None
+    if os.path.isdir(dst):
+        shutil.rmtree(dst)
+    os.makedirs(dst)
+    for lv in vg.lv_names():
+        vg.copy_lv_to_file(lv, os.path.join(dst, lv))
+    return dst
+
+
+def qemu_view_sha(refdir, top):
+    """sha256 of what qemu reads for the chain starting at LV `top`."""
+    out = os.path.join(refdir, "view.raw")
+    run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", top, out], cwd=refdir)
+    h = sha256_file(out)
+    os.unlink(out)
+    return h
+
+
+def qemu_check_all(refdir):
+    for f in sorted(os.listdir(refdir)):
+        if f.endswith(".qcow2"):
+            r = subprocess.run(["qemu-img", "check", "-f", "qcow2", f], cwd=refdir,
+                               capture_output=True, text=True)
+            assert r.returncode == 0, "qemu-img check %s:\n%s%s" % (f, r.stdout, r.stderr)
+            assert "leaked" not in r.stdout, "qemu-img check %s: %s" % (f, r.stdout)
+
+
+def snap_lv(snap, vol=VOL):
+    return "snap_%s_%s.qcow2" % (vol[:-len(".qcow2")], snap)
+
+
+def expected_views(vg, refdir, vol=VOL):
+    """{view: sha} for the volume, by qemu following the stored backing strings."""
+    views = {"current": qemu_view_sha(refdir, vol)}
+    pre = "snap_%s_" % vol[:-len(".qcow2")]
+    for lv in vg.lv_names():
+        if lv.startswith(pre) and lv.endswith(".qcow2"):
+            views[lv[len(pre):-len(".qcow2")]] = qemu_view_sha(refdir, lv)
+    return views
+
+
+def mounted_views(mnt, vg, vol=VOL):
+    d = os.path.join(mnt, vg.name, vol)
+    return {v: sha256_file(os.path.join(d, v, "disk.raw")) for v in os.listdir(d)}
+
+
+def build_volume(env, snaps=("s1", "s2", "s3"), commit_heavy=False):
+    """A Proxmox chain: base + one overlay per snapshot, data in every layer.
+
+    commit_heavy: the newest layers carry more data than the older ones
+    (rmdir of an old snapshot then prefers rebase), else the reverse."""
+    vg = env.vg(npvs=1, pv_size=2 * GiB)
+    ch = env.chain(vg)
+    v = ch.qcow2(VOL, DISK)
+    v.write(0, 8 * MiB, 0x10)
+    v.write(20 * MiB, 3 * MiB, 0x11)
+    for i, s in enumerate(snaps):
+        v.snapshot(s)
+        n = (i + 1) * MiB if commit_heavy else MiB // (i + 1)
+        v.write((i * 5 + 2) * MiB + 4096 * i + 512, n, 0x20 + i)
+        v.io("write -z %d 65536" % ((i + 1) * 3 * MiB))          # zero over older data
+        v.write(DISK - 8192 * (i + 1), 1000, 0x30 + i)          # partial subcluster
+    ch.sync()
+    return vg, ch
+
+
+def mount(env, vg, opts=(), binary=None, envvars=None, name="mnt"):
+    mnt = env.mountpoint(name)
+    d = Daemon(vg.name, mnt, vg.loops, opts=opts, binary=binary)
+    env.daemons.append(d)
+    d.wait_mounted()
+    return d
+
+
+def check_consistent(env, vg, tag="after"):
+    """Mounted views == qemu's views of the LVs; images clean; no intent tags left."""
+    refdir = copy_all_lvs(vg, os.path.join(env.dir, "ref-" + tag))
+    qemu_check_all(refdir)
+    exp = expected_views(vg, refdir)
+    for lv, tags in lv_tags(vg).items():
+        assert not [t for t in tags if t.startswith("vstorfs-")], "%s keeps tags %s" % (lv, tags)
+    return exp
+
+
+# -- mkdir ------------------------------------------------------------------
+
+def test_mkdir_takes_a_proxmox_snapshot(env):
+    vg, ch = build_volume(env, snaps=("s1",))
+    d = mount(env, vg)
+    before = mounted_views(d.mnt, vg)
+    os.mkdir(os.path.join(d.mnt, vg.name, VOL, "before-upgrade"))
+    after = mounted_views(d.mnt, vg)
+    assert after["before-upgrade"] == before["current"]
+    assert after["current"] == before["current"]
+    assert after["s1"] == before["s1"]
+
+    # LVs, tags and image options exactly as Proxmox makes them
+    tags = lv_tags(vg)
+    assert snap_lv("before-upgrade") in tags
+    assert set(tags[VOL]) == {"pve-vm-100", "pve-" + VOL}
+    refdir = copy_all_lvs(vg, os.path.join(env.dir, "ref"))
+    info = json.loads(run(["qemu-img", "info", "--output=json", VOL], cwd=refdir).stdout)
+    assert info["backing-filename"] == snap_lv("before-upgrade")
+    assert info["backing-filename-format"] == "qcow2"
+    assert info["cluster-size"] == 131072
+    assert info["format-specific"]["data"]["extended-l2"] is True
+    assert info["format-specific"]["data"]["compat"] == "1.1"
+    assert info["virtual-size"] == DISK
+    measure = json.loads(run(["qemu-img", "measure", "--output=json", "-O", "qcow2", "-o",
+                              "extended_l2=on,cluster_size=128k", "--size", str(DISK)]).stdout)
+    ext = vg.extent_size
+    assert vg.lv_size(VOL) == (measure["fully-allocated"] + ext - 1) // ext * ext
+    exp = check_consistent(env, vg)
+    assert exp == mounted_views(d.mnt, vg)
+    # qemu writes into the new overlay and reads back
+    run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x77 1M 64k", VOL], cwd=refdir)
+    out = run(["qemu-io", "-f", "qcow2", "-c", "read -P 0x77 1M 64k", VOL], cwd=refdir).stdout
+    assert b"Pattern verification failed" not in out
+
+
+@pytest.mark.parametrize("name,err", [
+    ("9lives", errno.EINVAL), ("a", errno.EINVAL), ("bad.name", errno.EINVAL),
+    ("x" * 41, errno.EINVAL), ("current", errno.EINVAL), ("s1", errno.EEXIST),
+])
+def test_mkdir_refuses_bad_names(env, name, err):
+    vg, ch = build_volume(env, snaps=("s1",))
+    d = mount(env, vg)
+    with pytest.raises(OSError) as e:
+        os.mkdir(os.path.join(d.mnt, vg.name, VOL, name))
+    assert e.value.errno == err
+    check_consistent(env, vg)
+
+
+def test_mkdir_on_raw_volume_and_ro_mount(env):
+    vg, ch = build_volume(env, snaps=())
+    ch.raw("vm-101-disk-0", 8 * MiB)
+    ch.sync()
+    d = mount(env, vg)
+    with pytest.raises(OSError) as e:
+        os.mkdir(os.path.join(d.mnt, vg.name, "vm-101-disk-0", "s1"))
+    assert e.value.errno == errno.EOPNOTSUPP
+    d.stop()
+    d = mount(env, vg, opts=("ro",), name="ro")
+    with pytest.raises(OSError) as e:
+        os.mkdir(os.path.join(d.mnt, vg.name, VOL, "s9"))
+    assert e.value.errno == errno.EROFS
+
+
+# -- rmdir ------------------------------------------------------------------
+
+@pytest.mark.parametrize("victim", ["s1", "s2", "s3"])
+@pytest.mark.parametrize("heavy", [False, True], ids=["light-newer", "heavy-newer"])
+def test_rmdir_keeps_every_other_view(env, victim, heavy):
+    vg, ch = build_volume(env, commit_heavy=heavy)
+    d = mount(env, vg)
+    before = mounted_views(d.mnt, vg)
+    os.rmdir(os.path.join(d.mnt, vg.name, VOL, victim))
+    after = mounted_views(d.mnt, vg)
+    expect = dict(before)
+    del expect[victim]
+    assert after == expect
+    assert snap_lv(victim) not in lv_tags(vg)
+    assert check_consistent(env, vg) == expect
+    assert re.search(r"deleting snapshot %s by (committing|rebasing)" % victim, d.log())
+
+
+def test_rmdir_last_snapshot_and_errors(env):
+    vg, ch = build_volume(env, snaps=("only",))
+    d = mount(env, vg)
+    before = mounted_views(d.mnt, vg)
+    with pytest.raises(OSError) as e:
+        os.rmdir(os.path.join(d.mnt, vg.name, VOL, "current"))
+    assert e.value.errno == errno.EBUSY
+    with pytest.raises(OSError) as e:
+        os.rmdir(os.path.join(d.mnt, vg.name, VOL, "nosuch"))
+    assert e.value.errno == errno.ENOENT
+    os.rmdir(os.path.join(d.mnt, vg.name, VOL, "only"))
+    assert mounted_views(d.mnt, vg) == {"current": before["current"]}
+    assert set(lv_tags(vg)) == {VOL}
+    assert check_consistent(env, vg) == {"current": before["current"]}
+
+
+def test_mkdir_then_rmdir_round_trip_with_proxmox_layers(env):
+    """Interleave our snapshots with ones made the Proxmox way (qemu-img)."""
+    vg, ch = build_volume(env, snaps=("pve1",))
+    d = mount(env, vg)
+    os.mkdir(os.path.join(d.mnt, vg.name, VOL, "ours"))
+    d.stop()
+    # Proxmox takes another snapshot on top of ours, with qemu-img
+    refdir = copy_all_lvs(vg, os.path.join(env.dir, "pve"))
+    vg.lvrename(VOL, snap_lv("pve2"))
+    os.rename(os.path.join(refdir, VOL), os.path.join(refdir, snap_lv("pve2")))
+    run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", lvmlib.OVERLAY_OPTS, "-b",
+         snap_lv("pve2"), "-F", "qcow2", VOL, str(DISK)], cwd=refdir)
+    run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x99 5M 300k", VOL], cwd=refdir)
+    vg.lvcreate(VOL, vg.extent_size * ((os.path.getsize(os.path.join(refdir, VOL)) +
+                                        vg.extent_size) // vg.extent_size),
+                tags=("pve-vm-100", "pve-" + VOL))
+    vg.copy_file_to_lv(os.path.join(refdir, VOL), VOL)
+    d = mount(env, vg, name="mnt2")
+    before = mounted_views(d.mnt, vg)
+    assert set(before) == {"current", "pve1", "ours", "pve2"}
+    for victim in ("ours", "pve1"):
+        os.rmdir(os.path.join(d.mnt, vg.name, VOL, victim))
+        del before[victim]
+        assert mounted_views(d.mnt, vg) == before
+    assert check_consistent(env, vg) == before
+
+
+def test_reader_keeps_reading_while_another_snapshot_goes(env):
+    vg, ch = build_volume(env)
+    d = mount(env, vg)
+    path = disk_path(d.mnt, vg.name, VOL, "s3")
+    want = sha256_file(path)
+    with open(path, "rb") as f:
+        first = f.read(DISK // 2)
+        os.rmdir(os.path.join(d.mnt, vg.name, VOL, "s2"))
+        rest = f.read()
+    import hashlib
+    assert hashlib.sha256(first + rest).hexdigest() == want
+
+
+def test_two_rmdirs_on_one_vg_at_once(env):
+    vg = env.vg(npvs=1, pv_size=2 * GiB)
+    ch = env.chain(vg)
+    vols = ["vm-100-disk-0.qcow2", "vm-100-disk-1.qcow2"]
+    for i, name in enumerate(vols):
+        v = ch.qcow2(name, DISK)
+        v.write(0, 4 * MiB, 0x40 + i)
+        v.snapshot("a")
+        v.write(MiB, MiB, 0x50 + i)
+        v.snapshot("b")
+        v.write(3 * MiB, MiB, 0x60 + i)
+    ch.sync()
+    d = mount(env, vg)
+    before = {n: mounted_views(d.mnt, vg, n) for n in vols}
+    procs = [subprocess.Popen(["rmdir", os.path.join(d.mnt, vg.name, n, "a")]) for n in vols]
+    assert [p.wait() for p in procs] == [0, 0]
+    for n in vols:
+        del before[n]["a"]
+        assert mounted_views(d.mnt, vg, n) == before[n]
+    refdir = copy_all_lvs(vg, os.path.join(env.dir, "ref"))
+    qemu_check_all(refdir)
+
+
+# -- crash safety -----------------------------------------------------------
+
+MKDIR_STEPS = ["mkdir-tagged", "mkdir-renamed", "mkdir-created", "mkdir-written",
+               "mkdir-untagged"]
+RMDIR_COMMIT_STEPS = ["rmdir-commit-tagged", "merge-half", "rmdir-commit-merged",
+                      "rmdir-commit-removed", "rmdir-commit-renamed"]
+RMDIR_REBASE_STEPS = ["rmdir-rebase-tagged", "merge-half", "rmdir-rebase-copied",
+                      "rmdir-rebase-relinked"]
+
+
+def crash_daemon(env, vg, step):
+    if not os.access(CRASH_BIN, os.X_OK):
+        pytest.skip("crash-hook build missing (make crash)")
+    os.environ["VSTORFS_CRASH_AT"] = step
+    try:
+        return mount(env, vg, binary=CRASH_BIN, name="crash")
+    finally:
+        del os.environ["VSTORFS_CRASH_AT"]
+
+
+def after_crash(env, d, step):
+    """The daemon must have died at `step`; clean the dead mount."""
+    assert wait_for(lambda: d.proc.poll() is not None, 20), "daemon did not die at " + step
+    assert d.proc.returncode == -9
+    subprocess.run(["umount", "-l", d.mnt], capture_output=True)
+    d.stopped = True
+    d.log_fh.close()
+    assert "crash point " + step in d.log()
+
+
+def op_expect_crash(fn):
+    try:
+        fn()
+    except OSError as e:
+        assert e.errno in (errno.ENOTCONN, errno.ECONNABORTED, errno.EIO), e
+
+
+@pytest.mark.parametrize("step", MKDIR_STEPS)
+def test_mkdir_crash_at_every_step(env, step):
+    vg, ch = build_volume(env, snaps=("s1",))
+    refdir = copy_all_lvs(vg, os.path.join(env.dir, "ref0"))
+    before = expected_views(vg, refdir)
+    d = crash_daemon(env, vg, step)
+    op_expect_crash(lambda: os.mkdir(os.path.join(d.mnt, vg.name, VOL, "new")))
+    after_crash(env, d, step)
+    d2 = mount(env, vg, name="again")
+    assert "interrupted snapshot" in d2.log()
+    views = mounted_views(d2.mnt, vg)
+    # Finished or undone, never half: current and s1 unchanged either way
+    assert views["current"] == before["current"] and views["s1"] == before["s1"]
+    if "new" in views:
+        assert views["new"] == before["current"]
+    assert check_consistent(env, vg, step) == views
+
+
+@pytest.mark.parametrize("step", RMDIR_COMMIT_STEPS)
+def test_rmdir_commit_crash_at_every_step(env, step):
+    _rmdir_crash(env, step, heavy=False, victim="s1")
+
+
+@pytest.mark.parametrize("step", RMDIR_REBASE_STEPS)
+def test_rmdir_rebase_crash_at_every_step(env, step):
+    _rmdir_crash(env, step, heavy=True, victim="s2")
+
+
+def _rmdir_crash(env, step, heavy, victim):
+    vg, ch = build_volume(env, commit_heavy=heavy)
+    refdir = copy_all_lvs(vg, os.path.join(env.dir, "ref0"))
+    before = expected_views(vg, refdir)
+    d = crash_daemon(env, vg, step)
+    op_expect_crash(lambda: os.rmdir(os.path.join(d.mnt, vg.name, VOL, victim)))
+    after_crash(env, d, step)
+    d2 = mount(env, vg, name="again")
+    assert "interrupted snapshot deletion" in d2.log()
+    expect = dict(before)
+    del expect[victim]
+    assert mounted_views(d2.mnt, vg) == expect
+    assert check_consistent(env, vg, step) == expect
