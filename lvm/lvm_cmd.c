@@ -1,0 +1,166 @@
+/*
+ * lvm_cmd: fork/execvp of lvm2 with stdout and stderr captured through
+ * pipes. Bounded output (64 MiB); the child gets a clean fd table and
+ * LVM_SUPPRESS_FD_WARNINGS so lvm2 does not complain about our fds.
+ */
+#include "lvm_cmd.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "lvm/dm_busy.h"
+
+#define MAX_OUT (64u << 20)
+#define MAX_ARGS 64
+
+struct buf {
+	char *p;
+	size_t len, cap;
+};
+
+static int buf_read(int fd, struct buf *b)
+{
+	char tmp[65536];
+	ssize_t n = read(fd, tmp, sizeof(tmp));
+
+	if (n <= 0)
+		return n < 0 && errno == EINTR ? 1 : 0;
+	if (b->len + n + 1 > MAX_OUT)
+		return 1; /* drop the excess, keep draining */
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = (b->len + n + 1) * 2;
+		char *p = realloc(b->p, cap);
+
+		if (!p)
+			return 1;
+		b->p = p;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, tmp, n);
+	b->len += n;
+	b->p[b->len] = 0;
+	return 1;
+}
+
+/* Between fork and exec only async-signal-safe calls: other threads may hold malloc's lock. */
+static void child(int outfd, int errfd, char *const argv[], char *const envp[])
+{
+	dup2(outfd, 1);
+	dup2(errfd, 2);
+	int nul = open("/dev/null", O_RDONLY);
+
+	if (nul >= 0)
+		dup2(nul, 0);
+	syscall(SYS_close_range, 3, ~0U, 0);
+	signal(SIGPIPE, SIG_DFL);
+	execvpe("lvm", argv, envp);
+	_exit(127);
+}
+
+int lvm_cmd_run(const struct lvm_opts *o, const char *const argv[], char **out)
+{
+	const char *full[MAX_ARGS + 8];
+	char devices[4096] = "";
+	struct buf ob = { 0 }, eb = { 0 };
+	int po[2], pe[2], n = 0, status, rc;
+	pid_t pid;
+
+	full[n++] = "lvm";
+	full[n++] = argv[0];
+	if (!dm_present()) {
+		full[n++] = "--driverloaded";
+		full[n++] = "n";
+	}
+	if (o && o->devices && o->devices[0]) {
+		size_t used = 0;
+
+		for (int i = 0; o->devices[i]; i++)
+			used += snprintf(devices + used, used < sizeof(devices) ? sizeof(devices) - used : 0,
+					 "%s%s", i ? "," : "", o->devices[i]);
+		if (used >= sizeof(devices))
+			return -E2BIG;
+		full[n++] = "--devices";
+		full[n++] = devices;
+	}
+	for (int i = 1; argv[i]; i++) {
+		if (n >= MAX_ARGS + 6)
+			return -E2BIG;
+		full[n++] = argv[i];
+	}
+	full[n] = NULL;
+	extern char **environ;
+	size_t nenv = 0;
+
+	while (environ[nenv])
+		nenv++;
+	char **envp = calloc(nenv + 2, sizeof(*envp));
+
+	if (!envp)
+		return -ENOMEM;
+	memcpy(envp, environ, nenv * sizeof(*envp));
+	envp[nenv] = "LVM_SUPPRESS_FD_WARNINGS=1";
+	if (pipe2(po, O_CLOEXEC) || pipe2(pe, O_CLOEXEC)) {
+		free(envp);
+		return -errno;
+	}
+	pid = fork();
+	if (pid == 0)
+		child(po[1], pe[1], (char *const *)full, envp);
+	free(envp);
+	close(po[1]);
+	close(pe[1]);
+	if (pid < 0) {
+		close(po[0]);
+		close(pe[0]);
+		return -errno;
+	}
+	struct pollfd pf[2] = { { po[0], POLLIN, 0 }, { pe[0], POLLIN, 0 } };
+	int open_fds = 2;
+
+	while (open_fds) {
+		if (poll(pf, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		for (int i = 0; i < 2; i++) {
+			if (pf[i].fd >= 0 && pf[i].revents) {
+				if (!buf_read(pf[i].fd, i ? &eb : &ob)) {
+					close(pf[i].fd);
+					pf[i].fd = -1;
+					open_fds--;
+				}
+			}
+		}
+	}
+	for (int i = 0; i < 2; i++)
+		if (pf[i].fd >= 0)
+			close(pf[i].fd);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	rc = WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
+	if (rc) {
+		const char *err = eb.p ? eb.p : "";
+
+		if (strstr(err, "not found") || strstr(err, "Cannot process volume group"))
+			rc = -ENOENT;
+		else
+			vlog(LOG_ERR, "lvm %s failed: %s", argv[0], err);
+	}
+	free(eb.p);
+	if (out && rc == 0) {
+		*out = ob.p ? ob.p : strdup("");
+		return *out ? 0 : -ENOMEM;
+	}
+	free(ob.p);
+	return rc;
+}
