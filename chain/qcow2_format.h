@@ -1,0 +1,76 @@
+/*
+ * qcow2_format: the on-disk layout of qcow2 (qemu's docs/interop/qcow2.txt),
+ * decoded in one place. Everything here is pure: bytes in, fields out.
+ */
+#ifndef VSTORFS_QCOW2_FORMAT_H
+#define VSTORFS_QCOW2_FORMAT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define QCOW2_MAGIC_BYTES "QFI\xfb"
+#define QCOW2_HEADER_V2 72
+#define QCOW2_MAX_BACKING 1023
+
+#define QCOW2_INCOMPAT_DIRTY    (1ULL << 0)
+#define QCOW2_INCOMPAT_CORRUPT  (1ULL << 1)
+#define QCOW2_INCOMPAT_DATAFILE (1ULL << 2)
+#define QCOW2_INCOMPAT_COMPRESS (1ULL << 3)
+#define QCOW2_INCOMPAT_EXTL2    (1ULL << 4)
+#define QCOW2_INCOMPAT_KNOWN    0x1fULL
+
+#define QCOW2_EXT_END          0x00000000u
+#define QCOW2_EXT_BACKING_FMT  0xe2792acau
+#define QCOW2_EXT_FEATURES     0x6803f857u
+#define QCOW2_EXT_DATA_FILE    0x44415441u
+#define QCOW2_EXT_CRYPTO       0x0537be77u
+
+#define QCOW2_L2_COMPRESSED (1ULL << 62)
+#define QCOW2_L2_ZERO       1ULL
+#define QCOW2_OFFSET_MASK   0x00fffffffffffe00ULL
+
+struct qcow2_header {
+	uint32_t version;
+	uint64_t backing_offset;
+	uint32_t backing_size;
+	uint32_t cluster_bits;
+	uint64_t size;
+	uint32_t crypt_method;
+	uint32_t l1_size;
+	uint64_t l1_offset;
+	uint64_t refcount_table_offset;
+	uint32_t refcount_table_clusters;
+	uint32_t nb_snapshots;
+	uint64_t incompat, compat, autoclear;
+	uint32_t refcount_order;
+	uint32_t header_length;
+	uint8_t compression_type;   /* 0 zlib, 1 zstd */
+};
+
+static inline uint64_t qcow2_be64(const uint8_t *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static inline uint32_t qcow2_be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Decode the fixed header from the first `len` bytes. NULL or a reason it is not qcow2 we can read. */
+const char *qcow2_decode_header(const uint8_t *buf, size_t len, struct qcow2_header *h);
+
+/* Walk extensions in buf (cluster 0 prefix). Fills backing_fmt (NUL-terminated) if present.
+ * Returns NULL or the reason the image is refused. */
+const char *qcow2_decode_extensions(const struct qcow2_header *h, const uint8_t *buf, size_t len,
+				    char *backing_fmt, size_t fmtlen);
+
+/* A compressed L2 entry's host byte range. */
+void qcow2_decode_compressed(uint64_t entry, uint32_t cluster_bits, uint64_t *off, uint64_t *len);
+
+#endif

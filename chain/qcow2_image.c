@@ -1,0 +1,289 @@
+/*
+ * qcow2_image: see qcow2_image.h.
+ *
+ * Bounds are checked where the numbers come from the image: L1 size
+ * against virtual size and a 32 MiB cap, every table and data cluster
+ * against the layer's size, compressed ranges against the layer's end.
+ * Problems found while reading are logged once per image and reason.
+ */
+#include "qcow2_image.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "decompress.h"
+#include "l2_cache.h"
+
+#define MAX_L1_BYTES (32ULL << 20)
+#define HEADER_READ  65536
+
+enum log_once { LOG_L2_PAST_END = 1, LOG_DATA_PAST_END = 2, LOG_MISALIGNED = 4, LOG_COMPRESSED = 8,
+		LOG_IO = 16 };
+
+struct qcow2_image {
+	struct layer_io *io;
+	struct qcow2_header h;
+	uint64_t cs;                /* cluster size */
+	bool extended;
+	uint64_t l2e_size, l2_entries, sc_size;
+	uint64_t *l1;
+	char *backing;
+	char backing_fmt[32];
+	char label[200];
+	unsigned logged;            /* atomic bitmask of enum log_once */
+};
+
+static void log_once(struct qcow2_image *img, unsigned what, const char *reason, uint64_t off)
+{
+	if (__atomic_fetch_or(&img->logged, what, __ATOMIC_RELAXED) & what)
+		return;
+	vlog(LOG_ERR, "%s: layer %s: %s (guest offset %llu; further errors of this kind not logged)",
+	     img->label, img->io->name, reason, (unsigned long long)off);
+}
+
+uint64_t qcow2_image_size(const struct qcow2_image *img)
+{
+	return img->h.size;
+}
+
+const char *qcow2_image_backing(const struct qcow2_image *img)
+{
+	return img->backing;
+}
+
+const char *qcow2_image_backing_fmt(const struct qcow2_image *img)
+{
+	return img->backing_fmt;
+}
+
+void qcow2_image_close(struct qcow2_image *img)
+{
+	if (!img)
+		return;
+	l2_cache_drop(img);
+	free(img->l1);
+	free(img->backing);
+	free(img);
+}
+
+static const char *load_tables(struct qcow2_image *img)
+{
+	uint64_t need_l1, bytes = (uint64_t)img->h.l1_size * 8;
+	uint8_t *raw;
+
+	need_l1 = (img->h.size + img->cs * img->l2_entries - 1) / (img->cs * img->l2_entries);
+	if (img->h.l1_size < need_l1)
+		return "L1 table too small for the virtual size";
+	if (bytes > MAX_L1_BYTES)
+		return "L1 table too large";
+	if (bytes && (img->h.l1_offset % img->cs || img->h.l1_offset > img->io->size ||
+		      bytes > img->io->size - img->h.l1_offset))
+		return "L1 table past the end of the layer";
+	img->l1 = calloc(img->h.l1_size + 1, 8);
+	raw = malloc(bytes + 1);
+	if (!img->l1 || !raw) {
+		free(raw);
+		return "out of memory";
+	}
+	if (bytes && layer_pread(img->io, raw, bytes, img->h.l1_offset)) {
+		free(raw);
+		return "cannot read the L1 table";
+	}
+	for (uint32_t i = 0; i < img->h.l1_size; i++)
+		img->l1[i] = qcow2_be64(raw + 8 * i);
+	free(raw);
+	return NULL;
+}
+
+static const char *read_backing(struct qcow2_image *img, const uint8_t *hdr, size_t hlen)
+{
+	uint64_t off = img->h.backing_offset, n = img->h.backing_size;
+
+	if (!off || !n)
+		return NULL;
+	if (off > img->io->size || n > img->io->size - off)
+		return "backing file name past the end of the layer";
+	img->backing = calloc(1, n + 1);
+	if (!img->backing)
+		return "out of memory";
+	if (off + n <= hlen)
+		memcpy(img->backing, hdr + off, n);
+	else if (layer_pread(img->io, img->backing, n, off))
+		return "cannot read the backing file name";
+	if (strlen(img->backing) != n)
+		return "backing file name contains NUL";
+	return NULL;
+}
+
+const char *qcow2_image_open(struct layer_io *io, const char *label, struct qcow2_image **out)
+{
+	struct qcow2_image *img = calloc(1, sizeof(*img));
+	size_t hlen = io->size < HEADER_READ ? io->size : HEADER_READ;
+	uint8_t *hdr = malloc(HEADER_READ);
+	const char *why = NULL;
+
+	*out = NULL;
+	if (!img || !hdr) {
+		free(img);
+		free(hdr);
+		return "out of memory";
+	}
+	img->io = io;
+	snprintf(img->label, sizeof(img->label), "%s", label);
+	if (layer_pread(io, hdr, hlen, 0))
+		why = "cannot read the header";
+	if (!why)
+		why = qcow2_decode_header(hdr, hlen, &img->h);
+	if (!why) {
+		img->cs = 1ULL << img->h.cluster_bits;
+		img->extended = img->h.incompat & QCOW2_INCOMPAT_EXTL2;
+		img->l2e_size = img->extended ? 16 : 8;
+		img->l2_entries = img->cs / img->l2e_size;
+		img->sc_size = img->extended ? img->cs / 32 : img->cs;
+		if (hlen > img->cs)
+			hlen = img->cs;
+		why = qcow2_decode_extensions(&img->h, hdr, hlen, img->backing_fmt, sizeof(img->backing_fmt));
+	}
+	if (!why)
+		why = read_backing(img, hdr, hlen);
+	if (!why)
+		why = load_tables(img);
+	free(hdr);
+	if (why) {
+		qcow2_image_close(img);
+		return why;
+	}
+	if (img->h.incompat & (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT))
+		vlog(LOG_WARNING, "%s: layer %s is marked %s; reading it anyway", label, io->name,
+		     img->h.incompat & QCOW2_INCOMPAT_CORRUPT ? "corrupt" : "dirty");
+	*out = img;
+	return NULL;
+}
+
+/* Status of subcluster `sc` of a cluster with this entry/bitmap. */
+static enum qcow2_run_kind sc_kind(const struct qcow2_image *img, uint64_t entry, uint64_t bitmap,
+				   unsigned sc)
+{
+	if (entry & QCOW2_L2_COMPRESSED)
+		return QCOW2_COMPRESSED;
+	if (img->extended) {
+		if (bitmap & (1ULL << sc))
+			return QCOW2_DATA;
+		if (bitmap & (1ULL << (32 + sc)))
+			return QCOW2_ZERO;
+		return QCOW2_UNALLOCATED;
+	}
+	if (img->h.version >= 3 && entry & QCOW2_L2_ZERO)
+		return QCOW2_ZERO;
+	return entry & QCOW2_OFFSET_MASK ? QCOW2_DATA : QCOW2_UNALLOCATED;
+}
+
+int qcow2_image_map(struct qcow2_image *img, uint64_t off, uint64_t len, struct qcow2_run *run)
+{
+	uint64_t span = img->cs * img->l2_entries, l1i = off / span, l2off, pos = off;
+	uint64_t end = off + len > img->h.size ? img->h.size : off + len;
+	struct l2_table *t;
+	bool first = true;
+	int rc;
+
+	memset(run, 0, sizeof(*run));
+	if (l1i >= img->h.l1_size)
+		return -EIO;
+	if (end > (l1i + 1) * span)
+		end = (l1i + 1) * span;
+	l2off = img->l1[l1i] & QCOW2_OFFSET_MASK;
+	if (!l2off) {
+		run->kind = QCOW2_UNALLOCATED;
+		run->len = end - off;
+		return 0;
+	}
+	if (l2off % img->cs || l2off > img->io->size || img->cs > img->io->size - l2off) {
+		log_once(img, LOG_L2_PAST_END, "L1 entry points past the end of the layer", off);
+		return -EIO;
+	}
+	rc = l2_cache_get(img, img->io, l2off, img->cs, &t);
+	if (rc) {
+		log_once(img, LOG_IO, "cannot read an L2 table", off);
+		return -EIO;
+	}
+	while (pos < end) {
+		uint64_t ci = (pos / img->cs) % img->l2_entries, in = pos % img->cs;
+		const uint8_t *e = t->data + ci * img->l2e_size;
+		uint64_t entry = qcow2_be64(e), bitmap = img->extended ? qcow2_be64(e + 8) : 0;
+		unsigned sc = in / img->sc_size;
+		enum qcow2_run_kind k = sc_kind(img, entry, bitmap, sc);
+		uint64_t step = (k == QCOW2_COMPRESSED ? img->cs : (sc + 1) * img->sc_size) - in, host = 0;
+
+		if (k == QCOW2_DATA) {
+			host = (entry & QCOW2_OFFSET_MASK) + in;
+			if ((entry & QCOW2_OFFSET_MASK) % img->cs) {
+				log_once(img, LOG_MISALIGNED, "misaligned L2 entry", pos);
+				rc = -EIO;
+				break;
+			}
+			if (host > img->io->size || step > img->io->size - host) {
+				log_once(img, LOG_DATA_PAST_END, "L2 entry points past the end of the layer", pos);
+				rc = -EIO;
+				break;
+			}
+		}
+		if (step > end - pos)
+			step = end - pos;
+		if (first) {
+			run->kind = k;
+			run->host = host;
+			first = false;
+		} else if (k != run->kind || k == QCOW2_COMPRESSED ||
+			   (k == QCOW2_DATA && host != run->host + run->len)) {
+			break;
+		}
+		run->len += step;
+		pos += step;
+		if (k == QCOW2_COMPRESSED)
+			break;
+	}
+	l2_cache_put(t);
+	return rc;
+}
+
+int qcow2_image_read_compressed(struct qcow2_image *img, uint64_t off, void *buf, uint64_t len)
+{
+	uint64_t span = img->cs * img->l2_entries, l1i = off / span, l2off, coff, clen, entry;
+	uint8_t *in = NULL, *out = NULL;
+	struct l2_table *t;
+	int rc;
+
+	if (l1i >= img->h.l1_size || !(l2off = img->l1[l1i] & QCOW2_OFFSET_MASK))
+		return -EIO;
+	if ((rc = l2_cache_get(img, img->io, l2off, img->cs, &t)))
+		return rc;
+	entry = qcow2_be64(t->data + ((off / img->cs) % img->l2_entries) * img->l2e_size);
+	l2_cache_put(t);
+	if (!(entry & QCOW2_L2_COMPRESSED))
+		return -EIO; /* changed under us; the caller maps again */
+	qcow2_decode_compressed(entry, img->h.cluster_bits, &coff, &clen);
+	if (coff >= img->io->size) {
+		log_once(img, LOG_COMPRESSED, "compressed cluster past the end of the layer", off);
+		return -EIO;
+	}
+	/* qemu rounds the length up to whole sectors, possibly past the end. */
+	if (clen > img->io->size - coff)
+		clen = img->io->size - coff;
+	if (clen > 2 * img->cs + 512)
+		clen = 2 * img->cs + 512;
+	in = malloc(clen);
+	out = malloc(img->cs);
+	rc = in && out ? layer_pread(img->io, in, clen, coff) : -ENOMEM;
+	if (!rc && decompress_cluster(img->h.compression_type, in, clen, out, img->cs)) {
+		log_once(img, LOG_COMPRESSED, "corrupt compressed cluster", off);
+		rc = -EIO;
+	}
+	if (!rc)
+		memcpy(buf, out + off % img->cs, len);
+	free(in);
+	free(out);
+	return rc;
+}
