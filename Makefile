@@ -25,11 +25,14 @@ PREFIX  ?= /usr/local
 PYTEST  ?= /usr/bin/python3 -m pytest
 
 .PHONY: all deps test test-asan demo bench install clean crash
-all: $(BUILD)/vstorfs $(TOOLS) vstorfs
+all: $(BUILD)/vstorfs $(TOOLS)
+ifeq ($(BUILD),build)
+all: vstorfs
+endif
 
 # The daemon lives at the repo root next to mount.vstorfs, which finds it there.
-vstorfs: $(BUILD)/vstorfs
-	@if [ "$(BUILD)" = build ]; then cp $< $@; fi
+vstorfs: build/vstorfs
+	ln -sf build/vstorfs $@
 
 $(BUILD)/vstorfs: $(FS_OBJ) $(CORE_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

@@ -117,9 +117,10 @@ static void progress(struct mover *m, bool final)
 		return;
 	m->last = now;
 	el = secs(&m->start, &now);
-	vlog(LOG_NOTICE, "%s: merged %llu of %llu bytes (%.0f%%), %.1f MiB/s", m->label,
+	/* moved counts whole target units, total the source's own bytes: clamp. */
+	vlog(LOG_NOTICE, "%s: merged %llu of about %llu bytes (%.0f%%), %.1f MiB/s", m->label,
 	     (unsigned long long)m->moved, (unsigned long long)m->total,
-	     m->total ? 100.0 * m->moved / m->total : 100.0,
+	     m->total && m->moved < m->total ? 100.0 * m->moved / m->total : 100.0,
 	     el > 0 ? m->moved / el / (1 << 20) : 0.0);
 }
 

@@ -32,6 +32,7 @@ struct target {
 	struct fs_vg *vg;
 	const struct fs_volume *vol;
 	struct fs_view *view;
+	bool stale;   /* the view's name now stands for another top layer than when looked up */
 };
 
 static void target_release(struct target *t)
@@ -65,8 +66,12 @@ static int resolve(struct fs_node *n, struct target *t)
 			break;
 		case FS_NODE_VIEW:
 			t->view = fs_volume_find_view(t->vol, p->name);
-			if (!t->view || strcmp(t->view->top->uuid, p->ident))
+			if (!t->view)
 				goto gone;
+			/* Same name, other layer: after a merge the bytes are the same,
+			 * after a delete-and-retake they are not. Serve the name, but
+			 * never reuse the kernel's cache of the old inode. */
+			t->stale = strcmp(t->view->top->uuid, p->ident) != 0;
 			break;
 		default:
 			break;
@@ -372,7 +377,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 	if (!n || resolve(n, &t))
 		return (void)fuse_reply_err(req, ENOENT);
-	fi->keep_cache = t.view && t.view->snapshot;
+	fi->keep_cache = t.view && t.view->snapshot && !t.stale;
 	target_release(&t);
 	if (n->kind != FS_NODE_FILE)
 		return (void)fuse_reply_err(req, EISDIR);

@@ -5,14 +5,26 @@
 #include "dm_busy.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <libdevmapper.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
+/* The control node can exist without the driver (lvm2 creates it): only an
+ * open that succeeds means device-mapper is really there. */
 bool dm_present(void)
 {
-	return access("/dev/mapper/control", F_OK) == 0;
+	static int present = -1;
+
+	if (present < 0) {
+		int fd = open("/dev/mapper/control", O_RDWR | O_CLOEXEC);
+
+		present = fd >= 0;
+		if (fd >= 0)
+			close(fd);
+	}
+	return present;
 }
 
 static size_t escape_into(char *out, size_t pos, size_t cap, const char *s)
