@@ -366,7 +366,8 @@ class Volume:
         base = self.name[:-len(".qcow2")] if self.name.endswith(".qcow2") else self.name
         return "snap_%s_%s.qcow2" % (base, snap)
 
-    def snapshot(self, snap, old_naming=False, overlay_opts=None, backing_shorter_by=0):
+    def snapshot(self, snap, old_naming=False, overlay_opts=None, backing_shorter_by=0,
+                 content_raw=None):
         """Proxmox way: rename current layer to the snapshot name, new overlay on top."""
         assert self.fmt == "qcow2"
         lv = self.snap_lvname(snap, old_naming)
@@ -381,6 +382,13 @@ class Volume:
             # grow the volume: overlay is longer than its backing file
             self.size += backing_shorter_by
         opts = overlay_opts or OVERLAY_OPTS
+        if content_raw:
+            # new layer = full new content expressed as an overlay of the snapshot
+            opts = opts.replace(",preallocation=metadata", "")
+            qemu_img("convert", "-q", "-f", "raw", "-O", "qcow2", "-o", opts, "-B", lv,
+                     "-F", "qcow2", os.path.abspath(content_raw), self.name,
+                     cwd=self.chain.dir)
+            return lv
         qemu_img("create", "-q", "-f", "qcow2", "-o", opts, "-b", lv, "-F", "qcow2",
                  self.name, str(self.size), cwd=self.chain.dir)
         return lv
