@@ -185,6 +185,14 @@ class VG:
         self._layout = lay
         return lay
 
+    def split_ranges(self, first_pv, first_pe, nfirst, second_pv, second_pe):
+        """pvs function for Chain.place: nfirst extents on one PV, the rest on another."""
+        def f(n):
+            assert n > nfirst
+            return ["%s:%d-%d" % (first_pv, first_pe, first_pe + nfirst - 1),
+                    "%s:%d-%d" % (second_pv, second_pe, second_pe + n - nfirst - 1)]
+        return f
+
     def lv_names(self):
         return sorted(self.layout())
 
@@ -455,8 +463,9 @@ class Chain:
         return v
 
     def place(self, lvname, pvs=(), slack=None):
-        """Ask for an LV to be created on given PVs (optionally extra slack bytes)."""
-        self.lv_pvs[lvname] = tuple(pvs)
+        """Ask for an LV to be created on given PVs (optionally extra slack bytes).
+        pvs: list of "PV" / "PV:a-b", or a function(extent count) returning one."""
+        self.lv_pvs[lvname] = pvs if callable(pvs) else tuple(pvs)
         if slack is not None:
             self.lv_slack[lvname] = slack
 
@@ -478,8 +487,11 @@ class Chain:
             path = os.path.join(self.dir, lv)
             size = os.path.getsize(path)
             if lv not in self.lvs_created:
-                self.vg.lvcreate(lv, self.lv_size_for(lv), tags=self.layer_owner[lv].tags,
-                                 pvs=self.lv_pvs.get(lv, ()))
+                lvsize = self.lv_size_for(lv)
+                pvs = self.lv_pvs.get(lv, ())
+                if callable(pvs):     # f(number of extents) -> PV[:PE range] list
+                    pvs = pvs(lvsize // ext)
+                self.vg.lvcreate(lv, lvsize, tags=self.layer_owner[lv].tags, pvs=pvs)
                 self.lvs_created.add(lv)
             elif size > self.vg.lv_size(lv):
                 self.vg.lvextend(lv, roundup(size, ext))
