@@ -158,7 +158,9 @@ class VG:
 
     @property
     def extent_size(self):
-        return next(iter(self.pv_info().values()))[1]
+        if not getattr(self, "_ext", None):
+            self._ext = next(iter(self.pv_info().values()))[1]
+        return self._ext
 
     def layout(self):
         """{lv_name: [(lv_offset, dev, dev_offset, length), ...]} sorted by lv_offset."""
@@ -397,7 +399,8 @@ class Volume:
                      "-F", "qcow2", os.path.abspath(content_raw), self.name,
                      cwd=self.chain.dir)
             return lv
-        qemu_img("create", "-q", "-f", "qcow2", "-o", opts, "-b", lv, "-F", "qcow2",
+        # -u: do not open the (possibly very deep) backing chain; the size is given
+        qemu_img("create", "-q", "-u", "-f", "qcow2", "-o", opts, "-b", lv, "-F", "qcow2",
                  self.name, str(self.size), cwd=self.chain.dir)
         return lv
 
@@ -483,7 +486,8 @@ class Chain:
     def sync(self, names=None):
         """Create missing LVs (size >= file), grow them if needed, copy file bytes in."""
         ext = self.vg.extent_size
-        for lv in (names or self.layer_files()):
+        names = names or self.layer_files()
+        for lv in names:       # create/grow all LVs first: one layout query for the copies
             path = os.path.join(self.dir, lv)
             size = os.path.getsize(path)
             if lv not in self.lvs_created:
@@ -495,7 +499,8 @@ class Chain:
                 self.lvs_created.add(lv)
             elif size > self.vg.lv_size(lv):
                 self.vg.lvextend(lv, roundup(size, ext))
-            self.vg.copy_file_to_lv(path, lv)
+        for lv in names:
+            self.vg.copy_file_to_lv(os.path.join(self.dir, lv), lv)
 
     # -- reference ------------------------------------------------------
     def refresh_reference_layers(self):
