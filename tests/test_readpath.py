@@ -314,6 +314,10 @@ def test_writes_refused(zoo):
         with pytest.raises(OSError) as ei:
             op()
         assert ei.value.errno in refused, ei.value
+    # `current` is the live disk: it can never be removed like a snapshot
+    with pytest.raises(OSError) as ei:
+        os.rmdir(view)
+    assert ei.value.errno == errno.EBUSY
     assert sha256_file(disk) == before
     assert sorted(os.listdir(view)) == ["disk.raw"]
     assert d.alive()
