@@ -306,7 +306,6 @@ def test_writes_refused(zoo):
         lambda: os.rename(view, os.path.join(os.path.dirname(view), "renamed")),
         lambda: os.mkdir(os.path.join(view, "dir")),
         lambda: os.mkdir(os.path.join(d.mnt, vg, "newvol")),
-        lambda: os.rmdir(view),
         lambda: os.truncate(disk, 0),
         lambda: os.symlink("disk.raw", os.path.join(view, "link")),
     ]
