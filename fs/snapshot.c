@@ -522,7 +522,7 @@ static int volume_of_snap_lv(const char *snap_lv, const char *snap, char *out, s
 	size_t n = strlen(snap_lv), s = strlen(snap);
 
 	if (n < 5 + 1 + s + 6 || strncmp(snap_lv, "snap_", 5) ||
-	    strcmp(snap_lv + n - s - 6, snap) || strcmp(snap_lv + n - 6, ".qcow2") ||
+	    strncmp(snap_lv + n - s - 6, snap, s) || strcmp(snap_lv + n - 6, ".qcow2") ||
 	    snap_lv[n - s - 7] != '_')
 		return -EINVAL;
 	if ((int)len <= snprintf(out, len, "%.*s.qcow2", (int)(n - s - 7 - 5), snap_lv + 5))
@@ -588,8 +588,10 @@ static int recover_rmdir(struct op *op, const struct lvm_lv *lv, const char *val
 		 op->vgname, lv->name);
 	r.c = find_lv(op, cname);
 	if (commit) {
-		if (!strcmp(lv->name, cname))
+		if (!strcmp(lv->name, cname)) {
+			vlog(LOG_NOTICE, "%s (only the intent tag was left)", r.label);
 			return lvm_lv_retag(&op->lo, op->vgname, cname, NULL, tag);
+		}
 		if (!r.c) {
 			vlog(LOG_NOTICE, "%s (rename to %s)", r.label, cname);
 			rc = lvm_lv_rename(&op->lo, op->vgname, lv->name, cname);
