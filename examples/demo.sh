@@ -32,10 +32,10 @@ say() { printf '\n== %s\n' "$*"; }
 # One dd per LV segment: segment at LV byte `start` lives at PE `pe` of the PV.
 to_lv() { # file lv
 	local json pe_start ext ranges start
-	json=$(lvm_ pvs --reportformat json --units b --nosuffix -o pe_start,vg_extent_size "$loop")
+	json=$(lvm_ pvs --reportformat json --units b --nosuffix -o pe_start,vg_extent_size "$loop" 2>/dev/null)
 	pe_start=$(sed -n 's/.*"pe_start":"\([0-9]*\)".*/\1/p' <<<"$json")
 	ext=$(sed -n 's/.*"vg_extent_size":"\([0-9]*\)".*/\1/p' <<<"$json")
-	ranges=$(lvm_ lvs --reportformat json --units b --nosuffix -o lv_name,seg_start,seg_pe_ranges "$vg" |
+	ranges=$(lvm_ lvs --reportformat json --units b --nosuffix -o lv_name,seg_start,seg_pe_ranges "$vg" 2>/dev/null |
 		grep "\"lv_name\":\"$2\"" | sed -n 's/.*"seg_start":"\([0-9]*\)".*"seg_pe_ranges":"[^:]*:\([0-9]*\)-[0-9]*".*/\1 \2/p')
 	while read -r start pe; do
 		dd if="$1" of="$loop" bs=1M iflag=skip_bytes,count_bytes oflag=seek_bytes conv=notrunc,sparse,fsync \
@@ -45,7 +45,7 @@ to_lv() { # file lv
 # Bytes of file $1 from $2 to the end of the LV segment that starts there.
 seg_len() {
 	local f=$(stat -c %s "$1") segs
-	segs=$(lvm_ lvs --reportformat json --units b --nosuffix -o lv_name,seg_start,seg_size "$vg" |
+	segs=$(lvm_ lvs --reportformat json --units b --nosuffix -o lv_name,seg_start,seg_size "$vg" 2>/dev/null |
 		grep "\"lv_name\":\"$3\"" | sed -n 's/.*"seg_start":"\([0-9]*\)".*"seg_size":"\([0-9]*\)".*/\1 \2/p')
 	while read -r s n; do
 		if [ "$s" = "$2" ]; then
