@@ -262,17 +262,17 @@ def test_two_rmdirs_on_one_vg_at_once(env):
     for i, name in enumerate(vols):
         v = ch.qcow2(name, DISK)
         v.write(0, 4 * MiB, 0x40 + i)
-        v.snapshot("a")
+        v.snapshot("sa")
         v.write(MiB, MiB, 0x50 + i)
-        v.snapshot("b")
+        v.snapshot("sb")
         v.write(3 * MiB, MiB, 0x60 + i)
     ch.sync()
     d = mount(env, vg)
     before = {n: mounted_views(d.mnt, vg, n) for n in vols}
-    procs = [subprocess.Popen(["rmdir", os.path.join(d.mnt, vg.name, n, "a")]) for n in vols]
+    procs = [subprocess.Popen(["rmdir", os.path.join(d.mnt, vg.name, n, "sa")]) for n in vols]
     assert [p.wait() for p in procs] == [0, 0]
     for n in vols:
-        del before[n]["a"]
+        del before[n]["sa"]
         assert mounted_views(d.mnt, vg, n) == before[n]
     refdir = copy_all_lvs(vg, os.path.join(env.dir, "ref"))
     qemu_check_all(refdir)
