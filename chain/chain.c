@@ -31,6 +31,7 @@ struct chain {
 	struct layer *layers;
 	uint64_t size;
 	bool broken;
+	bool poisoned;                /* a loop or runaway depth: no byte of it is trustworthy */
 	char label[256];
 };
 
@@ -132,6 +133,7 @@ static bool next_layer(struct chain *c, const struct chain_store *st)
 	}
 	l = &c->layers[c->n++];
 	if (c->n > MAX_DEPTH) {
+		c->poisoned = true;
 		mark_broken(c, l, backing, "chain deeper than 1024 layers");
 		return false;
 	}
@@ -150,6 +152,8 @@ static bool next_layer(struct chain *c, const struct chain_store *st)
 	}
 	if (seen_before(c, io)) {
 		layer_close(io);
+		/* qemu refuses such a chain outright; so do we, for every read. */
+		c->poisoned = true;
 		mark_broken(c, l, backing, "backing chain loops");
 		return false;
 	}
@@ -217,6 +221,8 @@ int chain_map(struct chain *c, uint64_t off, uint64_t len, struct chain_extent *
 	memset(e, 0, sizeof(*e));
 	if (off >= c->size || len == 0)
 		return -EINVAL;
+	if (c->poisoned)
+		return -EIO;
 	if (len > c->size - off)
 		len = c->size - off;
 	for (int d = 0; d < c->n; d++) {

@@ -62,6 +62,9 @@ static void child(int outfd, int errfd, char *const argv[], char *const envp[])
 		dup2(nul, 0);
 	syscall(SYS_close_range, 3, ~0U, 0);
 	signal(SIGPIPE, SIG_DFL);
+	/* mount(8) may run us with a PATH that lacks /sbin. */
+	execve("/sbin/lvm", argv, envp);
+	execve("/usr/sbin/lvm", argv, envp);
 	execvpe("lvm", argv, envp);
 	_exit(127);
 }
@@ -154,7 +157,9 @@ int lvm_cmd_run(const struct lvm_opts *o, const char *const argv[], char **out)
 		if (strstr(err, "not found") || strstr(err, "Cannot process volume group"))
 			rc = -ENOENT;
 		else
-			vlog(LOG_ERR, "lvm %s failed: %s", argv[0], err);
+			vlog(LOG_ERR, "lvm %s failed (%s %d): %s", argv[0],
+			     WIFEXITED(status) ? "exit status" : "signal",
+			     WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status), err);
 	}
 	free(eb.p);
 	if (out && rc == 0) {
