@@ -356,3 +356,84 @@ def _rmdir_crash(env, step, heavy, victim):
     del expect[victim]
     assert mounted_views(d2.mnt, vg) == expect
     assert check_consistent(env, vg, step) == expect
+
+
+# -- space and locks ----------------------------------------------------------
+
+def test_rmdir_that_cannot_fit_changes_nothing(env):
+    """Neither layer is preallocated and both LVs are full: ENOSPC, nothing changed."""
+    vg = env.vg(npvs=1, pv_size=GiB, extent_size="1m")
+    ch = env.chain(vg)
+    v = ch.qcow2(VOL, DISK, opts="cluster_size=65536")
+    v.write(0, 6 * MiB, 0x10)
+    v.snapshot("s1", overlay_opts="cluster_size=65536")
+    v.write(8 * MiB, 6 * MiB, 0x20)
+    for lv in v.layers():
+        ch.place(lv, slack=0)
+    ch.sync()
+    d = mount(env, vg)
+    before = mounted_views(d.mnt, vg)
+    tags_before = lv_tags(vg)
+    with pytest.raises(OSError) as e:
+        os.rmdir(os.path.join(d.mnt, vg.name, VOL, "s1"))
+    assert e.value.errno == errno.ENOSPC
+    assert mounted_views(d.mnt, vg) == before
+    assert lv_tags(vg) == tags_before
+    check_consistent(env, vg)
+
+
+PVE_CFG = "/etc/pve/storage.cfg"
+
+
+@pytest.fixture
+def pve_storage_cfg():
+    """Write a Proxmox storage.cfg for the test (restoring whatever was there)."""
+    saved = open(PVE_CFG).read() if os.path.exists(PVE_CFG) else None
+    made_dir = not os.path.isdir("/etc/pve")
+    os.makedirs("/etc/pve", exist_ok=True)
+
+    def write(text):
+        with open(PVE_CFG, "w") as f:
+            f.write(text)
+    yield write
+    if saved is None:
+        os.unlink(PVE_CFG)
+        if made_dir:
+            os.rmdir("/etc/pve")
+    else:
+        write(saved)
+
+
+def test_shared_storage_refused_unless_asked(env, pve_storage_cfg):
+    vg, ch = build_volume(env, snaps=("s1",))
+    pve_storage_cfg("dir: local\n\tpath /var/lib/vz\n\nlvm: vstest\n\tvgname %s\n"
+                    "\tcontent images\n\tshared 1\n" % vg.name)
+    d = mount(env, vg)
+    with pytest.raises(OSError) as e:
+        os.mkdir(os.path.join(d.mnt, vg.name, VOL, "s2"))
+    assert e.value.errno == errno.EBUSY
+    assert "shared" in d.log()
+    d.stop()
+    d = mount(env, vg, opts=("shared_snapshots",), name="forced")
+    os.mkdir(os.path.join(d.mnt, vg.name, VOL, "s2"))
+    assert "s2" in os.listdir(os.path.join(d.mnt, vg.name, VOL))
+
+
+def test_waits_for_the_proxmox_storage_lock(env, pve_storage_cfg):
+    import fcntl
+    import threading
+    vg, ch = build_volume(env, snaps=("s1",))
+    pve_storage_cfg("lvm: vstest\n\tvgname %s\n\tcontent images\n" % vg.name)
+    d = mount(env, vg)
+    os.makedirs("/var/lock/pve-manager", exist_ok=True)
+    with open("/var/lock/pve-manager/pve-storage-vstest", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = threading.Event()
+        t = threading.Thread(target=lambda: (os.mkdir(os.path.join(d.mnt, vg.name, VOL, "s2")),
+                                             done.set()))
+        t.start()
+        assert not done.wait(2.0), "mkdir went ahead while Proxmox held the storage lock"
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    t.join(30)
+    assert done.is_set()
+    assert "s2" in os.listdir(os.path.join(d.mnt, vg.name, VOL))
