@@ -15,15 +15,9 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "qcow2_format.h"
 
 #define OFLAG_COPIED     (1ULL << 63)
-#define OFLAG_COMPRESSED (1ULL << 62)
-#define OFLAG_ZERO       1ULL
-#define OFFSET_MASK      0x00fffffffffffe00ULL
-#define INCOMPAT_DIRTY   (1ULL << 0)
-#define INCOMPAT_CORRUPT (1ULL << 1)
-#define INCOMPAT_COMPR   (1ULL << 3)
-#define INCOMPAT_EXTL2   (1ULL << 4)
 #define MAX_TABLE_BYTES  (32ULL << 20)
 #define L2_CACHE_SIZE    8
 #define MAX_PENDING      512
@@ -69,20 +63,6 @@ struct qcow2_writer {
 	uint64_t hdr_backing_off, hdr_ext_end;
 	uint32_t hdr_backing_len;
 };
-
-static uint64_t be64(const uint8_t *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 0; i < 8; i++)
-		v = v << 8 | p[i];
-	return v;
-}
-
-static uint32_t be32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
 
 static void put64(uint8_t *p, uint64_t v)
 {
@@ -171,7 +151,7 @@ static int refcount_scan_end(struct qcow2_writer *w)
 {
 	w->next_free = 0;
 	for (uint64_t b = 0; b < w->reftable_entries; b++) {
-		uint64_t off = w->reftable[b] & OFFSET_MASK;
+		uint64_t off = w->reftable[b] & QCOW2_OFFSET_MASK;
 		struct cached_table *t;
 		int rc = 0;
 
@@ -198,7 +178,7 @@ static int refblock_for(struct qcow2_writer *w, uint64_t b, struct cached_table 
 
 	if (b >= w->reftable_entries)
 		return fail(w, -ENOSPC, "the refcount table would have to grow");
-	if (!(w->reftable[b] & OFFSET_MASK)) {
+	if (!(w->reftable[b] & QCOW2_OFFSET_MASK)) {
 		uint64_t n = w->next_free++;
 		struct cached_table *t;
 
@@ -214,7 +194,7 @@ static int refblock_for(struct qcow2_writer *w, uint64_t b, struct cached_table 
 		if (rc)
 			return rc;
 	}
-	*out = cache_get(w, w->rbc, &w->rbc_next, w->reftable[b] & OFFSET_MASK, true, &rc);
+	*out = cache_get(w, w->rbc, &w->rbc_next, w->reftable[b] & QCOW2_OFFSET_MASK, true, &rc);
 	return *out ? 0 : rc;
 }
 
@@ -289,36 +269,30 @@ static int refblocks_write(struct qcow2_writer *w)
 
 /* ---- open ---- */
 
-static int parse_header(struct qcow2_writer *w, const uint8_t *h)
+static int parse_header(struct qcow2_writer *w, const uint8_t *buf, size_t len)
 {
-	uint64_t incompat, known = INCOMPAT_COMPR | INCOMPAT_EXTL2;
+	struct qcow2_header h;
+	const char *why = qcow2_decode_header(buf, len, &h);
 
-	if (memcmp(h, "QFI\xfb", 4))
-		return fail(w, -EIO, "not a qcow2 image");
-	w->version = be32(h + 4);
-	w->cluster_bits = be32(h + 20);
-	if ((w->version != 2 && w->version != 3) || w->cluster_bits < 9 || w->cluster_bits > 21)
-		return fail(w, -ENOTSUP, "unsupported version or cluster size");
-	w->cs = 1ULL << w->cluster_bits;
-	w->hdr_backing_off = be64(h + 8);
-	w->hdr_backing_len = be32(h + 16);
-	w->vsize = be64(h + 24);
-	if (be32(h + 32))
-		return fail(w, -ENOTSUP, "encrypted");
-	w->l1_size = be32(h + 36);
-	w->l1_off = be64(h + 40);
-	w->reftable_off = be64(h + 48);
-	w->reftable_entries = (uint64_t)be32(h + 56) * w->cs / 8;
-	if (be32(h + 60))
+	if (why)
+		return fail(w, -EIO, why);
+	if (h.nb_snapshots)
 		return fail(w, -ENOTSUP, "it has internal snapshots");
-	incompat = w->version == 3 ? be64(h + 72) : 0;
-	w->refcount_order = w->version == 3 ? be32(h + 96) : 4;
-	w->hdr_ext_end = w->version == 3 ? be32(h + 100) : 72;
-	if (incompat & ~known)
-		return fail(w, -ENOTSUP, "dirty, corrupt or unknown incompatible features");
-	if (w->refcount_order > 6)
-		return fail(w, -ENOTSUP, "refcount order above 6");
-	w->extended = incompat & INCOMPAT_EXTL2;
+	if (h.incompat & (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT))
+		return fail(w, -ENOTSUP, "it is marked dirty or corrupt (run qemu-img check -r first)");
+	w->version = h.version;
+	w->cluster_bits = h.cluster_bits;
+	w->cs = 1ULL << w->cluster_bits;
+	w->hdr_backing_off = h.backing_offset;
+	w->hdr_backing_len = h.backing_size;
+	w->vsize = h.size;
+	w->l1_size = h.l1_size;
+	w->l1_off = h.l1_offset;
+	w->reftable_off = h.refcount_table_offset;
+	w->reftable_entries = (uint64_t)h.refcount_table_clusters * w->cs / 8;
+	w->refcount_order = h.refcount_order;
+	w->hdr_ext_end = h.header_length;
+	w->extended = h.incompat & QCOW2_INCOMPAT_EXTL2;
 	w->l2e_size = w->extended ? 16 : 8;
 	w->l2_entries = w->cs / w->l2e_size;
 	w->unit = w->extended ? w->cs / 32 : w->cs;
@@ -338,7 +312,7 @@ static void find_ext_end(struct qcow2_writer *w, const uint8_t *h)
 	uint64_t off = w->hdr_ext_end;
 
 	while (off + 8 <= w->cs && off + 8 <= 65536) {
-		uint32_t type = be32(h + off), len = be32(h + off + 4);
+		uint32_t type = qcow2_be32(h + off), len = qcow2_be32(h + off + 4);
 
 		off += 8;
 		if (type == 0)
@@ -363,7 +337,7 @@ int qcow2_writer_open(struct layer_io *io, qcow2_fill_fn fill, void *fill_opaque
 	if (!(h = malloc(65536)))
 		goto out;
 	rc = layer_pread(io, h, io->size < 65536 ? io->size : 65536, 0);
-	if (rc || (rc = parse_header(w, h)))
+	if (rc || (rc = parse_header(w, h, io->size < 65536 ? io->size : 65536)))
 		goto out;
 	find_ext_end(w, h);
 	rc = -ENOMEM;
@@ -375,11 +349,11 @@ int qcow2_writer_open(struct layer_io *io, qcow2_fill_fn fill, void *fill_opaque
 	if ((rc = layer_pread(io, tab, (uint64_t)w->l1_size * 8, w->l1_off)))
 		goto out;
 	for (uint32_t i = 0; i < w->l1_size; i++)
-		w->l1[i] = be64(tab + 8 * i);
+		w->l1[i] = qcow2_be64(tab + 8 * i);
 	if ((rc = layer_pread(io, tab, w->reftable_entries * 8, w->reftable_off)))
 		goto out;
 	for (uint64_t i = 0; i < w->reftable_entries; i++)
-		w->reftable[i] = be64(tab + 8 * i);
+		w->reftable[i] = qcow2_be64(tab + 8 * i);
 	rc = refcount_scan_end(w);
 out:
 	free(h);
@@ -435,7 +409,7 @@ static int l2_entry(struct qcow2_writer *w, uint64_t cluster, uint64_t *entry, u
 	*entry = *bitmap = 0;
 	if (l1i >= w->l1_size)
 		return fail(w, -EIO, "cluster beyond the L1 table");
-	l2off = w->l1[l1i] & OFFSET_MASK;
+	l2off = w->l1[l1i] & QCOW2_OFFSET_MASK;
 	if (!l2off)
 		return 0;
 	if (l2off % w->cs || l2off + w->cs > w->io->size)
@@ -443,17 +417,17 @@ static int l2_entry(struct qcow2_writer *w, uint64_t cluster, uint64_t *entry, u
 	t = cache_get(w, w->l2c, &w->l2c_next, l2off, true, &rc);
 	if (!t)
 		return rc;
-	*entry = be64(t->buf + l2i * w->l2e_size);
+	*entry = qcow2_be64(t->buf + l2i * w->l2e_size);
 	if (w->extended)
-		*bitmap = be64(t->buf + l2i * w->l2e_size + 8);
+		*bitmap = qcow2_be64(t->buf + l2i * w->l2e_size + 8);
 	return 0;
 }
 
 static bool in_place(const struct qcow2_writer *w, uint64_t entry)
 {
-	if (entry & OFLAG_COMPRESSED || !(entry & OFFSET_MASK))
+	if (entry & QCOW2_L2_COMPRESSED || !(entry & QCOW2_OFFSET_MASK))
 		return false;
-	return w->extended || !(entry & OFLAG_ZERO);
+	return w->extended || !(entry & QCOW2_L2_ZERO);
 }
 
 bool qcow2_writer_unit_preallocated(struct qcow2_writer *w, uint64_t off)
@@ -476,7 +450,7 @@ int qcow2_writer_need(struct qcow2_writer *w, uint64_t off, uint64_t len, uint64
 			return rc;
 		if (!in_place(w, e))
 			*bytes += w->cs;
-		if (!(w->l1[c / w->l2_entries] & OFFSET_MASK) && c / w->l2_entries != l1_seen) {
+		if (!(w->l1[c / w->l2_entries] & QCOW2_OFFSET_MASK) && c / w->l2_entries != l1_seen) {
 			l1_seen = c / w->l2_entries;
 			*bytes += w->cs;
 		}
@@ -537,7 +511,7 @@ static int plan(struct qcow2_writer *w, struct pending *p)
 
 	if (rc)
 		return rc;
-	if (!(w->l1[l1i] & OFFSET_MASK)) {
+	if (!(w->l1[l1i] & QCOW2_OFFSET_MASK)) {
 		for (struct pending *q = w->pend; q < p; q++)
 			if (q->new_l2 && q->cluster / w->l2_entries == l1i)
 				p->new_l2 = q->new_l2;
@@ -545,7 +519,7 @@ static int plan(struct qcow2_writer *w, struct pending *p)
 			return rc;
 	}
 	if (in_place(w, e)) {
-		p->host = e & OFFSET_MASK;
+		p->host = e & QCOW2_OFFSET_MASK;
 		p->new_entry = e | OFLAG_COPIED;
 		p->new_bitmap = w->extended ? ((b | p->mask) & ~((uint64_t)p->mask << 32)) : 0;
 		return 0;
@@ -553,9 +527,9 @@ static int plan(struct qcow2_writer *w, struct pending *p)
 	if ((rc = alloc_cluster(w, &p->host)))
 		return rc;
 	p->new_entry = p->host | OFLAG_COPIED;
-	if (e & OFLAG_COMPRESSED)
+	if (e & QCOW2_L2_COMPRESSED)
 		p->old_compressed = e;
-	if (w->extended && !(e & OFLAG_COMPRESSED)) {
+	if (w->extended && !(e & QCOW2_L2_COMPRESSED)) {
 		/* Unallocated or zero subclusters stay so; only ours become data. */
 		p->new_bitmap = p->mask | (b & ~((uint64_t)p->mask << 32) & 0xffffffff00000000ULL);
 		return 0;
@@ -600,7 +574,7 @@ static int write_data(struct qcow2_writer *w, struct pending *p)
 static int write_entry(struct qcow2_writer *w, struct pending *p)
 {
 	uint64_t l1i = p->cluster / w->l2_entries, l2i = p->cluster % w->l2_entries;
-	uint64_t l2off = p->new_l2 ? p->new_l2 : w->l1[l1i] & OFFSET_MASK;
+	uint64_t l2off = p->new_l2 ? p->new_l2 : w->l1[l1i] & QCOW2_OFFSET_MASK;
 	struct cached_table *t;
 	uint8_t ent[16];
 	int rc = 0;
@@ -623,10 +597,10 @@ static int write_entry(struct qcow2_writer *w, struct pending *p)
 
 static int free_compressed(struct qcow2_writer *w, uint64_t entry)
 {
-	unsigned x = 62 - (w->cluster_bits - 8);
-	uint64_t off = entry & ((1ULL << x) - 1);
-	uint64_t sectors = ((entry >> x) & ((1ULL << (62 - x)) - 1)) + 1;
-	uint64_t end = (off & ~511ULL) + sectors * 512;
+	uint64_t off, len, end;
+
+	qcow2_decode_compressed(entry, w->cluster_bits, &off, &len);
+	end = off + len;
 
 	for (uint64_t c = off / w->cs; c * w->cs < end; c++) {
 		int rc = refcount_add(w, c, -1);
@@ -663,7 +637,7 @@ int qcow2_writer_commit(struct qcow2_writer *w)
 		uint64_t l1i = p->cluster / w->l2_entries;
 		uint8_t ent[8];
 
-		if (!p->new_l2 || (w->l1[l1i] & OFFSET_MASK))
+		if (!p->new_l2 || (w->l1[l1i] & QCOW2_OFFSET_MASK))
 			continue;
 		w->l1[l1i] = p->new_l2 | OFLAG_COPIED;
 		put64(ent, w->l1[l1i]);

@@ -437,3 +437,56 @@ def test_waits_for_the_proxmox_storage_lock(env, pve_storage_cfg):
     t.join(30)
     assert done.is_set()
     assert "s2" in os.listdir(os.path.join(d.mnt, vg.name, VOL))
+
+
+# -- merges that must allocate ------------------------------------------------
+
+def _alloc_chain(env, kind):
+    vg = env.vg(npvs=1, pv_size=GiB)
+    ch = env.chain(vg)
+    if kind == "compressed-base":
+        raw = os.path.join(env.dir, "content.raw")
+        with open(raw, "wb") as f:
+            for i in range(DISK // MiB):
+                f.write(bytes([(i * 7 + j) % 251 for j in range(256)]) * (MiB // 256))
+        lvmlib.qemu_img("convert", "-q", "-c", "-f", "raw", "-O", "qcow2", "-o",
+                        "compression_type=zstd", raw, VOL, cwd=ch.dir)
+        v = ch._add(VOL, DISK, "qcow2", "", None, None)
+        v.snapshot("s1", overlay_opts="cluster_size=65536")
+        v.write(3 * MiB + 512, 200000, 0x41)            # commit replaces compressed clusters
+        victim = "s1"
+    elif kind == "new-l2-tables":
+        v = ch.qcow2(VOL, DISK, opts="cluster_size=4096")
+        v.write(0, MiB, 0x51)
+        v.snapshot("s1", overlay_opts="cluster_size=4096")
+        v.write(20 * MiB + 100, 70000, 0x52)            # base has no L2 table there
+        v.io("write -z 4096 8192")                       # zeros of the child's own
+        victim = "s1"
+    else:  # rebase into a child that is not preallocated
+        v = ch.qcow2(VOL, DISK, opts="cluster_size=65536")
+        v.write(0, 2 * MiB, 0x60)
+        v.snapshot("s1", overlay_opts="cluster_size=65536")
+        v.write(5 * MiB, 4096, 0x61)                     # the snapshot layer is light...
+        v.write(MiB - 512, 1024, 0x63)
+        v.snapshot("s2", overlay_opts="cluster_size=65536")
+        v.write(10 * MiB, 12 * MiB, 0x62)                # ...its child heavy and sparse
+        victim = "s2"
+    for lv in v.layers():
+        ch.place(lv, slack=16 * MiB)
+    ch.sync()
+    return vg, victim
+
+
+@pytest.mark.parametrize("kind", ["compressed-base", "new-l2-tables", "rebase-sparse-child"])
+def test_rmdir_allocating_merges_stay_clean(env, kind):
+    vg, victim = _alloc_chain(env, kind)
+    d = mount(env, vg)
+    before = mounted_views(d.mnt, vg)
+    os.rmdir(os.path.join(d.mnt, vg.name, VOL, victim))
+    del before[victim]
+    assert mounted_views(d.mnt, vg) == before
+    assert check_consistent(env, vg) == before     # qemu-img check: no errors, no leaks
+    if kind == "rebase-sparse-child":
+        assert "by rebasing" in d.log()
+    else:
+        assert "by committing" in d.log()
