@@ -131,6 +131,16 @@ say "Read-only: writing is refused"
 if (echo x >"$mnt/$vg/$vol/current/disk.raw") 2>/dev/null; then echo "unexpected: write succeeded"; exit 1; fi
 echo "write refused, as expected"
 
+say "mkdir takes a snapshot the Proxmox way; rmdir deletes one by commit or rebase"
+mkdir "$mnt/$vg/$vol/nightly"
+echo "views now: $(ls "$mnt/$vg/$vol" | tr '\n' ' ')"
+rmdir "$mnt/$vg/$vol/before_upgrade"
+echo "after rmdir before_upgrade: $(ls "$mnt/$vg/$vol" | tr '\n' ' ')"
+mount -o loop,ro -t ext4 "$mnt/$vg/$vol/after-upgrade/disk.raw" "$inner"
+echo "after-upgrade still reads: hello.txt = $(cat "$inner/hello.txt")"
+umount "$inner"
+lvs --driverloaded n --devices "$loop" -o lv_name,lv_tags "$vg" 2>/dev/null
+
 say "Unmount (this ends the daemon) and clean up"
 umount "$mnt"
 echo "done"
