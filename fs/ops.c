@@ -164,6 +164,9 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	(void)userdata;
 	conn->want |= FUSE_CAP_ASYNC_READ;
+	/* Plain data runs are replied as (PV fd, offset): let the kernel splice them. */
+	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
+		conn->want |= FUSE_CAP_SPLICE_WRITE | (conn->capable & FUSE_CAP_SPLICE_MOVE);
 	conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
 	conn->max_readahead = 1 << 20;
 }

@@ -156,7 +156,9 @@ int lvm_cmd_run(const struct lvm_opts *o, const char *const argv[], char **out)
 
 		if (strstr(err, "not found") || strstr(err, "Cannot process volume group"))
 			rc = -ENOENT;
-		else
+		else if (strstr(err, "insufficient free space"))
+			rc = -ENOSPC;
+		if (rc != -ENOENT)
 			vlog(LOG_ERR, "lvm %s failed (%s %d): %s", argv[0],
 			     WIFEXITED(status) ? "exit status" : "signal",
 			     WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status), err);
