@@ -11,7 +11,8 @@
 /*
  * Run `lvm <argv...>` (argv[0] is the subcommand, NULL-terminated).
  * *out gets stdout (NUL-terminated, malloc'd) when out is not NULL.
- * Returns 0, -ENOENT when lvm2 says the VG does not exist, or -EIO with
+ * Returns 0, -ENOENT when lvm2 says the VG does not exist, -ENOSPC when it
+ * has no room for a new LV, or -EIO with
  * stderr logged.
  */
 int lvm_cmd_run(const struct lvm_opts *o, const char *const argv[], char **out);

@@ -382,6 +382,20 @@ def test_rmdir_that_cannot_fit_changes_nothing(env):
     check_consistent(env, vg)
 
 
+def test_mkdir_on_a_full_vg_is_undone(env):
+    vg, ch = build_volume(env, snaps=("s1",))
+    vg.lvm("lvcreate", "-an", "-Zn", "-An", "-y", "-l", "100%FREE", "-n", "data", vg.name)
+    d = mount(env, vg)
+    before = mounted_views(d.mnt, vg)
+    tags = lv_tags(vg)
+    with pytest.raises(OSError) as e:
+        os.mkdir(os.path.join(d.mnt, vg.name, VOL, "s2"))
+    assert e.value.errno == errno.ENOSPC
+    assert lv_tags(vg) == tags                      # renamed back, intent tag removed
+    assert mounted_views(d.mnt, vg) == before
+    check_consistent(env, vg)
+
+
 PVE_CFG = "/etc/pve/storage.cfg"
 
 
