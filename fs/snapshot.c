@@ -297,6 +297,29 @@ static const struct lvm_lv *child_of(struct op *op, const struct pve_volume *v, 
 	return found;
 }
 
+/* Does any LV other than `child` read through `name` (a linked clone, say)? */
+static bool other_children(struct op *op, const char *name, const struct lvm_lv *child)
+{
+	for (int i = 0; i < op->vg->nlvs; i++) {
+		const struct lvm_lv *lv = &op->vg->lvs[i];
+		const char *bn;
+		char *b;
+		bool hit;
+
+		if (lv == child || !strcmp(lv->name, name) || probe_backing(op, lv, &b))
+			continue;
+		bn = backing_lv_name(op, b);
+		hit = bn && !strcmp(bn, name);
+		free(b);
+		if (hit) {
+			vlog(LOG_ERR, "%s/%s: %s also reads through it: refusing to remove it", op->vgname,
+			     name, lv->name);
+			return true;
+		}
+	}
+	return false;
+}
+
 static int open_view(struct op *op, const struct lvm_lv *lv, struct chain **out)
 {
 	struct layer_io *io;
@@ -451,6 +474,8 @@ static int remove_locked(struct op *op, const char *volume, const char *snap)
 		     volume, snap, r.s->name);
 		return lvm_lv_remove(&op->lo, op->vgname, r.s->name);
 	}
+	if (other_children(op, r.s->name, r.c))
+		return -EBUSY;
 	if ((rc = probe_backing(op, r.s, &pb)) < 0)
 		return rc;
 	if (pb && !(r.p = lvm_vg_find_lv(op->vg, backing_lv_name(op, pb) ? backing_lv_name(op, pb) : ""))) {

@@ -504,3 +504,20 @@ def test_rmdir_allocating_merges_stay_clean(env, kind):
         assert "by rebasing" in d.log()
     else:
         assert "by committing" in d.log()
+
+
+def test_rmdir_refuses_a_layer_a_clone_reads_through(env):
+    vg, ch = build_volume(env, snaps=("s1",))
+    refdir = copy_all_lvs(vg, os.path.join(env.dir, "clone"))
+    clone = "vm-101-disk-0.qcow2"
+    run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", lvmlib.OVERLAY_OPTS, "-b", snap_lv("s1"),
+         "-F", "qcow2", clone, str(DISK)], cwd=refdir)
+    vg.lvcreate(clone, 40 * MiB, tags=("pve-vm-101",))
+    vg.copy_file_to_lv(os.path.join(refdir, clone), clone)
+    d = mount(env, vg)
+    before = mounted_views(d.mnt, vg)
+    with pytest.raises(OSError) as e:
+        os.rmdir(os.path.join(d.mnt, vg.name, VOL, "s1"))
+    assert e.value.errno == errno.EBUSY
+    assert clone in d.log()
+    assert mounted_views(d.mnt, vg) == before
