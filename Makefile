@@ -24,7 +24,7 @@ TOOLS     := $(TOOL_SRC:tools/%.c=$(BUILD)/%)
 PREFIX  ?= /usr/local
 PYTEST  ?= /usr/bin/python3 -m pytest
 
-.PHONY: all deps test test-asan demo bench install clean crash
+.PHONY: all deps test test-asan demo bench install clean crash fuzz
 all: $(BUILD)/vstorfs $(TOOLS)
 ifeq ($(BUILD),build)
 all: vstorfs
@@ -47,6 +47,27 @@ $(BUILD)/%.o: %.c
 
 -include $(CORE_OBJ:.o=.d) $(FS_OBJ:.o=.d)
 
+# Fuzzing the qcow2 engine (clang/libFuzzer), and a gcc replay of the regressions for make test.
+FUZZ_SRC     := fuzz/fuzz_chain.c $(wildcard chain/*.c) $(wildcard common/*.c)
+FUZZ_SECONDS ?= 120
+FUZZ_JOBS    ?= 2
+
+build-fuzz/fuzz_chain: $(FUZZ_SRC) $(wildcard chain/*.h common/*.h)
+	@mkdir -p $(dir $@)
+	clang -O1 -g -fsanitize=fuzzer,address,undefined -std=gnu11 -D_GNU_SOURCE -I. -o $@ $(FUZZ_SRC) -lz -lzstd -pthread
+
+$(BUILD)/fuzz-replay: fuzz/replay.c $(FUZZ_SRC) $(wildcard chain/*.h common/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -std=gnu11 -D_GNU_SOURCE \
+		-Wall -Wextra -Werror -I. -o $@ fuzz/replay.c $(FUZZ_SRC) -lz -lzstd -pthread
+
+fuzz: build-fuzz/fuzz_chain
+	@mkdir -p build-fuzz/corpus build-fuzz/seeds
+	/usr/bin/python3 fuzz/make_seeds.py build-fuzz/seeds
+	cd build-fuzz && ./fuzz_chain -max_total_time=$(FUZZ_SECONDS) -max_len=1048576 -timeout=10 \
+		-rss_limit_mb=2048 -jobs=$(FUZZ_JOBS) -workers=$(FUZZ_JOBS) -artifact_prefix=../fuzz/regressions/ \
+		corpus seeds ../fuzz/regressions
+
 deps:
 	@.ci/install-deps
 
@@ -55,7 +76,7 @@ crash:
 	$(MAKE) BUILD=build-crash EXTRA_CFLAGS=-DVSTORFS_CRASH_HOOKS build-crash/vstorfs
 
 test: deps
-	$(MAKE) all crash
+	$(MAKE) all crash $(BUILD)/fuzz-replay
 	$(PYTEST) -v tests
 
 test-asan: deps
@@ -73,4 +94,4 @@ install: all
 	install -D -m 0755 mount.vstorfs $(DESTDIR)/sbin/mount.vstorfs
 
 clean:
-	rm -rf build build-asan build-crash vstorfs
+	rm -rf build build-asan build-crash build-fuzz vstorfs

@@ -7,6 +7,7 @@
 
 static bool log_to_stderr = true;
 static bool log_debug;
+static bool log_silent;   /* fuzzing: millions of bad images, no log wanted */
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 
 void vlog_init(bool to_stderr, bool debug)
@@ -32,7 +33,7 @@ void vlog(int prio, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (prio >= LOG_DEBUG && !log_debug)
+	if ((prio >= LOG_DEBUG && !log_debug) || log_silent)
 		return;
 	va_start(ap, fmt);
 	if (log_to_stderr) {
@@ -47,4 +48,9 @@ void vlog(int prio, const char *fmt, ...)
 		vsyslog(prio, fmt, ap);
 	}
 	va_end(ap);
+}
+
+void vlog_silence(bool silent)
+{
+	log_silent = silent;
 }

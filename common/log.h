@@ -10,6 +10,7 @@
 #include <syslog.h> /* LOG_ERR, LOG_WARNING, LOG_NOTICE, LOG_INFO, LOG_DEBUG */
 
 void vlog_init(bool to_stderr, bool debug);
+void vlog_silence(bool silent);
 void vlog(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

@@ -1,0 +1,84 @@
+#!/usr/bin/python3
+"""Seed corpus for fuzz_chain, made with qemu-img/qemu-io: every feature the
+reader supports, as small images packed in fuzz_chain's input format.
+
+usage: make_seeds.py OUTDIR"""
+
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+
+
+def sh(*argv, cwd):
+    subprocess.run(argv, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
+
+
+def pack(layers, fmt=1, tail=b""):
+    out = bytes([len(layers) - 1, fmt])
+    for data in layers:
+        out += struct.pack("<I", len(data)) + data
+    return out + tail
+
+
+def read(d, name):
+    with open(os.path.join(d, name), "rb") as f:
+        return f.read()
+
+
+def seeds(d):
+    size = "256k"
+    tail = struct.pack(">QQQQ", 0, 65536, 4097, 300000)
+    # name: (base create opts, overlay opts or None, qemu-io commands base, overlay)
+    cases = {
+        "v2-512": ("compat=0.10,cluster_size=512", None, ["write -P 1 0 4k"], []),
+        "v3-4k": ("cluster_size=4096", "cluster_size=4096",
+                  ["write -P 2 0 64k", "write -z 8k 4k"], ["write -P 3 6k 3000"]),
+        "ext16k": ("extended_l2=on,cluster_size=16k", "extended_l2=on,cluster_size=16k",
+                   ["write -P 4 0 100k"], ["write -P 5 1000 700", "write -z 32k 512"]),
+        "prealloc": ("cluster_size=4096,preallocation=metadata",
+                     "extended_l2=on,cluster_size=16k,preallocation=metadata",
+                     ["write -P 6 0 128k"], ["write -P 7 2048 4096"]),
+    }
+    for name, (bopts, oopts, bcmds, ocmds) in cases.items():
+        sh("qemu-img", "create", "-q", "-f", "qcow2", "-o", bopts, "L1", size, cwd=d)
+        for c in bcmds:
+            sh("qemu-io", "-f", "qcow2", "-c", c, "L1", cwd=d)
+        if oopts:
+            sh("qemu-img", "create", "-q", "-f", "qcow2", "-o", oopts, "-b", "L1", "-F", "qcow2",
+               "L0", size, cwd=d)
+            for c in ocmds:
+                sh("qemu-io", "-f", "qcow2", "-c", c, "L0", cwd=d)
+            yield name, pack([read(d, "L0"), read(d, "L1")], tail=tail)
+        else:
+            yield name, pack([read(d, "L1")], tail=tail)
+    for ctype in ("zlib", "zstd"):
+        with open(os.path.join(d, "raw"), "wb") as f:
+            f.write(bytes(range(256)) * 1024)
+        sh("qemu-img", "convert", "-q", "-c", "-f", "raw", "-O", "qcow2", "-o",
+           "cluster_size=4096,compression_type=" + ctype, "raw", "L1", cwd=d)
+        yield "compressed-" + ctype, pack([read(d, "L1")], tail=tail)
+    # raw bottom layer under a qcow2 overlay, and a 3-deep chain
+    with open(os.path.join(d, "L2"), "wb") as f:
+        f.write(b"\xab" * 65536)
+    sh("qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", "-b", "L2", "-F", "raw",
+       "L1", "64k", cwd=d)
+    sh("qemu-io", "-f", "qcow2", "-c", "write -P 9 4k 4k", "L1", cwd=d)
+    sh("qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", "-b", "L1", "-F", "qcow2",
+       "L0", "96k", cwd=d)
+    sh("qemu-io", "-f", "qcow2", "-c", "write -P 8 0 512", "L0", cwd=d)
+    yield "raw-bottom", pack([read(d, "L0"), read(d, "L1"), read(d, "L2")], tail=tail)
+
+
+def main():
+    out = sys.argv[1]
+    os.makedirs(out, exist_ok=True)
+    with tempfile.TemporaryDirectory() as d:
+        for name, data in seeds(d):
+            with open(os.path.join(out, name), "wb") as f:
+                f.write(data)
+
+
+if __name__ == "__main__":
+    main()
