@@ -80,6 +80,7 @@ test: deps
 	$(PYTEST) -v tests
 
 test-asan: deps
+	$(MAKE) all crash build/fuzz-replay
 	$(MAKE) BUILD=build-asan SAN=1 OPT="-O1 -g" build-asan/vstorfs
 	VSTORFS_BIN=$(CURDIR)/build-asan/vstorfs $(PYTEST) -v tests
 

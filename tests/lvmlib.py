@@ -81,7 +81,8 @@ def roundup(n, a):
 class VG:
     """A volume group on one or more loop devices backed by sparse files."""
 
-    def __init__(self, workdir, npvs=1, pv_size=GiB, extent_size="4m", name=None):
+    def __init__(self, workdir, npvs=1, pv_size=GiB, extent_size="4m", name=None,
+                 metadatasize=None):
         self.workdir = workdir
         self.name = name or ("vst" + secrets.token_hex(4))
         self.files = []
@@ -96,7 +97,8 @@ class VG:
                 self.files.append(f)
                 loop = run(["losetup", "-f", "--show", f]).stdout.decode().strip()
                 self.loops.append(loop)
-            self.lvm("pvcreate", "-y", "-ff", *self.loops)
+            mda = ["--metadatasize", metadatasize] if metadatasize else []
+            self.lvm("pvcreate", "-y", "-ff", *mda, *self.loops)
             self.lvm("vgcreate", "-An", "-s", extent_size, self.name, *self.loops)
             self.created = True
         except BaseException:

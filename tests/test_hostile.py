@@ -91,3 +91,31 @@ def test_healthy_disk_unaffected(hostile_vg):
     ch, d, cases = hostile_vg
     check_all_views(d.mnt, ch, volumes=[HEALTHY])
     assert d.alive()
+
+
+def test_chain_deeper_than_the_limit(env):
+    """1030 layers: views deeper than 1024 fail with EIO and a log line, the
+    shallow ones read, memory stays bounded."""
+    depth = 1030
+    vg = env.vg(npvs=1, pv_size=2 * GiB, extent_size="1m", metadatasize="32m")
+    ch = env.chain(vg)
+    v = ch.qcow2("vm-300-disk-0.qcow2", MiB, opts="cluster_size=4096")
+    v.write(0, 4096, 0x33)
+    ch.lv_slack[v.name] = 0
+    for i in range(1, depth):
+        lv = v.snapshot("s%d" % i, overlay_opts="cluster_size=4096")
+        ch.lv_slack[lv] = 0
+        ch.lv_slack[v.name] = 0
+    ch.sync()
+    d = env.mount(vg.name, vg.loops)
+    voldir = os.path.join(d.mnt, vg.name, v.name)
+    assert len(os.listdir(voldir)) == depth
+    err, _ = read_all(os.path.join(voldir, "current", "disk.raw"), timeout=60)
+    assert err == errno.EIO
+    assert "deeper than 1024" in d.log()
+    err, n = read_all(os.path.join(voldir, "s5", "disk.raw"))
+    assert (err, n) == (0, MiB)
+    with open(os.path.join(voldir, "s1000", "disk.raw"), "rb") as f:
+        assert f.read(4096) == b"\x33" * 4096          # 1000 layers deep: within the limit
+    assert d.alive()
+    assert rss_kib(d.proc.pid) < 200 * 1024
