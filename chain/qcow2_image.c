@@ -19,6 +19,7 @@
 
 #define MAX_L1_BYTES (32ULL << 20)
 #define HEADER_READ  65536
+#define HEADER_FIRST 4096   /* enough for almost every header: read more only when needed */
 
 enum log_once { LOG_L2_PAST_END = 1, LOG_DATA_PAST_END = 2, LOG_MISALIGNED = 4, LOG_COMPRESSED = 8,
 		LOG_IO = 16 };
@@ -121,7 +122,7 @@ static const char *read_backing(struct qcow2_image *img, const uint8_t *hdr, siz
 const char *qcow2_image_open(struct layer_io *io, const char *label, struct qcow2_image **out)
 {
 	struct qcow2_image *img = calloc(1, sizeof(*img));
-	size_t hlen = io->size < HEADER_READ ? io->size : HEADER_READ;
+	size_t hlen = io->size < HEADER_FIRST ? io->size : HEADER_FIRST;
 	uint8_t *hdr = malloc(HEADER_READ);
 	const char *why = NULL;
 
@@ -146,6 +147,15 @@ const char *qcow2_image_open(struct layer_io *io, const char *label, struct qcow
 		if (hlen > img->cs)
 			hlen = img->cs;
 		why = qcow2_decode_extensions(&img->h, hdr, hlen, img->backing_fmt, sizeof(img->backing_fmt));
+		if (why && hlen == HEADER_FIRST && img->cs > HEADER_FIRST && io->size > HEADER_FIRST) {
+			/* The extensions go on past the first 4 KiB: read up to the cluster (64 KiB at most). */
+			hlen = img->cs < HEADER_READ ? img->cs : HEADER_READ;
+			if (hlen > io->size)
+				hlen = io->size;
+			why = layer_pread(io, hdr, hlen, 0) ? "cannot read the header"
+				: qcow2_decode_extensions(&img->h, hdr, hlen, img->backing_fmt,
+							  sizeof(img->backing_fmt));
+		}
 	}
 	if (!why)
 		why = read_backing(img, hdr, hlen);
