@@ -137,7 +137,7 @@ def bench_reads(env):
 
 def bench_sparse_copy(env):
     """A mostly-empty 2 GiB disk: cp --sparse=always (SEEK_DATA/SEEK_HOLE) vs dd."""
-    vg = env.vg(npvs=1, pv_size=4 * GiB)
+    vg = env.vg(npvs=1, pv_size=8 * GiB)
     ch = env.chain(vg)
     v = ch.qcow2("vm-200-disk-0.qcow2", 2 * GiB)
     v.write(0, 16 * MiB, 0x44)
