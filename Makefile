@@ -72,8 +72,9 @@ deps:
 	@.ci/install-deps
 
 # A daemon that kills itself at a named step ($$VSTORFS_CRASH_AT), for crash-safety tests.
+CRASH_BUILD ?= build-crash
 crash:
-	$(MAKE) BUILD=build-crash EXTRA_CFLAGS=-DVSTORFS_CRASH_HOOKS build-crash/vstorfs
+	$(MAKE) BUILD=$(CRASH_BUILD) EXTRA_CFLAGS=-DVSTORFS_CRASH_HOOKS $(CRASH_BUILD)/vstorfs
 
 test: deps
 	$(MAKE) all crash $(BUILD)/fuzz-replay
@@ -82,7 +83,9 @@ test: deps
 test-asan: deps
 	$(MAKE) all crash build/fuzz-replay
 	$(MAKE) BUILD=build-asan SAN=1 OPT="-O1 -g" build-asan/vstorfs
-	VSTORFS_BIN=$(CURDIR)/build-asan/vstorfs $(PYTEST) -v tests
+	$(MAKE) crash CRASH_BUILD=build-crash-asan SAN=1 OPT="-O1 -g"
+	VSTORFS_BIN=$(CURDIR)/build-asan/vstorfs VSTORFS_CRASH_BIN=$(CURDIR)/build-crash-asan/vstorfs \
+		$(PYTEST) -v tests
 
 demo: deps all
 	@examples/demo.sh
@@ -95,4 +98,4 @@ install: all
 	install -D -m 0755 mount.vstorfs $(DESTDIR)/sbin/mount.vstorfs
 
 clean:
-	rm -rf build build-asan build-crash build-fuzz vstorfs
+	rm -rf build build-asan build-crash build-crash-asan build-fuzz vstorfs

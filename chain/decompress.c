@@ -28,12 +28,13 @@ static int unzstd(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_len
 	ZSTD_DCtx *dctx = ZSTD_createDCtx();
 	ZSTD_inBuffer ib = { in, in_len, 0 };
 	ZSTD_outBuffer ob = { out, out_len, 0 };
+	size_t r = 1;
 	int rc = -EIO;
 
 	if (!dctx)
 		return -ENOMEM;
 	while (ob.pos < ob.size) {
-		size_t r = ZSTD_decompressStream(dctx, &ob, &ib);
+		r = ZSTD_decompressStream(dctx, &ob, &ib);
 
 		if (ZSTD_isError(r))
 			break;
@@ -42,7 +43,12 @@ static int unzstd(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_len
 			break;
 		}
 	}
-	if (ob.pos == ob.size)
+	/*
+	 * The frame must also end with the cluster (r == 0), as qemu requires:
+	 * a frame that would inflate past the cluster is corrupt, and qemu
+	 * fails that read with EIO rather than returning its first cluster.
+	 */
+	if (ob.pos == ob.size && r == 0)
 		rc = 0;
 	ZSTD_freeDCtx(dctx);
 	return rc;

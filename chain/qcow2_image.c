@@ -31,6 +31,7 @@ struct qcow2_image {
 	bool extended;
 	uint64_t l2e_size, l2_entries, sc_size;
 	uint64_t *l1;
+	uint32_t l1_entries;        /* entries loaded: what the virtual size uses */
 	char *backing;
 	char backing_fmt[32];
 	char label[200];
@@ -83,7 +84,14 @@ static const char *load_tables(struct qcow2_image *img)
 	if (bytes && (img->h.l1_offset % img->cs || img->h.l1_offset > img->io->size ||
 		      bytes > img->io->size - img->h.l1_offset))
 		return "L1 table past the end of the layer";
-	img->l1 = calloc(img->h.l1_size + 1, 8);
+	/*
+	 * Load only the entries the virtual size can reach. A hostile header
+	 * may declare a 32 MiB L1 for a tiny disk; holding all of it for every
+	 * open layer would let a few small LVs blow up the daemon's memory.
+	 */
+	img->l1_entries = need_l1;
+	bytes = need_l1 * 8;
+	img->l1 = calloc(img->l1_entries + 1, 8);
 	raw = malloc(bytes + 1);
 	if (!img->l1 || !raw) {
 		free(raw);
@@ -93,7 +101,7 @@ static const char *load_tables(struct qcow2_image *img)
 		free(raw);
 		return "cannot read the L1 table";
 	}
-	for (uint32_t i = 0; i < img->h.l1_size; i++)
+	for (uint32_t i = 0; i < img->l1_entries; i++)
 		img->l1[i] = qcow2_be64(raw + 8 * i);
 	free(raw);
 	return NULL;
@@ -200,7 +208,7 @@ int qcow2_image_map(struct qcow2_image *img, uint64_t off, uint64_t len, struct 
 	int rc;
 
 	memset(run, 0, sizeof(*run));
-	if (l1i >= img->h.l1_size)
+	if (l1i >= img->l1_entries)
 		return -EIO;
 	if (end > (l1i + 1) * span)
 		end = (l1i + 1) * span;
@@ -266,7 +274,7 @@ int qcow2_image_read_compressed(struct qcow2_image *img, uint64_t off, void *buf
 	struct l2_table *t;
 	int rc;
 
-	if (l1i >= img->h.l1_size || !(l2off = img->l1[l1i] & QCOW2_OFFSET_MASK))
+	if (l1i >= img->l1_entries || !(l2off = img->l1[l1i] & QCOW2_OFFSET_MASK))
 		return -EIO;
 	if ((rc = l2_cache_get(img, img->io, l2off, img->cs, &t)))
 		return rc;

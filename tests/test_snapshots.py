@@ -19,7 +19,8 @@ import lvmlib
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DISK = 32 * MiB
 VOL = "vm-100-disk-0.qcow2"
-CRASH_BIN = os.path.join(REPO, "build-crash", "vstorfs")
+# make test-asan points this at a sanitized crash-hook build (build-crash-asan).
+CRASH_BIN = os.environ.get("VSTORFS_CRASH_BIN") or os.path.join(REPO, "build-crash", "vstorfs")
 
 
 # -- helpers -------------------------------------------------------------
