@@ -18,6 +18,7 @@
 
 #include "common/log.h"
 #include "fs/catalog.h"
+#include "fs/handles.h"
 #include "fs/options.h"
 #include "fs/snapshot.h"
 
@@ -232,6 +233,14 @@ static int dirbuf_add(fuse_req_t req, struct dirbuf *b, const char *name, fuse_i
 	return 0;
 }
 
+static void dirbuf_free(void *p)
+{
+	struct dirbuf *b = p;
+
+	free(b->p);
+	free(b);
+}
+
 static int list_children(fuse_req_t req, const struct target *t, struct dirbuf *b)
 {
 	char **names = NULL;
@@ -306,28 +315,33 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		free(b);
 		return (void)fuse_reply_err(req, -rc);
 	}
-	fi->fh = (uintptr_t)b;
+	fi->fh = handle_add(b, dirbuf_free);
+	if (!fi->fh) {
+		dirbuf_free(b);
+		return (void)fuse_reply_err(req, ENOMEM);
+	}
 	fuse_reply_open(req, fi);
 }
 
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
-	struct dirbuf *b = (struct dirbuf *)(uintptr_t)fi->fh;
+	struct dirbuf *b = handle_get(fi->fh);
 
 	(void)ino;
+	if (!b)
+		return (void)fuse_reply_err(req, EBADF);
 	if (off < 0 || (size_t)off >= b->size)
-		return (void)fuse_reply_buf(req, NULL, 0);
-	fuse_reply_buf(req, b->p + off, size < b->size - off ? size : b->size - off);
+		fuse_reply_buf(req, NULL, 0);
+	else
+		fuse_reply_buf(req, b->p + off, size < b->size - off ? size : b->size - off);
+	handle_put(fi->fh);
 }
 
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct dirbuf *b = (struct dirbuf *)(uintptr_t)fi->fh;
-
 	(void)ino;
-	free(b->p);
-	free(b);
+	handle_close(fi->fh);
 	fuse_reply_err(req, 0);
 }
 
@@ -371,6 +385,15 @@ static struct chain *handle_chain(struct handle *h)
 	return c;
 }
 
+static void handle_free(void *p)
+{
+	struct handle *h = p;
+
+	chain_put(h->chain);
+	pthread_mutex_destroy(&h->lock);
+	free(h);
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs_node *n = node_of(ino);
@@ -397,7 +420,11 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return (void)fuse_reply_err(req, -rc);
 	}
 	pthread_mutex_init(&h->lock, NULL);
-	fi->fh = (uintptr_t)h;
+	fi->fh = handle_add(h, handle_free);
+	if (!fi->fh) {
+		handle_free(h);
+		return (void)fuse_reply_err(req, ENOMEM);
+	}
 	fuse_reply_open(req, fi);
 }
 
@@ -500,13 +527,18 @@ static int build_reply(struct read_reply *r, struct chain *c, uint64_t off, uint
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
-	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
-	struct chain *c = handle_chain(h);
-	uint64_t vsize = chain_size(c), len;
+	struct handle *h = handle_get(fi->fh);
+	struct chain *c;
+	uint64_t vsize, len;
 	struct read_reply r = { 0 };
 	int rc = 0;
 
 	(void)ino;
+	if (!h)
+		return (void)fuse_reply_err(req, EBADF);
+	c = handle_chain(h);
+	handle_put(fi->fh);
+	vsize = chain_size(c);
 	if (off < 0 || (uint64_t)off >= vsize) {
 		chain_put(c);
 		return (void)fuse_reply_buf(req, NULL, 0);
@@ -557,7 +589,7 @@ static int seek_data_hole(struct chain *c, off_t off, int whence, off_t *out)
 static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		     struct fuse_file_info *fi)
 {
-	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	struct handle *h;
 	struct chain *c;
 	off_t res;
 	int rc;
@@ -565,7 +597,10 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 	(void)ino;
 	if (whence != SEEK_DATA && whence != SEEK_HOLE)
 		return (void)fuse_reply_err(req, EINVAL);
+	if (!(h = handle_get(fi->fh)))
+		return (void)fuse_reply_err(req, EBADF);
 	c = handle_chain(h);
+	handle_put(fi->fh);
 	rc = seek_data_hole(c, off, whence, &res);
 	chain_put(c);
 	if (rc)
@@ -575,12 +610,8 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
-
 	(void)ino;
-	chain_put(h->chain);
-	pthread_mutex_destroy(&h->lock);
-	free(h);
+	handle_close(fi->fh);
 	fuse_reply_err(req, 0);
 }
 
