@@ -34,6 +34,12 @@ def require_daemon():
     return p
 
 
+def skip_if_sanitized(why="scale test: covered by the plain build"):
+    """Chains hundreds of layers deep take too long under ASan; make test runs them."""
+    if "asan" in daemon_path():
+        pytest.skip(why)
+
+
 def require_root():
     if os.geteuid() != 0:
         pytest.skip("needs root (loop devices, LVM, FUSE)")

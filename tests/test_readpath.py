@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from conftest import (MiB, GiB, Env, check_all_views, assert_same_content, disk_path,
+from conftest import (skip_if_sanitized, MiB, GiB, Env, check_all_views, assert_same_content, disk_path,
                       require_daemon, sha256_file, wait_for, run)
 import lvmlib
 from lvmlib import OVERLAY_OPTS
@@ -324,6 +324,7 @@ def test_writes_refused(zoo):
 
 def test_300_layer_chain(env):
     require_daemon()
+    skip_if_sanitized()
     vg = env.vg(npvs=1, pv_size=4 * GiB, extent_size="1m")
     ch = env.chain(vg)
     size = 4 * MiB
