@@ -78,7 +78,7 @@ class Daemon:
         self.logpath = logpath or (mnt.rstrip("/") + ".stderr")
         self.log_fh = open(self.logpath, "wb")
         env = dict(os.environ)
-        env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:quarantine_size_mb=32")  # keep RSS checks meaningful
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
         self.proc = subprocess.Popen(self.argv, stdout=self.log_fh, stderr=self.log_fh,
                                      stdin=subprocess.DEVNULL, env=env)
