@@ -15,14 +15,17 @@
  *     "unfinished", and snapshot_recover() can tell from the names and
  *     tags alone how far the operation got.
  *
- * mkdir <volume>/<snap>, states and the step that leaves each:
- *   A  volume LV V tagged mkdir=<snap>           (tag)         -> rename
- *   B  V renamed to S = snap_<V>_<snap>.qcow2    (lvrename)    -> lvcreate
- *   C  new V, tagged new=<snap>, unformatted     (lvcreate)    -> format
- *   D  new V holds the overlay backed by S       (write+flush) -> untag V
- *   E  V untagged, S still tagged                (lvchange)    -> untag S
- * Recovery: A: untag. B: rename back, untag. C/D: write the overlay again
- * (idempotent), then E. E: untag S.
+ * mkdir <volume>/<snap>: the new overlay is built under a scratch name and
+ * only then swapped in, so the live volume V is never rewritten and at no
+ * point does a name Proxmox knows hold a half-written image.
+ *   A  T = vstorfs-new-<V> created, tagged mkdir=<snap>  (lvcreate)
+ *   B  T holds the overlay backed by S, flushed           (write+flush)
+ *   C  V renamed to S = snap_<V>_<snap>.qcow2             (lvrename)
+ *   D  T renamed to V, still tagged                       (lvrename)
+ *   E  V untagged: done                                   (lvchange)
+ * Recovery: T exists and S does not (A, B): remove T. T and S exist, V does
+ * not (C): rename T to V, untag. V tagged (D): untag. A VM that started on V
+ * between a crash and recovery loses nothing: nothing named V is written.
  */
 #include "snapshot.h"
 
@@ -45,7 +48,7 @@
 #include "lvm/pve_storage.h"
 
 #define TAG_MKDIR "vstorfs-mkdir="
-#define TAG_NEW   "vstorfs-new="
+#define SCRATCH_PREFIX "vstorfs-new-"
 #define LOCK_TIMEOUT_S 60
 
 struct op {
@@ -157,10 +160,10 @@ static int probe_vsize(struct op *op, const struct lvm_lv *lv, uint64_t *vsize)
 	return rc;
 }
 
-/* Write the Proxmox overlay for `snap_lv` into LV `volume` (states C/D). */
-static int format_overlay(struct op *op, const char *volume, const char *snap_lv, uint64_t vsize)
+/* Write the Proxmox overlay for `snap_lv` into LV `name` and flush it. */
+static int format_overlay(struct op *op, const char *name, const char *snap_lv, uint64_t vsize)
 {
-	const struct lvm_lv *lv = find_lv(op, volume);
+	const struct lvm_lv *lv = find_lv(op, name);
 	struct layer_io *io;
 	int rc;
 
@@ -172,15 +175,23 @@ static int format_overlay(struct op *op, const char *volume, const char *snap_lv
 	rc = qcow2_overlay_create(io, vsize, snap_lv, "qcow2");
 	layer_close(io);
 	if (rc < 0)
-		vlog(LOG_ERR, "%s/%s: writing the overlay failed: %s", op->vgname, volume, strerror(-rc));
+		vlog(LOG_ERR, "%s/%s: writing the overlay failed: %s", op->vgname, name, strerror(-rc));
 	return rc;
+}
+
+/* The scratch LV an interrupted or running mkdir of `volume` builds in. */
+static int scratch_name(const char *volume, char *out, size_t len)
+{
+	int n = snprintf(out, len, SCRATCH_PREFIX "%s", volume);
+
+	return n < 0 || (size_t)n >= len || n > 127 ? -ENAMETOOLONG : 0;
 }
 
 static int take_locked(struct op *op, const char *volume, const char *snap)
 {
 	const struct pve_volume *v = pve_catalog_find(op->cat, volume);
-	char snap_lv[256], tag_mkdir[128], tag_new[128], tag_vm[64], tag_vol[300];
-	const char *tags[4] = { tag_vm, tag_vol, tag_new, NULL };
+	char snap_lv[256], scratch[256], tag_mkdir[128], tag_vm[64], tag_vol[300];
+	const char *tags[4] = { tag_vm, tag_vol, tag_mkdir, NULL };
 	uint64_t vsize;
 	int rc;
 
@@ -192,39 +203,41 @@ static int take_locked(struct op *op, const char *volume, const char *snap)
 		return -EINVAL;
 	if (find_lv(op, snap_lv))
 		return -EEXIST;
+	if ((rc = scratch_name(volume, scratch, sizeof(scratch))) < 0)
+		return rc;
+	if (find_lv(op, scratch)) {
+		vlog(LOG_ERR, "%s/%s: an unfinished snapshot of %s is in the way: remount to recover it",
+		     op->vgname, scratch, volume);
+		return -EBUSY;
+	}
 	if ((rc = busy_check(op, v)) < 0 || (rc = probe_vsize(op, v->lv, &vsize)) < 0)
 		return rc;
 	snprintf(tag_mkdir, sizeof(tag_mkdir), TAG_MKDIR "%s", snap);
-	snprintf(tag_new, sizeof(tag_new), TAG_NEW "%s", snap);
 	snprintf(tag_vm, sizeof(tag_vm), "pve-vm-%d", v->vmid);
 	snprintf(tag_vol, sizeof(tag_vol), "pve-%s", volume);
 
-	if ((rc = lvm_lv_retag(&op->lo, op->vgname, volume, tag_mkdir, NULL)) < 0)
+	if ((rc = lvm_lv_create(&op->lo, op->vgname, scratch, qcow2_overlay_size(vsize), tags)) < 0)
 		return rc;
-	crash_point("mkdir-tagged");
-	if ((rc = lvm_lv_rename(&op->lo, op->vgname, volume, snap_lv)) < 0)
-		goto undo_tag;
-	crash_point("mkdir-renamed");
-	if ((rc = lvm_lv_create(&op->lo, op->vgname, volume, qcow2_overlay_size(vsize), tags)) < 0)
-		goto undo_rename;
 	crash_point("mkdir-created");
-	if ((rc = op_rescan(op)) < 0 || (rc = format_overlay(op, volume, snap_lv, vsize)) < 0)
+	if ((rc = op_rescan(op)) < 0 || (rc = format_overlay(op, scratch, snap_lv, vsize)) < 0)
 		goto undo_create;
 	crash_point("mkdir-written");
-	if ((rc = lvm_lv_retag(&op->lo, op->vgname, volume, NULL, tag_new)) < 0)
-		return rc; /* the overlay is complete: recovery finishes from here */
-	crash_point("mkdir-untagged");
-	rc = lvm_lv_retag(&op->lo, op->vgname, snap_lv, NULL, tag_mkdir);
+	if ((rc = lvm_lv_rename(&op->lo, op->vgname, volume, snap_lv)) < 0)
+		goto undo_create;
+	crash_point("mkdir-renamed");
+	if ((rc = lvm_lv_rename(&op->lo, op->vgname, scratch, volume)) < 0)
+		goto undo_rename;
+	crash_point("mkdir-swapped");
+	/* The snapshot is complete; a failure here leaves only the tag, for recovery. */
+	rc = lvm_lv_retag(&op->lo, op->vgname, volume, NULL, tag_mkdir);
 	if (rc == 0)
 		vlog(LOG_NOTICE, "%s/%s: took snapshot %s (layer %s)", op->vgname, volume, snap, snap_lv);
 	return rc;
 
-undo_create:
-	lvm_lv_remove(&op->lo, op->vgname, volume);
 undo_rename:
 	lvm_lv_rename(&op->lo, op->vgname, snap_lv, volume);
-undo_tag:
-	lvm_lv_retag(&op->lo, op->vgname, volume, NULL, tag_mkdir);
+undo_create:
+	lvm_lv_remove(&op->lo, op->vgname, scratch);
 	return rc;
 }
 
@@ -541,55 +554,39 @@ static const char *tag_value(const struct lvm_lv *lv, const char *prefix)
 	return NULL;
 }
 
-/* The volume a snapshot LV "snap_<base>_<snap>.qcow2" belongs to: "<base>.qcow2". */
-static int volume_of_snap_lv(const char *snap_lv, const char *snap, char *out, size_t len)
-{
-	size_t n = strlen(snap_lv), s = strlen(snap);
-
-	if (n < 5 + 1 + s + 6 || strncmp(snap_lv, "snap_", 5) ||
-	    strncmp(snap_lv + n - s - 6, snap, s) || strcmp(snap_lv + n - 6, ".qcow2") ||
-	    snap_lv[n - s - 7] != '_')
-		return -EINVAL;
-	if ((int)len <= snprintf(out, len, "%.*s.qcow2", (int)(n - s - 7 - 5), snap_lv + 5))
-		return -ENAMETOOLONG;
-	return 0;
-}
-
 static int recover_mkdir(struct op *op, const struct lvm_lv *lv, const char *snap)
 {
-	char tag[128], tag_new[128], volume[256];
-	const struct lvm_lv *vol;
-	uint64_t vsize;
+	const char *volume = lv->name + strlen(SCRATCH_PREFIX);
+	char tag[128], snap_lv[256];
+	bool have_v, have_s;
 	int rc;
 
 	snprintf(tag, sizeof(tag), TAG_MKDIR "%s", snap);
-	snprintf(tag_new, sizeof(tag_new), TAG_NEW "%s", snap);
-	if (volume_of_snap_lv(lv->name, snap, volume, sizeof(volume)) < 0) {
-		/* State A: still the volume itself; nothing changed yet. */
-		vlog(LOG_NOTICE, "%s/%s: undoing interrupted snapshot %s (nothing was changed)",
-		     op->vgname, lv->name, snap);
+	if (strncmp(lv->name, SCRATCH_PREFIX, strlen(SCRATCH_PREFIX))) {
+		/* State D: the new overlay already carries the volume's name. */
+		vlog(LOG_NOTICE, "%s/%s: finishing interrupted snapshot %s", op->vgname, lv->name, snap);
 		return lvm_lv_retag(&op->lo, op->vgname, lv->name, NULL, tag);
 	}
-	vol = find_lv(op, volume);
-	if (!vol) {
-		/* State B: renamed, no overlay yet: put the volume back. */
-		vlog(LOG_NOTICE, "%s/%s: undoing interrupted snapshot %s (renaming %s back)",
+	if (pve_snapshot_lv_name(volume, snap, snap_lv, sizeof(snap_lv)) < 0)
+		return -EINVAL;
+	have_v = find_lv(op, volume) != NULL;
+	have_s = find_lv(op, snap_lv) != NULL;
+	if (have_v && !have_s) {
+		/* States A/B: the volume was not touched: drop the scratch LV. */
+		vlog(LOG_NOTICE, "%s/%s: undoing interrupted snapshot %s (nothing else was changed)",
+		     op->vgname, volume, snap);
+		return lvm_lv_remove(&op->lo, op->vgname, lv->name);
+	}
+	if (!have_v && have_s) {
+		/* State C: the overlay was flushed before the rename: put it in place. */
+		vlog(LOG_NOTICE, "%s/%s: finishing interrupted snapshot %s (renaming %s)",
 		     op->vgname, volume, snap, lv->name);
 		rc = lvm_lv_rename(&op->lo, op->vgname, lv->name, volume);
 		return rc ? rc : lvm_lv_retag(&op->lo, op->vgname, volume, NULL, tag);
 	}
-	if (tag_value(vol, TAG_NEW)) {
-		/* States C/D: the overlay may be partly written: write it again. */
-		vlog(LOG_NOTICE, "%s/%s: finishing interrupted snapshot %s (rewriting the overlay)",
-		     op->vgname, volume, snap);
-		if ((rc = probe_vsize(op, lv, &vsize)) < 0 ||
-		    (rc = format_overlay(op, volume, lv->name, vsize)) < 0 ||
-		    (rc = lvm_lv_retag(&op->lo, op->vgname, volume, NULL, tag_new)) < 0)
-			return rc;
-	} else {
-		vlog(LOG_NOTICE, "%s/%s: finishing interrupted snapshot %s", op->vgname, volume, snap);
-	}
-	return lvm_lv_retag(&op->lo, op->vgname, lv->name, NULL, tag);
+	vlog(LOG_ERR, "%s/%s: interrupted snapshot %s: %s and %s %s: leaving it for an administrator",
+	     op->vgname, lv->name, snap, volume, snap_lv, have_v ? "both exist" : "are both missing");
+	return -EIO;
 }
 
 /* An interrupted rmdir: "commit:<child>" or "rebase:<child>:<parent or ->". */

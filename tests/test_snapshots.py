@@ -281,8 +281,7 @@ def test_two_rmdirs_on_one_vg_at_once(env):
 
 # -- crash safety -----------------------------------------------------------
 
-MKDIR_STEPS = ["mkdir-tagged", "mkdir-renamed", "mkdir-created", "mkdir-written",
-               "mkdir-untagged"]
+MKDIR_STEPS = ["mkdir-created", "mkdir-written", "mkdir-renamed", "mkdir-swapped"]
 RMDIR_COMMIT_STEPS = ["rmdir-commit-tagged", "merge-half", "rmdir-commit-merged",
                       "rmdir-commit-removed", "rmdir-commit-renamed"]
 RMDIR_REBASE_STEPS = ["rmdir-rebase-tagged", "merge-half", "rmdir-rebase-copied",
@@ -332,6 +331,28 @@ def test_mkdir_crash_at_every_step(env, step):
     if "new" in views:
         assert views["new"] == before["current"]
     assert check_consistent(env, vg, step) == views
+
+
+def test_vm_writes_between_mkdir_crash_and_recovery_survive(env):
+    """Killed after the new overlay took the volume's name: a VM that starts
+    on it before vstorfs mounts again keeps what it wrote."""
+    vg, ch = build_volume(env, snaps=("s1",))
+    refdir = copy_all_lvs(vg, os.path.join(env.dir, "ref0"))
+    before = expected_views(vg, refdir)
+    d = crash_daemon(env, vg, "mkdir-swapped")
+    op_expect_crash(lambda: os.mkdir(os.path.join(d.mnt, vg.name, VOL, "new")))
+    after_crash(env, d, "mkdir-swapped")
+    # "the VM": qemu writes into the live volume, through its LV bytes
+    work = copy_all_lvs(vg, os.path.join(env.dir, "vm"))
+    run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 4M 256k", VOL], cwd=work)
+    vg.copy_file_to_lv(os.path.join(work, VOL), VOL, zero_rest=False)
+    written = qemu_view_sha(work, VOL)
+    d2 = mount(env, vg, name="again")
+    assert "interrupted snapshot" in d2.log()
+    views = mounted_views(d2.mnt, vg)
+    assert views["current"] == written
+    assert views["new"] == before["current"] and views["s1"] == before["s1"]
+    assert check_consistent(env, vg, "vm") == views
 
 
 @pytest.mark.parametrize("step", RMDIR_COMMIT_STEPS)
