@@ -282,13 +282,12 @@ static uint64_t published_seqno(const char *name, bool *found)
 	return s;
 }
 
-/* Bring one VG up to date. Returns 0, or a negative errno if it cannot be scanned. */
-int fs_catalog_refresh_vg(const char *name)
+static int refresh_vg(const char *name, bool changed)
 {
-	uint64_t seqno;
+	uint64_t seqno = 0;
 	bool found;
 	struct fs_vg *vg;
-	int rc = lvm_vg_seqno(&lvm_opts, name, &seqno);
+	int rc = changed ? 0 : lvm_vg_seqno(&lvm_opts, name, &seqno);
 
 	if (rc == -ENOENT) {
 		if (published_seqno(name, &found), found)
@@ -298,9 +297,13 @@ int fs_catalog_refresh_vg(const char *name)
 	}
 	if (rc < 0)
 		return rc;
-	if (published_seqno(name, &found) == seqno && found)
+	if (!changed && published_seqno(name, &found) == seqno && found)
 		return 0;
 	rc = vg_build(name, &vg);
+	if (rc == -ENOENT) {
+		unpublish(name);
+		return rc;
+	}
 	if (rc < 0) {
 		vlog(LOG_ERR, "volume group %s: scan failed: %s", name, strerror(-rc));
 		return rc;
@@ -309,6 +312,16 @@ int fs_catalog_refresh_vg(const char *name)
 	     (unsigned long long)vg->seqno, vg->nvols);
 	publish(vg);
 	return 0;
+}
+
+int fs_catalog_refresh_vg(const char *name)
+{
+	return refresh_vg(name, false);
+}
+
+int fs_catalog_rescan_vg(const char *name)
+{
+	return refresh_vg(name, true);
 }
 
 static void refresh_all(void)

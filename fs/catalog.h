@@ -62,6 +62,8 @@ void fs_catalog_hold(void);
 void fs_catalog_release(void);
 /* Rescan VG `name` now if its metadata changed (after our own snapshot operations). */
 int fs_catalog_refresh_vg(const char *name);
+/* The same without asking for the seqno first: for callers that just changed the VG. */
+int fs_catalog_rescan_vg(const char *name);
 
 /* Bumped whenever a snapshot is published or withdrawn: open files re-resolve their view. */
 uint64_t fs_catalog_generation(void);

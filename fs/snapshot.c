@@ -115,7 +115,7 @@ static void op_end(struct op *op)
 	if (op->vg)
 		lvm_vg_put(op->vg);
 	pve_storage_unlock(op->lockfd);
-	fs_catalog_refresh_vg(op->vgname);
+	fs_catalog_rescan_vg(op->vgname);
 	fs_catalog_release();
 }
 
