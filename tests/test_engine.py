@@ -18,6 +18,9 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KiB, MiB = 1024, 1024 * 1024
+# Under a sanitized build a report must not look like our ordinary exit 1.
+SAN_ENV = dict(os.environ, ASAN_OPTIONS="exitcode=86:detect_leaks=1",
+               UBSAN_OPTIONS="exitcode=87:print_stacktrace=1:halt_on_error=1")
 
 
 @pytest.fixture(scope="session")
@@ -62,8 +65,9 @@ def reference(path):
 def cat(cat_bin, path, *args, check=True):
     p = subprocess.run([cat_bin, *map(str, args), str(path)] if args and str(args[0]).startswith("-")
                        else [cat_bin, str(path), *map(str, args)],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60, env=SAN_ENV)
     assert p.returncode in (0, 1), p.stderr.decode(errors="replace")  # never a crash
+    assert b"Sanitizer" not in p.stderr and b"runtime error" not in p.stderr, p.stderr.decode()
     if check:
         assert p.returncode == 0, p.stderr.decode(errors="replace")
     return p
