@@ -22,7 +22,7 @@
 #define HEADER_FIRST 4096   /* enough for almost every header: read more only when needed */
 
 enum log_once { LOG_L2_PAST_END = 1, LOG_DATA_PAST_END = 2, LOG_MISALIGNED = 4, LOG_COMPRESSED = 8,
-		LOG_IO = 16 };
+		LOG_IO = 16, LOG_INVALID = 32 };
 
 struct qcow2_image {
 	struct layer_io *io;
@@ -181,21 +181,35 @@ const char *qcow2_image_open(struct layer_io *io, const char *label, struct qcow
 	return NULL;
 }
 
-/* Status of subcluster `sc` of a cluster with this entry/bitmap. */
-static enum qcow2_run_kind sc_kind(const struct qcow2_image *img, uint64_t entry, uint64_t bitmap,
-				   unsigned sc)
+/*
+ * Status of subcluster `sc` of a cluster with this entry/bitmap, or -1 with
+ * *why set for entries qemu itself refuses to read (it marks the image
+ * corrupt and fails the read): allocated and zero at once, allocated
+ * subclusters without a host cluster, a zero flag in a version 2 image.
+ */
+static int sc_kind(const struct qcow2_image *img, uint64_t entry, uint64_t bitmap, unsigned sc,
+		   const char **why)
 {
 	if (entry & QCOW2_L2_COMPRESSED)
 		return QCOW2_COMPRESSED;
 	if (img->extended) {
-		if (bitmap & (1ULL << sc))
-			return QCOW2_DATA;
-		if (bitmap & (1ULL << (32 + sc)))
+		uint32_t alloc = bitmap, zero = bitmap >> 32;
+
+		if (entry & QCOW2_OFFSET_MASK ? alloc & zero : alloc) {
+			*why = "invalid extended L2 entry (subcluster bitmap)";
+			return -1;
+		}
+		if (zero & (1u << sc))
 			return QCOW2_ZERO;
-		return QCOW2_UNALLOCATED;
+		return alloc & (1u << sc) ? QCOW2_DATA : QCOW2_UNALLOCATED;
 	}
-	if (img->h.version >= 3 && entry & QCOW2_L2_ZERO)
+	if (entry & QCOW2_L2_ZERO) {
+		if (img->h.version < 3) {
+			*why = "zero cluster in a version 2 image";
+			return -1;
+		}
 		return QCOW2_ZERO;
+	}
 	return entry & QCOW2_OFFSET_MASK ? QCOW2_DATA : QCOW2_UNALLOCATED;
 }
 
@@ -232,16 +246,23 @@ int qcow2_image_map(struct qcow2_image *img, uint64_t off, uint64_t len, struct 
 		const uint8_t *e = t->data + ci * img->l2e_size;
 		uint64_t entry = qcow2_be64(e), bitmap = img->extended ? qcow2_be64(e + 8) : 0;
 		unsigned sc = in / img->sc_size;
-		enum qcow2_run_kind k = sc_kind(img, entry, bitmap, sc);
+		const char *why = NULL;
+		int k = sc_kind(img, entry, bitmap, sc, &why);
 		uint64_t step = (k == QCOW2_COMPRESSED ? img->cs : (sc + 1) * img->sc_size) - in, host = 0;
 
+		if (k < 0) {
+			log_once(img, LOG_INVALID, why, pos);
+			rc = -EIO;
+			break;
+		}
+		/* Like qemu: a misaligned host cluster fails even for zero/unallocated subclusters. */
+		if (k != QCOW2_COMPRESSED && (entry & QCOW2_OFFSET_MASK) % img->cs) {
+			log_once(img, LOG_MISALIGNED, "misaligned L2 entry", pos);
+			rc = -EIO;
+			break;
+		}
 		if (k == QCOW2_DATA) {
 			host = (entry & QCOW2_OFFSET_MASK) + in;
-			if ((entry & QCOW2_OFFSET_MASK) % img->cs) {
-				log_once(img, LOG_MISALIGNED, "misaligned L2 entry", pos);
-				rc = -EIO;
-				break;
-			}
 			if (host > img->io->size || step > img->io->size - host) {
 				log_once(img, LOG_DATA_PAST_END, "L2 entry points past the end of the layer", pos);
 				rc = -EIO;
@@ -254,7 +275,7 @@ int qcow2_image_map(struct qcow2_image *img, uint64_t off, uint64_t len, struct 
 			run->kind = k;
 			run->host = host;
 			first = false;
-		} else if (k != run->kind || k == QCOW2_COMPRESSED ||
+		} else if (k != (int)run->kind || k == QCOW2_COMPRESSED ||
 			   (k == QCOW2_DATA && host != run->host + run->len)) {
 			break;
 		}

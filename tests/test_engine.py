@@ -509,3 +509,44 @@ def test_hostile_header(cat_bin, tmp_path, field, off, value):
     expect_error(cat_bin, img, "-f", "qcow2")
     probe = cat(cat_bin, img, "--map", check=False)  # every path, no crash
     assert probe.returncode in (0, 1)
+
+
+def _set(path, guest_off, word, value):
+    """Set 64-bit word `word` (0 = descriptor, 1 = bitmap) of guest_off's L2 entry; value(old) -> new."""
+    at = l2_entry_offset(path, guest_off) + 8 * word
+    patch(path, at, struct.pack(">Q", value(read_u64(path, at))))
+
+
+@pytest.mark.parametrize("case,opts,word,value,qemu_fails", [
+    ("alloc and zero bits overlap", ["extended_l2=on"], 1, lambda b: b | (1 << 32), True),
+    ("alloc bits without host cluster", ["extended_l2=on"], 0, lambda e: e & ~0x00fffffffffffe00, True),
+    ("zero flag in v2", ["compat=0.10"], 0, lambda e: e | 1, True),
+    ("zero flag ignored with extended L2", ["extended_l2=on"], 0, lambda e: e | 1, False),
+    ("zero flag with host cluster (v3)", [], 0, lambda e: e | 1, False),
+    ("misaligned zero cluster", [], 0, lambda e: (e + 512) | 1, True),
+    ("misaligned unallocated subclusters", ["extended_l2=on"], 0, lambda e: e + 512, True),
+    ("extended: host cluster, no bits", ["extended_l2=on"], 1, lambda b: 0, False),
+])
+def test_l2_entries_like_qemu(cat_bin, tmp_path, case, opts, word, value, qemu_fails):
+    """Odd L2 entries read as qemu reads them (-r: qemu fails those it calls corrupt)."""
+    base = create(tmp_path / "base.qcow2", 1 * MiB)
+    qio(base, "write -P 0x42 0 1M")
+    img = create(tmp_path / "img.qcow2", 1 * MiB, *opts, backing=base)
+    qio(img, "write -P 0x55 0 128k")
+    _set(img, 0, word, value)
+    q = subprocess.run(["qemu-io", "-r", "-f", "qcow2", "-c", "read 0 1M", str(img)], capture_output=True)
+    assert (b"read failed" in q.stdout + q.stderr) == qemu_fails, q.stdout + q.stderr
+    if qemu_fails:
+        expect_error(cat_bin, img, 0, 65536)
+        assert cat_range(cat_bin, img, 512 * KiB, 4096).stdout == b"\x42" * 4096
+    else:
+        assert_same(cat_bin, img, ranges=2)
+
+
+def test_compressed_ignores_bitmap(cat_bin, tmp_path):
+    src = create(tmp_path / "src.qcow2", 1 * MiB)
+    qio(src, "write -P 0x31 0 1M")
+    comp = tmp_path / "comp.qcow2"
+    run("qemu-img", "convert", "-c", "-O", "qcow2", "-o", "extended_l2=on", src, comp)
+    _set(comp, 0, 1, lambda b: 0x1234_0000_5678)
+    assert cat(cat_bin, comp).stdout == b"\x31" * MiB
