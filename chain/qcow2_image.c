@@ -61,6 +61,11 @@ const char *qcow2_image_backing_fmt(const struct qcow2_image *img)
 	return img->backing_fmt;
 }
 
+uint64_t qcow2_image_l2_span(const struct qcow2_image *img)
+{
+	return img->cs * img->l2_entries;
+}
+
 void qcow2_image_close(struct qcow2_image *img)
 {
 	if (!img)

@@ -550,3 +550,22 @@ def test_compressed_ignores_bitmap(cat_bin, tmp_path):
     run("qemu-img", "convert", "-c", "-O", "qcow2", "-o", "extended_l2=on", src, comp)
     _set(comp, 0, 1, lambda b: 0x1234_0000_5678)
     assert cat(cat_bin, comp).stdout == b"\x31" * MiB
+
+
+def test_map_joins_across_l2_tables(cat_bin, tmp_path):
+    """4 KiB clusters: one L2 table maps 2 MiB; runs go on across tables."""
+    size = 16 * MiB
+    base = create(tmp_path / "base.qcow2", size, "cluster_size=4k")
+    top = create(tmp_path / "top.qcow2", size, "cluster_size=4k", backing=base)
+    qio(top, "write -z 0 16M")
+    ext = [l.split() for l in cat(cat_bin, top, "--map").stdout.decode().splitlines()[1:]]
+    assert [(e[1], e[2], e[3]) for e in ext] == [(str(size), "zero", "0")]
+    ext = [l.split() for l in cat(cat_bin, base, "--map").stdout.decode().splitlines()[1:]]
+    assert [(e[1], e[2], e[3]) for e in ext] == [(str(size), "zero", "-1")]
+    # Zero-writing first allocates every L2 table; data written after that
+    # sits in contiguous host clusters across the table boundaries.
+    qio(top, "write -P 7 0 16M")
+    ext = [l.split() for l in cat(cat_bin, top, "--map").stdout.decode().splitlines()[1:]]
+    assert {(e[2], e[3]) for e in ext} == {("data", "0")}
+    assert len(ext) <= 4, ext  # not 8 (one per table): only qemu's refcount blocks interrupt it
+    assert cat(cat_bin, top).stdout == b"\x07" * size
