@@ -3,7 +3,7 @@
  * same engine the daemon uses, for tests, debugging and fuzz replays.
  *
  *   qcow2cat [-f auto|qcow2|raw] [-t THREADS] IMAGE [OFFSET LENGTH]
- *   qcow2cat [-f ...] --map IMAGE
+ *   qcow2cat [-f ...] --map IMAGE   (lines: offset length zero|data|copy depth [host_off layer])
  *
  * Layers are plain files here (a tiny file-backed layer_io). A backing
  * string is resolved relative to the directory of the image that names
@@ -180,7 +180,6 @@ static int do_map(struct chain *c)
 {
 	uint64_t off = 0, size = chain_size(c);
 
-	printf("%-20s %-20s %-5s %-6s %s\n", "offset", "length", "kind", "depth", "host");
 	while (off < size) {
 		struct chain_extent e;
 		int rc = chain_map(c, off, size - off, &e);
