@@ -54,7 +54,7 @@ int chain_probe_layer(struct layer_io *io, struct chain_probe *p)
 		p->virtual_size = io->size;
 		return 0;
 	}
-	why = qcow2_image_open(io, io->name, &img);
+	why = qcow2_image_open_header(io, io->name, &img);
 	if (why) {
 		p->format = CHAIN_FMT_BAD;
 		snprintf(p->error, sizeof(p->error), "%s", why);

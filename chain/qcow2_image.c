@@ -76,7 +76,8 @@ void qcow2_image_close(struct qcow2_image *img)
 	free(img);
 }
 
-static const char *load_tables(struct qcow2_image *img)
+/* Check the L1 table's geometry; load it only when `load` (a probe does not). */
+static const char *load_tables(struct qcow2_image *img, bool load)
 {
 	uint64_t need_l1, bytes = (uint64_t)img->h.l1_size * 8;
 	uint8_t *raw;
@@ -89,6 +90,8 @@ static const char *load_tables(struct qcow2_image *img)
 	if (bytes && (img->h.l1_offset % img->cs || img->h.l1_offset > img->io->size ||
 		      bytes > img->io->size - img->h.l1_offset))
 		return "L1 table past the end of the layer";
+	if (!load)
+		return NULL;
 	/*
 	 * Load only the entries the virtual size can reach. A hostile header
 	 * may declare a 32 MiB L1 for a tiny disk; holding all of it for every
@@ -132,7 +135,8 @@ static const char *read_backing(struct qcow2_image *img, const uint8_t *hdr, siz
 	return NULL;
 }
 
-const char *qcow2_image_open(struct layer_io *io, const char *label, struct qcow2_image **out)
+static const char *image_open(struct layer_io *io, const char *label, bool tables,
+			      struct qcow2_image **out)
 {
 	struct qcow2_image *img = calloc(1, sizeof(*img));
 	size_t hlen = io->size < HEADER_FIRST ? io->size : HEADER_FIRST;
@@ -173,17 +177,27 @@ const char *qcow2_image_open(struct layer_io *io, const char *label, struct qcow
 	if (!why)
 		why = read_backing(img, hdr, hlen);
 	if (!why)
-		why = load_tables(img);
+		why = load_tables(img, tables);
 	free(hdr);
 	if (why) {
 		qcow2_image_close(img);
 		return why;
 	}
-	if (img->h.incompat & (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT))
+	if (tables && img->h.incompat & (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT))
 		vlog(LOG_WARNING, "%s: layer %s is marked %s; reading it anyway", label, io->name,
 		     img->h.incompat & QCOW2_INCOMPAT_CORRUPT ? "corrupt" : "dirty");
 	*out = img;
 	return NULL;
+}
+
+const char *qcow2_image_open(struct layer_io *io, const char *label, struct qcow2_image **out)
+{
+	return image_open(io, label, true, out);
+}
+
+const char *qcow2_image_open_header(struct layer_io *io, const char *label, struct qcow2_image **out)
+{
+	return image_open(io, label, false, out);
 }
 
 /*
@@ -227,7 +241,7 @@ int qcow2_image_map(struct qcow2_image *img, uint64_t off, uint64_t len, struct 
 	int rc;
 
 	memset(run, 0, sizeof(*run));
-	if (l1i >= img->l1_entries)
+	if (!img->l1 || l1i >= img->l1_entries)
 		return -EIO;
 	if (end > (l1i + 1) * span)
 		end = (l1i + 1) * span;
@@ -300,7 +314,7 @@ int qcow2_image_read_compressed(struct qcow2_image *img, uint64_t off, void *buf
 	struct l2_table *t;
 	int rc;
 
-	if (l1i >= img->l1_entries || !(l2off = img->l1[l1i] & QCOW2_OFFSET_MASK))
+	if (!img->l1 || l1i >= img->l1_entries || !(l2off = img->l1[l1i] & QCOW2_OFFSET_MASK))
 		return -EIO;
 	if ((rc = l2_cache_get(img, img->io, l2off, img->cs, &t)))
 		return rc;

@@ -24,6 +24,9 @@ struct qcow2_run {
 
 /* Open: NULL on success with *out set; else the reason (static string) and *out NULL. */
 const char *qcow2_image_open(struct layer_io *io, const char *label, struct qcow2_image **out);
+/* The same checks without loading the L1 table nor warning about dirty
+ * images: for probes. map/read_compressed on such an image return -EIO. */
+const char *qcow2_image_open_header(struct layer_io *io, const char *label, struct qcow2_image **out);
 void qcow2_image_close(struct qcow2_image *img);
 
 uint64_t qcow2_image_size(const struct qcow2_image *img);

@@ -4,6 +4,7 @@
  *
  *   qcow2cat [-f auto|qcow2|raw] [-t THREADS] IMAGE [OFFSET LENGTH]
  *   qcow2cat [-f ...] --map IMAGE   (lines: offset length zero|data|copy depth [host_off layer])
+ *   qcow2cat --probe IMAGE          (chain_probe_layer: format, size, backing, backing format)
  *
  * Layers are plain files here (a tiny file-backed layer_io). A backing
  * string is resolved relative to the directory of the image that names
@@ -273,10 +274,35 @@ static int do_read(struct chain *c, uint64_t off, uint64_t len, int threads)
 	return rc;
 }
 
+static int do_probe(const char *path)
+{
+	static const char *const names[] = { "auto", "raw", "qcow2", "bad" };
+	struct chain_probe p;
+	struct layer_io *io = NULL;
+	int rc = file_open(path, &io);
+
+	if (!rc)
+		rc = chain_probe_layer(io, &p);
+	if (rc) {
+		fprintf(stderr, "qcow2cat: %s: %s\n", path, strerror(-rc));
+		if (io)
+			layer_close(io);
+		return 1;
+	}
+	printf("format %s\nvirtual_size %" PRIu64 "\nbacking %s\nbacking_format %s\n", names[p.format],
+	       p.virtual_size, p.backing ? p.backing : "-", p.backing_format ? p.backing_format : "-");
+	if (p.format == CHAIN_FMT_BAD)
+		printf("error %s\n", p.error);
+	chain_probe_release(&p);
+	layer_close(io);
+	return 0;
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: qcow2cat [-f auto|qcow2|raw] [-t THREADS] [--cache BYTES] IMAGE [OFFSET LENGTH]\n"
-			"       qcow2cat [-f auto|qcow2|raw] --map IMAGE\n");
+			"       qcow2cat [-f auto|qcow2|raw] --map IMAGE\n"
+			"       qcow2cat --probe IMAGE\n");
 	exit(2);
 }
 
@@ -284,6 +310,7 @@ int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "map", no_argument, NULL, 'm' },
+		{ "probe", no_argument, NULL, 'p' },
 		{ "format", required_argument, NULL, 'f' },
 		{ "threads", required_argument, NULL, 't' },
 		{ "cache", required_argument, NULL, 'c' },
@@ -293,13 +320,16 @@ int main(int argc, char **argv)
 	uint64_t off = 0, len = UINT64_MAX, v;
 	struct layer_io *top;
 	struct chain *c;
-	int opt, map = 0, threads = 1, rc;
+	int opt, map = 0, probe = 0, threads = 1, rc;
 
 	vlog_init(true, false);
 	while ((opt = getopt_long(argc, argv, "mf:t:c:", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'm':
 			map = 1;
+			break;
+		case 'p':
+			probe = 1;
 			break;
 		case 'f':
 			if (!strcmp(optarg, "qcow2"))
@@ -323,8 +353,10 @@ int main(int argc, char **argv)
 			usage();
 		}
 	}
-	if (argc - optind != 1 && (map || argc - optind != 3))
+	if (argc - optind != 1 && (map || probe || argc - optind != 3))
 		usage();
+	if (probe)
+		return do_probe(argv[optind]);
 	if (argc - optind == 3 && (parse_u64(argv[optind + 1], &off) || parse_u64(argv[optind + 2], &len)))
 		usage();
 	rc = file_open(argv[optind], &top);
