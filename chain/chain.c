@@ -32,6 +32,7 @@ struct chain {
 	uint64_t size;
 	bool broken;
 	bool poisoned;                /* a loop or runaway depth: no byte of it is trustworthy */
+	uint64_t min_span;            /* smallest guest span of one L2 table among qcow2 layers, 0 if none */
 	char label[256];
 };
 
@@ -53,7 +54,7 @@ int chain_probe_layer(struct layer_io *io, struct chain_probe *p)
 		p->virtual_size = io->size;
 		return 0;
 	}
-	why = qcow2_image_open(io, io->name, &img);
+	why = qcow2_image_open_header(io, io->name, &img);
 	if (why) {
 		p->format = CHAIN_FMT_BAD;
 		snprintf(p->error, sizeof(p->error), "%s", why);
@@ -101,6 +102,8 @@ static void open_layer(struct chain *c, struct layer *l, struct layer_io *io,
 		return;
 	}
 	l->size = qcow2_image_size(l->img);
+	if (!c->min_span || qcow2_image_l2_span(l->img) < c->min_span)
+		c->min_span = qcow2_image_l2_span(l->img);
 }
 
 static bool seen_before(const struct chain *c, const struct layer_io *io)
@@ -216,7 +219,8 @@ bool chain_is_broken(const struct chain *c)
 	return c->broken;
 }
 
-int chain_map(struct chain *c, uint64_t off, uint64_t len, struct chain_extent *e)
+/* One top-down walk: the run at off, cut at the L2 table boundaries of every layer it consults. */
+static int map_once(struct chain *c, uint64_t off, uint64_t len, struct chain_extent *e)
 {
 	memset(e, 0, sizeof(*e));
 	if (off >= c->size || len == 0)
@@ -270,6 +274,33 @@ int chain_map(struct chain *c, uint64_t off, uint64_t len, struct chain_extent *
 	e->kind = CHAIN_EXT_ZERO;
 	e->len = len;
 	e->depth = -1;
+	return 0;
+}
+
+/*
+ * A run that ends on an L2 table boundary may go on in the next table
+ * (contiguous host clusters, more zeros): join those so large reads are
+ * one pread. Spans are powers of two, so a cut caused by any layer's table
+ * boundary is a multiple of the smallest span; other cuts are real.
+ */
+int chain_map(struct chain *c, uint64_t off, uint64_t len, struct chain_extent *e)
+{
+	int rc = map_once(c, off, len, e);
+
+	if (rc || e->kind == CHAIN_EXT_COPY || !c->min_span)
+		return rc;
+	if (len > c->size - off)
+		len = c->size - off;
+	while (e->len < len && (off + e->len) % c->min_span == 0) {
+		struct chain_extent n;
+
+		/* An error further on belongs to the next call, which maps it again. */
+		if (map_once(c, off + e->len, len - e->len, &n) || n.kind != e->kind || n.depth != e->depth)
+			break;
+		if (e->kind == CHAIN_EXT_DATA && (n.io != e->io || n.host_off != e->host_off + e->len))
+			break;
+		e->len += n.len;
+	}
 	return 0;
 }
 

@@ -22,7 +22,7 @@
 #define HEADER_FIRST 4096   /* enough for almost every header: read more only when needed */
 
 enum log_once { LOG_L2_PAST_END = 1, LOG_DATA_PAST_END = 2, LOG_MISALIGNED = 4, LOG_COMPRESSED = 8,
-		LOG_IO = 16 };
+		LOG_IO = 16, LOG_INVALID = 32 };
 
 struct qcow2_image {
 	struct layer_io *io;
@@ -61,6 +61,11 @@ const char *qcow2_image_backing_fmt(const struct qcow2_image *img)
 	return img->backing_fmt;
 }
 
+uint64_t qcow2_image_l2_span(const struct qcow2_image *img)
+{
+	return img->cs * img->l2_entries;
+}
+
 void qcow2_image_close(struct qcow2_image *img)
 {
 	if (!img)
@@ -71,7 +76,8 @@ void qcow2_image_close(struct qcow2_image *img)
 	free(img);
 }
 
-static const char *load_tables(struct qcow2_image *img)
+/* Check the L1 table's geometry; load it only when `load` (a probe does not). */
+static const char *load_tables(struct qcow2_image *img, bool load)
 {
 	uint64_t need_l1, bytes = (uint64_t)img->h.l1_size * 8;
 	uint8_t *raw;
@@ -84,6 +90,8 @@ static const char *load_tables(struct qcow2_image *img)
 	if (bytes && (img->h.l1_offset % img->cs || img->h.l1_offset > img->io->size ||
 		      bytes > img->io->size - img->h.l1_offset))
 		return "L1 table past the end of the layer";
+	if (!load)
+		return NULL;
 	/*
 	 * Load only the entries the virtual size can reach. A hostile header
 	 * may declare a 32 MiB L1 for a tiny disk; holding all of it for every
@@ -127,7 +135,8 @@ static const char *read_backing(struct qcow2_image *img, const uint8_t *hdr, siz
 	return NULL;
 }
 
-const char *qcow2_image_open(struct layer_io *io, const char *label, struct qcow2_image **out)
+static const char *image_open(struct layer_io *io, const char *label, bool tables,
+			      struct qcow2_image **out)
 {
 	struct qcow2_image *img = calloc(1, sizeof(*img));
 	size_t hlen = io->size < HEADER_FIRST ? io->size : HEADER_FIRST;
@@ -168,34 +177,58 @@ const char *qcow2_image_open(struct layer_io *io, const char *label, struct qcow
 	if (!why)
 		why = read_backing(img, hdr, hlen);
 	if (!why)
-		why = load_tables(img);
+		why = load_tables(img, tables);
 	free(hdr);
 	if (why) {
 		qcow2_image_close(img);
 		return why;
 	}
-	if (img->h.incompat & (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT))
+	if (tables && img->h.incompat & (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT))
 		vlog(LOG_WARNING, "%s: layer %s is marked %s; reading it anyway", label, io->name,
 		     img->h.incompat & QCOW2_INCOMPAT_CORRUPT ? "corrupt" : "dirty");
 	*out = img;
 	return NULL;
 }
 
-/* Status of subcluster `sc` of a cluster with this entry/bitmap. */
-static enum qcow2_run_kind sc_kind(const struct qcow2_image *img, uint64_t entry, uint64_t bitmap,
-				   unsigned sc)
+const char *qcow2_image_open(struct layer_io *io, const char *label, struct qcow2_image **out)
+{
+	return image_open(io, label, true, out);
+}
+
+const char *qcow2_image_open_header(struct layer_io *io, const char *label, struct qcow2_image **out)
+{
+	return image_open(io, label, false, out);
+}
+
+/*
+ * Status of subcluster `sc` of a cluster with this entry/bitmap, or -1 with
+ * *why set for entries qemu itself refuses to read (it marks the image
+ * corrupt and fails the read): allocated and zero at once, allocated
+ * subclusters without a host cluster, a zero flag in a version 2 image.
+ */
+static int sc_kind(const struct qcow2_image *img, uint64_t entry, uint64_t bitmap, unsigned sc,
+		   const char **why)
 {
 	if (entry & QCOW2_L2_COMPRESSED)
 		return QCOW2_COMPRESSED;
 	if (img->extended) {
-		if (bitmap & (1ULL << sc))
-			return QCOW2_DATA;
-		if (bitmap & (1ULL << (32 + sc)))
+		uint32_t alloc = bitmap, zero = bitmap >> 32;
+
+		if (entry & QCOW2_OFFSET_MASK ? alloc & zero : alloc) {
+			*why = "invalid extended L2 entry (subcluster bitmap)";
+			return -1;
+		}
+		if (zero & (1u << sc))
 			return QCOW2_ZERO;
-		return QCOW2_UNALLOCATED;
+		return alloc & (1u << sc) ? QCOW2_DATA : QCOW2_UNALLOCATED;
 	}
-	if (img->h.version >= 3 && entry & QCOW2_L2_ZERO)
+	if (entry & QCOW2_L2_ZERO) {
+		if (img->h.version < 3) {
+			*why = "zero cluster in a version 2 image";
+			return -1;
+		}
 		return QCOW2_ZERO;
+	}
 	return entry & QCOW2_OFFSET_MASK ? QCOW2_DATA : QCOW2_UNALLOCATED;
 }
 
@@ -208,7 +241,7 @@ int qcow2_image_map(struct qcow2_image *img, uint64_t off, uint64_t len, struct 
 	int rc;
 
 	memset(run, 0, sizeof(*run));
-	if (l1i >= img->l1_entries)
+	if (!img->l1 || l1i >= img->l1_entries)
 		return -EIO;
 	if (end > (l1i + 1) * span)
 		end = (l1i + 1) * span;
@@ -232,16 +265,23 @@ int qcow2_image_map(struct qcow2_image *img, uint64_t off, uint64_t len, struct 
 		const uint8_t *e = t->data + ci * img->l2e_size;
 		uint64_t entry = qcow2_be64(e), bitmap = img->extended ? qcow2_be64(e + 8) : 0;
 		unsigned sc = in / img->sc_size;
-		enum qcow2_run_kind k = sc_kind(img, entry, bitmap, sc);
+		const char *why = NULL;
+		int k = sc_kind(img, entry, bitmap, sc, &why);
 		uint64_t step = (k == QCOW2_COMPRESSED ? img->cs : (sc + 1) * img->sc_size) - in, host = 0;
 
+		if (k < 0) {
+			log_once(img, LOG_INVALID, why, pos);
+			rc = -EIO;
+			break;
+		}
+		/* Like qemu: a misaligned host cluster fails even for zero/unallocated subclusters. */
+		if (k != QCOW2_COMPRESSED && (entry & QCOW2_OFFSET_MASK) % img->cs) {
+			log_once(img, LOG_MISALIGNED, "misaligned L2 entry", pos);
+			rc = -EIO;
+			break;
+		}
 		if (k == QCOW2_DATA) {
 			host = (entry & QCOW2_OFFSET_MASK) + in;
-			if ((entry & QCOW2_OFFSET_MASK) % img->cs) {
-				log_once(img, LOG_MISALIGNED, "misaligned L2 entry", pos);
-				rc = -EIO;
-				break;
-			}
 			if (host > img->io->size || step > img->io->size - host) {
 				log_once(img, LOG_DATA_PAST_END, "L2 entry points past the end of the layer", pos);
 				rc = -EIO;
@@ -254,7 +294,7 @@ int qcow2_image_map(struct qcow2_image *img, uint64_t off, uint64_t len, struct 
 			run->kind = k;
 			run->host = host;
 			first = false;
-		} else if (k != run->kind || k == QCOW2_COMPRESSED ||
+		} else if (k != (int)run->kind || k == QCOW2_COMPRESSED ||
 			   (k == QCOW2_DATA && host != run->host + run->len)) {
 			break;
 		}
@@ -274,7 +314,7 @@ int qcow2_image_read_compressed(struct qcow2_image *img, uint64_t off, void *buf
 	struct l2_table *t;
 	int rc;
 
-	if (l1i >= img->l1_entries || !(l2off = img->l1[l1i] & QCOW2_OFFSET_MASK))
+	if (!img->l1 || l1i >= img->l1_entries || !(l2off = img->l1[l1i] & QCOW2_OFFSET_MASK))
 		return -EIO;
 	if ((rc = l2_cache_get(img, img->io, l2off, img->cs, &t)))
 		return rc;

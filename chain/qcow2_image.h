@@ -24,11 +24,15 @@ struct qcow2_run {
 
 /* Open: NULL on success with *out set; else the reason (static string) and *out NULL. */
 const char *qcow2_image_open(struct layer_io *io, const char *label, struct qcow2_image **out);
+/* The same checks without loading the L1 table nor warning about dirty
+ * images: for probes. map/read_compressed on such an image return -EIO. */
+const char *qcow2_image_open_header(struct layer_io *io, const char *label, struct qcow2_image **out);
 void qcow2_image_close(struct qcow2_image *img);
 
 uint64_t qcow2_image_size(const struct qcow2_image *img);
 const char *qcow2_image_backing(const struct qcow2_image *img);     /* NULL if none */
 const char *qcow2_image_backing_fmt(const struct qcow2_image *img); /* "" if not stated */
+uint64_t qcow2_image_l2_span(const struct qcow2_image *img);        /* guest bytes one L2 table maps (a power of two) */
 
 /* The run at off (< size), at most len bytes. 0 or -EIO (logged once per reason). */
 int qcow2_image_map(struct qcow2_image *img, uint64_t off, uint64_t len, struct qcow2_run *run);

@@ -1,0 +1,382 @@
+/*
+ * qcow2cat: flatten a chain of qcow2/raw image files through chain/, the
+ * same engine the daemon uses, for tests, debugging and fuzz replays.
+ *
+ *   qcow2cat [-f auto|qcow2|raw] [-t THREADS] IMAGE [OFFSET LENGTH]
+ *   qcow2cat [-f ...] --map IMAGE   (lines: offset length zero|data|copy depth [host_off layer])
+ *   qcow2cat --probe IMAGE          (chain_probe_layer: format, size, backing, backing format)
+ *
+ * Layers are plain files here (a tiny file-backed layer_io). A backing
+ * string is resolved relative to the directory of the image that names
+ * it; a string with a '/' is refused unless it is an absolute path inside
+ * that same directory (the file analogue of "stays inside the VG").
+ * Layer identity for loop detection is the (st_dev, st_ino) pair.
+ *
+ * Exit status: 0, or 1 after the engine (or we) logged why.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "chain/chain.h"
+#include "common/log.h"
+
+#define CHUNK (4u << 20)
+
+struct file_io {
+	struct layer_io io;
+	int fd;
+	char *path;     /* as opened; its directory resolves backing strings */
+	char id[64];
+};
+
+static int file_pread(struct layer_io *io, void *buf, size_t len, uint64_t off)
+{
+	struct file_io *f = (struct file_io *)io;
+
+	if (off > io->size || len > io->size - off)
+		return -EIO;
+	while (len) {
+		ssize_t n = pread(f->fd, buf, len, off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		buf = (char *)buf + n;
+		len -= n;
+		off += n;
+	}
+	return 0;
+}
+
+static void file_close(struct layer_io *io)
+{
+	struct file_io *f = (struct file_io *)io;
+
+	close(f->fd);
+	free(f->path);
+	free(f);
+}
+
+static const struct layer_io_ops file_ops = { .pread = file_pread, .close = file_close };
+
+/* 0 and *out, or a negative errno (-ENOENT when the file is missing). */
+static int file_open(const char *path, struct layer_io **out)
+{
+	struct file_io *f = calloc(1, sizeof(*f));
+	struct stat st;
+
+	if (!f)
+		return -ENOMEM;
+	f->fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (f->fd < 0 || fstat(f->fd, &st) || !S_ISREG(st.st_mode)) {
+		int rc = f->fd < 0 ? -errno : -EINVAL;
+
+		if (f->fd >= 0)
+			close(f->fd);
+		free(f);
+		return rc;
+	}
+	f->path = strdup(path);
+	if (!f->path) {
+		close(f->fd);
+		free(f);
+		return -ENOMEM;
+	}
+	snprintf(f->id, sizeof(f->id), "%ju:%ju", (uintmax_t)st.st_dev, (uintmax_t)st.st_ino);
+	f->io.ops = &file_ops;
+	f->io.size = st.st_size;
+	f->io.name = f->path;
+	f->io.id = f->id;
+	*out = &f->io;
+	return 0;
+}
+
+/* The directory part of path ("." when none), malloc'd. */
+static char *dir_of(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (!slash)
+		return strdup(".");
+	if (slash == path)
+		return strdup("/");
+	return strndup(path, slash - path);
+}
+
+static int open_backing(const struct chain_store *st, struct layer_io *from, const char *backing,
+			struct layer_io **out)
+{
+	char *dir = dir_of(((struct file_io *)from)->path), *path = NULL;
+	char real_dir[PATH_MAX], real_bdir[PATH_MAX];
+	int rc = -EACCES;
+
+	(void)st;
+	if (!dir)
+		return -ENOMEM;
+	if (backing[0] == '/') {
+		char *bdir = dir_of(backing);
+
+		/* Absolute: only inside the directory of the image naming it. */
+		if (bdir && realpath(dir, real_dir) && realpath(bdir, real_bdir) &&
+		    !strcmp(real_dir, real_bdir) && strcmp(strrchr(backing, '/') + 1, "..") &&
+		    strcmp(strrchr(backing, '/') + 1, "."))
+			path = strdup(backing);
+		free(bdir);
+	} else if (!strchr(backing, '/') && strcmp(backing, ".") && strcmp(backing, "..")) {
+		if (asprintf(&path, "%s/%s", dir, backing) < 0)
+			path = NULL;
+	}
+	free(dir);
+	if (path) {
+		rc = file_open(path, out);
+		if (rc && rc != -ENOENT && rc != -ENOMEM)
+			rc = -EIO;
+		free(path);
+	}
+	return rc;
+}
+
+static const struct chain_store file_store = { .open_backing = open_backing };
+
+static int parse_u64(const char *s, uint64_t *v)
+{
+	char *end;
+
+	errno = 0;
+	*v = strtoull(s, &end, 0);
+	return errno || end == s || *end || s[0] == '-' ? -EINVAL : 0;
+}
+
+static int write_all(int fd, const char *buf, size_t len)
+{
+	while (len) {
+		ssize_t n = write(fd, buf, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		buf += n;
+		len -= n;
+	}
+	return 0;
+}
+
+static const char *kind_name(enum chain_extent_kind k)
+{
+	return k == CHAIN_EXT_ZERO ? "zero" : k == CHAIN_EXT_DATA ? "data" : "copy";
+}
+
+static int do_map(struct chain *c)
+{
+	uint64_t off = 0, size = chain_size(c);
+
+	while (off < size) {
+		struct chain_extent e;
+		int rc = chain_map(c, off, size - off, &e);
+
+		if (rc) {
+			fprintf(stderr, "qcow2cat: map at %" PRIu64 ": %s\n", off, strerror(-rc));
+			return 1;
+		}
+		printf("%-20" PRIu64 " %-20" PRIu64 " %-5s %-6d", off, e.len, kind_name(e.kind), e.depth);
+		if (e.kind == CHAIN_EXT_DATA)
+			printf(" %" PRIu64 " %s", e.host_off, e.io->name);
+		printf("\n");
+		off += e.len;
+	}
+	return fflush(stdout) ? 1 : 0;
+}
+
+/* Threaded reading: chunks handed out in order, each thread writes its own with pwrite-free ordering. */
+struct job {
+	struct chain *c;
+	uint64_t off, len;
+	char *out;               /* whole range, len bytes */
+	uint64_t next;           /* atomic: next chunk index */
+	int rc;                  /* atomic: first error */
+};
+
+static void *reader(void *arg)
+{
+	struct job *j = arg;
+	uint64_t nchunks = (j->len + CHUNK - 1) / CHUNK;
+
+	for (;;) {
+		uint64_t i = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED), at, n;
+		ssize_t r;
+
+		if (i >= nchunks || __atomic_load_n(&j->rc, __ATOMIC_RELAXED))
+			return NULL;
+		at = i * CHUNK;
+		n = j->len - at < CHUNK ? j->len - at : CHUNK;
+		r = chain_read(j->c, j->out + at, n, j->off + at);
+		if (r < 0 || (uint64_t)r != n)
+			__atomic_store_n(&j->rc, r < 0 ? (int)r : -EIO, __ATOMIC_RELAXED);
+	}
+}
+
+static int do_read(struct chain *c, uint64_t off, uint64_t len, int threads)
+{
+	uint64_t size = chain_size(c);
+	int rc = 0;
+
+	if (off >= size)
+		return 0;
+	if (len > size - off)
+		len = size - off;
+	if (threads > 1 && len <= (1ULL << 30)) {
+		struct job j = { .c = c, .off = off, .len = len, .out = malloc(len ? len : 1) };
+		pthread_t tid[64];
+		int n = threads > 64 ? 64 : threads;
+
+		if (!j.out)
+			return -ENOMEM;
+		for (int i = 0; i < n; i++)
+			if (pthread_create(&tid[i], NULL, reader, &j))
+				n = i;
+		for (int i = 0; i < n; i++)
+			pthread_join(tid[i], NULL);
+		rc = n ? j.rc : -EAGAIN;
+		if (!rc)
+			rc = write_all(1, j.out, len);
+		free(j.out);
+		return rc;
+	}
+	char *buf = malloc(CHUNK);
+
+	if (!buf)
+		return -ENOMEM;
+	while (len && !rc) {
+		size_t n = len < CHUNK ? len : CHUNK;
+		ssize_t r = chain_read(c, buf, n, off);
+
+		if (r < 0)
+			rc = r;
+		else if ((size_t)r != n)
+			rc = -EIO;
+		else
+			rc = write_all(1, buf, n);
+		off += n;
+		len -= n;
+	}
+	free(buf);
+	return rc;
+}
+
+static int do_probe(const char *path)
+{
+	static const char *const names[] = { "auto", "raw", "qcow2", "bad" };
+	struct chain_probe p;
+	struct layer_io *io = NULL;
+	int rc = file_open(path, &io);
+
+	if (!rc)
+		rc = chain_probe_layer(io, &p);
+	if (rc) {
+		fprintf(stderr, "qcow2cat: %s: %s\n", path, strerror(-rc));
+		if (io)
+			layer_close(io);
+		return 1;
+	}
+	printf("format %s\nvirtual_size %" PRIu64 "\nbacking %s\nbacking_format %s\n", names[p.format],
+	       p.virtual_size, p.backing ? p.backing : "-", p.backing_format ? p.backing_format : "-");
+	if (p.format == CHAIN_FMT_BAD)
+		printf("error %s\n", p.error);
+	chain_probe_release(&p);
+	layer_close(io);
+	return 0;
+}
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: qcow2cat [-f auto|qcow2|raw] [-t THREADS] [--cache BYTES] IMAGE [OFFSET LENGTH]\n"
+			"       qcow2cat [-f auto|qcow2|raw] --map IMAGE\n"
+			"       qcow2cat --probe IMAGE\n");
+	exit(2);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "map", no_argument, NULL, 'm' },
+		{ "probe", no_argument, NULL, 'p' },
+		{ "format", required_argument, NULL, 'f' },
+		{ "threads", required_argument, NULL, 't' },
+		{ "cache", required_argument, NULL, 'c' },
+		{ NULL, 0, NULL, 0 },
+	};
+	enum chain_layer_format fmt = CHAIN_FMT_AUTO;
+	uint64_t off = 0, len = UINT64_MAX, v;
+	struct layer_io *top;
+	struct chain *c;
+	int opt, map = 0, probe = 0, threads = 1, rc;
+
+	vlog_init(true, false);
+	while ((opt = getopt_long(argc, argv, "mf:t:c:", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'm':
+			map = 1;
+			break;
+		case 'p':
+			probe = 1;
+			break;
+		case 'f':
+			if (!strcmp(optarg, "qcow2"))
+				fmt = CHAIN_FMT_QCOW2;
+			else if (!strcmp(optarg, "raw"))
+				fmt = CHAIN_FMT_RAW;
+			else if (strcmp(optarg, "auto"))
+				usage();
+			break;
+		case 't':
+			if (parse_u64(optarg, &v) || v < 1 || v > 64)
+				usage();
+			threads = v;
+			break;
+		case 'c':
+			if (parse_u64(optarg, &v))
+				usage();
+			chain_set_cache_limit(v);
+			break;
+		default:
+			usage();
+		}
+	}
+	if (argc - optind != 1 && (map || probe || argc - optind != 3))
+		usage();
+	if (probe)
+		return do_probe(argv[optind]);
+	if (argc - optind == 3 && (parse_u64(argv[optind + 1], &off) || parse_u64(argv[optind + 2], &len)))
+		usage();
+	rc = file_open(argv[optind], &top);
+	if (rc) {
+		fprintf(stderr, "qcow2cat: %s: %s\n", argv[optind], strerror(-rc));
+		return 1;
+	}
+	rc = chain_open(top, fmt, &file_store, argv[optind], &c);
+	if (rc) {
+		fprintf(stderr, "qcow2cat: %s: %s\n", argv[optind], strerror(-rc));
+		return 1;
+	}
+	if (map) {
+		rc = do_map(c);
+	} else {
+		rc = do_read(c, off, len, threads);
+		if (rc)
+			fprintf(stderr, "qcow2cat: %s: %s\n", argv[optind], strerror(-rc));
+		rc = rc ? 1 : 0;
+	}
+	chain_put(c);
+	return rc;
+}
