@@ -66,13 +66,9 @@ void fs_vg_put(struct fs_vg *vg)
 /* A backing string as Proxmox writes it: the bare LV name, or /dev/<vg>/<lv>. */
 static bool backing_names(const char *backing, const char *vgname, const char *lvname)
 {
-	size_t n = strlen(vgname);
+	const char *name = lvm_backing_lv_name(vgname, backing);
 
-	if (!backing)
-		return false;
-	if (!strncmp(backing, "/dev/", 5) && !strncmp(backing + 5, vgname, n) && backing[5 + n] == '/')
-		backing += 6 + n;
-	return !strcmp(backing, lvname);
+	return name && !strcmp(name, lvname);
 }
 
 struct probed {

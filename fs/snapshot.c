@@ -257,18 +257,6 @@ int snapshot_take(const struct fs_options *o, const char *vg, const char *volume
 
 /* ---- rmdir ---- */
 
-/* The LV name a backing string names inside this VG, or NULL. */
-static const char *backing_lv_name(const struct op *op, const char *backing)
-{
-	size_t n = strlen(op->vgname);
-
-	if (!backing)
-		return NULL;
-	if (!strncmp(backing, "/dev/", 5) && !strncmp(backing + 5, op->vgname, n) && backing[5 + n] == '/')
-		return backing + 6 + n;
-	return strchr(backing, '/') ? NULL : backing;
-}
-
 static int probe_backing(struct op *op, const struct lvm_lv *lv, char **backing)
 {
 	struct layer_io *io;
@@ -300,7 +288,7 @@ static const struct lvm_lv *child_of(struct op *op, const struct pve_volume *v, 
 		char *b;
 
 		if (probe_backing(op, lv, &b) == 0) {
-			const char *bn = backing_lv_name(op, b);
+			const char *bn = lvm_backing_lv_name(op->vgname, b);
 
 			if (bn && !strcmp(bn, name))
 				found = lv;
@@ -321,7 +309,7 @@ static bool other_children(struct op *op, const char *name, const struct lvm_lv 
 
 		if (lv == child || !strcmp(lv->name, name) || probe_backing(op, lv, &b))
 			continue;
-		bn = backing_lv_name(op, b);
+		bn = lvm_backing_lv_name(op->vgname, b);
 		hit = bn && !strcmp(bn, name);
 		free(b);
 		if (hit) {
@@ -491,7 +479,12 @@ static int remove_locked(struct op *op, const char *volume, const char *snap)
 		return -EBUSY;
 	if ((rc = probe_backing(op, r.s, &pb)) < 0)
 		return rc;
-	if (pb && !(r.p = lvm_vg_find_lv(op->vg, backing_lv_name(op, pb) ? backing_lv_name(op, pb) : ""))) {
+	if (pb) {
+		const char *pn = lvm_backing_lv_name(op->vgname, pb);
+
+		r.p = pn ? lvm_vg_find_lv(op->vg, pn) : NULL;
+	}
+	if (pb && !r.p) {
 		vlog(LOG_ERR, "%s: backing layer %s is missing: refusing to merge", r.s->name, pb);
 		free(pb);
 		return -EIO;
@@ -634,7 +627,7 @@ static int recover_rmdir(struct op *op, const struct lvm_lv *lv, const char *val
 	}
 	if ((rc = probe_backing(op, r.c, &b)))
 		return rc;
-	const char *now = backing_lv_name(op, b);
+	const char *now = lvm_backing_lv_name(op->vgname, b);
 	bool relinked = pname[0] ? now && !strcmp(now, pname) : !b;
 
 	free(b);

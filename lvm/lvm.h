@@ -86,6 +86,10 @@ bool lvm_lv_has_tag(const struct lvm_lv *lv, const char *tag);
  */
 int lvm_lv_open(struct lvm_vg *vg, const struct lvm_lv *lv, struct layer_io **out);
 
+/* The LV a backing string names inside VG `vgname` (the bare name Proxmox
+ * writes, or /dev/<vg>/<lv>), pointing into `backing`; NULL for anything else. */
+const char *lvm_backing_lv_name(const char *vgname, const char *backing);
+
 /*
  * A chain_store resolving backing strings inside vg: a bare LV name
  * ("snap_vm-100-disk-0_s1.qcow2") or "/dev/<vg>/<lv>" of this same VG.

@@ -20,19 +20,28 @@ static bool valid_lv_name(const char *s)
 	return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+_.-") == n;
 }
 
+const char *lvm_backing_lv_name(const char *vgname, const char *backing)
+{
+	size_t n = strlen(vgname);
+
+	if (!backing)
+		return NULL;
+	if (!strncmp(backing, "/dev/", 5) && !strncmp(backing + 5, vgname, n) && backing[5 + n] == '/')
+		backing += 6 + n;
+	return valid_lv_name(backing) ? backing : NULL;
+}
+
 static int open_backing(const struct chain_store *st, struct layer_io *from, const char *backing,
 			struct layer_io **out)
 {
 	struct lvm_vg *vg = st->opaque;
-	size_t n = strlen(vg->name);
+	const char *name = lvm_backing_lv_name(vg->name, backing);
 	const struct lvm_lv *lv;
 
 	(void)from;
-	if (!strncmp(backing, "/dev/", 5) && !strncmp(backing + 5, vg->name, n) && backing[5 + n] == '/')
-		backing += 6 + n;
-	if (!valid_lv_name(backing))
+	if (!name)
 		return -EACCES;
-	lv = lvm_vg_find_lv(vg, backing);
+	lv = lvm_vg_find_lv(vg, name);
 	if (!lv)
 		return -ENOENT;
 	return lvm_lv_open(vg, lv, out);
