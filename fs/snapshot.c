@@ -108,14 +108,16 @@ static int op_begin(struct op *op, const struct fs_options *o, const char *vg, b
 	return rc;
 }
 
-static void op_end(struct op *op)
+/* publish: rescan the VG into the tree (not during recovery: the catalog is not started yet). */
+static void op_end(struct op *op, bool publish)
 {
 	if (op->cat)
 		pve_catalog_free(op->cat);
 	if (op->vg)
 		lvm_vg_put(op->vg);
 	pve_storage_unlock(op->lockfd);
-	fs_catalog_rescan_vg(op->vgname);
+	if (publish)
+		fs_catalog_rescan_vg(op->vgname);
 	fs_catalog_release();
 }
 
@@ -138,16 +140,24 @@ static int busy_check(const struct op *op, const struct pve_volume *v)
 	return rc;
 }
 
-static int probe_vsize(struct op *op, const struct lvm_lv *lv, uint64_t *vsize)
+/* The header of one layer; release with chain_probe_release. */
+static int probe_lv(struct op *op, const struct lvm_lv *lv, struct chain_probe *p)
 {
 	struct layer_io *io;
-	struct chain_probe p;
 	int rc = lvm_lv_open(op->vg, lv, &io);
 
 	if (rc < 0)
 		return rc;
-	rc = chain_probe_layer(io, &p);
+	rc = chain_probe_layer(io, p);
 	layer_close(io);
+	return rc;
+}
+
+static int probe_vsize(struct op *op, const struct lvm_lv *lv, uint64_t *vsize)
+{
+	struct chain_probe p;
+	int rc = probe_lv(op, lv, &p);
+
 	if (rc < 0)
 		return rc;
 	if (p.format != CHAIN_FMT_QCOW2) {
@@ -251,7 +261,7 @@ int snapshot_take(const struct fs_options *o, const char *vg, const char *volume
 	rc = op_begin(&op, o, vg, true);
 	if (rc == 0)
 		rc = take_locked(&op, volume, snap);
-	op_end(&op);
+	op_end(&op, true);
 	return rc;
 }
 
@@ -259,15 +269,10 @@ int snapshot_take(const struct fs_options *o, const char *vg, const char *volume
 
 static int probe_backing(struct op *op, const struct lvm_lv *lv, char **backing)
 {
-	struct layer_io *io;
 	struct chain_probe p;
-	int rc = lvm_lv_open(op->vg, lv, &io);
+	int rc = probe_lv(op, lv, &p);
 
 	*backing = NULL;
-	if (rc < 0)
-		return rc;
-	rc = chain_probe_layer(io, &p);
-	layer_close(io);
 	if (rc < 0)
 		return rc;
 	if (p.format == CHAIN_FMT_QCOW2) {
@@ -532,7 +537,7 @@ int snapshot_remove(const struct fs_options *o, const char *vg, const char *volu
 	rc = op_begin(&op, o, vg, true);
 	if (rc == 0)
 		rc = remove_locked(&op, volume, snap);
-	op_end(&op);
+	op_end(&op, true);
 	return rc;
 }
 
@@ -682,12 +687,7 @@ static int recover_vg(const struct fs_options *o, const char *vg)
 	if (rc < 0)
 		vlog(LOG_ERR, "%s: recovering an interrupted snapshot operation failed: %s", vg,
 		     strerror(-rc));
-	if (op.cat)
-		pve_catalog_free(op.cat);
-	if (op.vg)
-		lvm_vg_put(op.vg);
-	pve_storage_unlock(op.lockfd);
-	fs_catalog_release();
+	op_end(&op, false);
 	return rc == -ENOENT ? 0 : rc;
 }
 
