@@ -82,9 +82,10 @@ test: deps
 
 test-asan: deps
 	$(MAKE) all crash build/fuzz-replay
-	$(MAKE) BUILD=build-asan SAN=1 OPT="-O1 -g" build-asan/vstorfs
+	$(MAKE) BUILD=build-asan SAN=1 OPT="-O1 -g" build-asan/vstorfs build-asan/qcow2cat
 	$(MAKE) crash CRASH_BUILD=build-crash-asan SAN=1 OPT="-O1 -g"
 	VSTORFS_BIN=$(CURDIR)/build-asan/vstorfs VSTORFS_CRASH_BIN=$(CURDIR)/build-crash-asan/vstorfs \
+		QCOW2CAT=$(CURDIR)/build-asan/qcow2cat \
 		$(PYTEST) -v tests
 
 demo: deps all
