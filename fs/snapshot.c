@@ -238,11 +238,12 @@ static int take_locked(struct op *op, const char *volume, const char *snap)
 	if ((rc = lvm_lv_rename(&op->lo, op->vgname, scratch, volume)) < 0)
 		goto undo_rename;
 	crash_point("mkdir-swapped");
-	/* The snapshot is complete; a failure here leaves only the tag, for recovery. */
-	rc = lvm_lv_retag(&op->lo, op->vgname, volume, NULL, tag_mkdir);
-	if (rc == 0)
-		vlog(LOG_NOTICE, "%s/%s: took snapshot %s (layer %s)", op->vgname, volume, snap, snap_lv);
-	return rc;
+	/* The snapshot is complete: a failure to untag leaves only the tag, for recovery. */
+	if (lvm_lv_retag(&op->lo, op->vgname, volume, NULL, tag_mkdir) < 0)
+		vlog(LOG_WARNING, "%s/%s: tag %s left behind; the next mount removes it", op->vgname,
+		     volume, tag_mkdir);
+	vlog(LOG_NOTICE, "%s/%s: took snapshot %s (layer %s)", op->vgname, volume, snap, snap_lv);
+	return 0;
 
 undo_rename:
 	lvm_lv_rename(&op->lo, op->vgname, snap_lv, volume);
