@@ -17,6 +17,7 @@
 #include "qcow2_image.h"
 
 #define MAX_DEPTH 1024
+#define MAP_WINDOW (8ULL << 20)   /* a power of two: one map_once looks this far at most */
 
 struct layer {
 	struct layer_io *io;          /* NULL for a broken layer that never opened */
@@ -32,7 +33,7 @@ struct chain {
 	uint64_t size;
 	bool broken;
 	bool poisoned;                /* a loop or runaway depth: no byte of it is trustworthy */
-	uint64_t min_span;            /* smallest guest span of one L2 table among qcow2 layers, 0 if none */
+	uint64_t min_span;            /* smallest L2 table span among qcow2 layers, at most MAP_WINDOW */
 	char label[256];
 };
 
@@ -102,7 +103,7 @@ static void open_layer(struct chain *c, struct layer *l, struct layer_io *io,
 		return;
 	}
 	l->size = qcow2_image_size(l->img);
-	if (!c->min_span || qcow2_image_l2_span(l->img) < c->min_span)
+	if (qcow2_image_l2_span(l->img) < c->min_span)
 		c->min_span = qcow2_image_l2_span(l->img);
 }
 
@@ -176,6 +177,7 @@ int chain_open(struct layer_io *top, enum chain_layer_format top_format,
 		layer_close(top);
 		return -ENOMEM;
 	}
+	c->min_span = MAP_WINDOW;
 	c->refs = 1;
 	snprintf(c->label, sizeof(c->label), "%s", label);
 	c->n = 1;
@@ -229,6 +231,10 @@ static int map_once(struct chain *c, uint64_t off, uint64_t len, struct chain_ex
 		return -EIO;
 	if (len > c->size - off)
 		len = c->size - off;
+	/* An upper layer's run is cut short by any layer below it: scanning it
+	 * far ahead would be thrown away, and redone by the next call. */
+	if (len > MAP_WINDOW - off % MAP_WINDOW)
+		len = MAP_WINDOW - off % MAP_WINDOW;
 	for (int d = 0; d < c->n; d++) {
 		struct layer *l = &c->layers[d];
 		struct qcow2_run r;
@@ -278,16 +284,17 @@ static int map_once(struct chain *c, uint64_t off, uint64_t len, struct chain_ex
 }
 
 /*
- * A run that ends on an L2 table boundary may go on in the next table
- * (contiguous host clusters, more zeros): join those so large reads are
- * one pread. Spans are powers of two, so a cut caused by any layer's table
- * boundary is a multiple of the smallest span; other cuts are real.
+ * A run that ends on an L2 table boundary (or a MAP_WINDOW boundary) may go
+ * on in the next table (contiguous host clusters, more zeros): join those so
+ * large reads are one pread. Spans are powers of two, so a cut caused by any
+ * layer's table boundary is a multiple of the smallest span; other cuts are
+ * real. Each join costs one window, so a call costs what it returns.
  */
 int chain_map(struct chain *c, uint64_t off, uint64_t len, struct chain_extent *e)
 {
 	int rc = map_once(c, off, len, e);
 
-	if (rc || e->kind == CHAIN_EXT_COPY || !c->min_span)
+	if (rc || e->kind == CHAIN_EXT_COPY)
 		return rc;
 	if (len > c->size - off)
 		len = c->size - off;
@@ -301,6 +308,31 @@ int chain_map(struct chain *c, uint64_t off, uint64_t len, struct chain_extent *
 			break;
 		e->len += n.len;
 	}
+	return 0;
+}
+
+int chain_map_top(struct chain *c, uint64_t off, uint64_t len, uint64_t *run, bool *own)
+{
+	struct layer *l = &c->layers[0];
+	struct qcow2_run r;
+	int rc;
+
+	if (off >= c->size || len == 0)
+		return -EINVAL;
+	if (c->poisoned || l->broken)
+		return -EIO;
+	if (len > c->size - off)
+		len = c->size - off;
+	if (!l->img) {
+		*run = len;
+		*own = true;
+		return 0;
+	}
+	rc = qcow2_image_map(l->img, off, len, &r);
+	if (rc)
+		return rc;
+	*run = r.len;
+	*own = r.kind != QCOW2_UNALLOCATED;
 	return 0;
 }
 

@@ -107,6 +107,14 @@ struct chain_extent {
 int chain_map(struct chain *c, uint64_t off, uint64_t len, struct chain_extent *ext);
 
 /*
+ * The run at `off` (at most `len`) over which the top layer alone either
+ * answers every byte (data, zeros, compressed: *own = true) or none of them.
+ * Looks at no other layer, so walking a view's own data costs one pass over
+ * the top layer's metadata. Errors as chain_map.
+ */
+int chain_map_top(struct chain *c, uint64_t off, uint64_t len, uint64_t *run, bool *own);
+
+/*
  * Memory bound: all open images share one metadata cache (L2 tables,
  * refcounts later) of at most this many bytes. Default 32 MiB.
  */

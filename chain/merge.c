@@ -25,14 +25,15 @@ static int walk_runs(struct chain *v, bool own, run_fn fn, void *ctx)
 	uint64_t size = chain_size(v), pos = 0;
 
 	while (pos < size) {
-		struct chain_extent e;
-		int rc = chain_map(v, pos, size - pos, &e);
+		uint64_t len;
+		bool top;
+		int rc = chain_map_top(v, pos, size - pos, &len, &top);
 
 		if (rc < 0)
 			return rc;
-		if ((e.depth == 0) == own && (rc = fn(ctx, pos, e.len)) < 0)
+		if (top == own && (rc = fn(ctx, pos, len)) < 0)
 			return rc;
-		pos += e.len;
+		pos += len;
 	}
 	return 0;
 }
@@ -61,16 +62,17 @@ static int under_c(void *p, uint64_t off, uint64_t len)
 	if (end > chain_size(u->view_c))
 		end = chain_size(u->view_c);
 	while (off < end) {
-		struct chain_extent e;
-		int rc = chain_map(u->view_c, off, end - off, &e);
+		uint64_t n;
+		bool top;
+		int rc = chain_map_top(u->view_c, off, end - off, &n, &top);
 
 		if (rc < 0)
 			return rc;
-		if (e.len > end - off)
-			e.len = end - off;
-		if (e.depth != 0 && (rc = u->fn(u->ctx, off, e.len)) < 0)
+		if (n > end - off)
+			n = end - off;
+		if (!top && (rc = u->fn(u->ctx, off, n)) < 0)
 			return rc;
-		off += e.len;
+		off += n;
 	}
 	return 0;
 }
@@ -216,7 +218,7 @@ static int mover_finish(struct mover *m, int rc)
 static int commit_run(struct chain *view_c, struct qcow2_writer *s, const char *label, bool need_only,
 		      uint64_t *need)
 {
-	struct mover m;
+	struct mover m = { 0 };
 	uint64_t total = 0;
 	int rc = walk_runs(view_c, true, add_len, &total);
 
@@ -226,7 +228,7 @@ static int commit_run(struct chain *view_c, struct qcow2_writer *s, const char *
 		rc = walk_runs(view_c, true, move_run, &m);
 	rc = mover_finish(&m, rc);
 	if (need)
-		*need = m.need;
+		*need = m.need + qcow2_writer_refcount_need(m.w, m.need);
 	return rc;
 }
 
@@ -244,7 +246,7 @@ static int rebase_run(struct chain *view_c, struct chain *view_s, struct chain *
 		      struct qcow2_writer *c, const char *label, bool need_only, uint64_t *need)
 {
 	struct merge_plan plan;
-	struct mover m;
+	struct mover m = { 0 };
 	struct under_ctx u = { view_c, move_run, &m };
 	int rc = merge_measure(view_c, view_s, &plan);
 
@@ -257,7 +259,7 @@ static int rebase_run(struct chain *view_c, struct chain *view_s, struct chain *
 	}
 	rc = mover_finish(&m, rc);
 	if (need)
-		*need = m.need;
+		*need = m.need + qcow2_writer_refcount_need(m.w, m.need);
 	return rc;
 }
 

@@ -455,9 +455,13 @@ int qcow2_writer_need(struct qcow2_writer *w, uint64_t off, uint64_t len, uint64
 			*bytes += w->cs;
 		}
 	}
-	/* Refcount blocks for the new clusters, generously. */
-	*bytes += (*bytes / w->cs / w->refs_per_block + 1) * w->cs;
 	return 0;
+}
+
+uint64_t qcow2_writer_refcount_need(const struct qcow2_writer *w, uint64_t bytes)
+{
+	/* Refcount blocks for the new clusters, generously (one more than they fill). */
+	return bytes ? (bytes / w->cs / w->refs_per_block + 1) * w->cs : 0;
 }
 
 /* ---- queue and commit ---- */
@@ -561,10 +565,15 @@ static int write_data(struct qcow2_writer *w, struct pending *p)
 		free(buf);
 		return rc;
 	}
-	for (unsigned u = 0; u < (w->extended ? 32u : 1u); u++) {
-		if (!(p->mask & (1u << u)))
+	/* Adjacent units go out as one write: a whole cluster is one pwrite, not 32. */
+	for (unsigned u = 0, n = w->extended ? 32u : 1u, v; u < n; u = v) {
+		if (!(p->mask & (1u << u))) {
+			v = u + 1;
 			continue;
-		rc = layer_pwrite(w->io, p->data + u * w->unit, w->unit, p->host + u * w->unit);
+		}
+		for (v = u + 1; v < n && p->mask & (1u << v); v++)
+			;
+		rc = layer_pwrite(w->io, p->data + u * w->unit, (v - u) * w->unit, p->host + u * w->unit);
 		if (rc)
 			return rc;
 	}

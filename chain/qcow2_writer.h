@@ -45,10 +45,13 @@ uint64_t qcow2_writer_vsize(const struct qcow2_writer *w);
 bool qcow2_writer_unit_preallocated(struct qcow2_writer *w, uint64_t off);
 
 /*
- * Host bytes a later write of `len` bytes of units at `off` may need
- * beyond what the image has; summed by the caller to check the LV has room.
+ * Host bytes for data clusters and L2 tables a later write of `len` bytes of
+ * units at `off` may need beyond what the image has. The caller sums these
+ * over the whole merge, then adds qcow2_writer_refcount_need() of the sum
+ * once, and checks the total against qcow2_writer_room().
  */
 int qcow2_writer_need(struct qcow2_writer *w, uint64_t off, uint64_t len, uint64_t *bytes);
+uint64_t qcow2_writer_refcount_need(const struct qcow2_writer *w, uint64_t bytes);
 /* Bytes between the current end of the image and the end of its layer. */
 uint64_t qcow2_writer_room(const struct qcow2_writer *w);
 

@@ -404,6 +404,27 @@ def test_rmdir_that_cannot_fit_changes_nothing(env):
     check_consistent(env, vg)
 
 
+def test_rmdir_into_layers_sized_like_proxmox_fits(env):
+    """Preallocated layers in LVs with no slack (Proxmox sizes them fully
+    allocated): a commit into one needs no new space, however scattered."""
+    vg = env.vg(npvs=1, pv_size=GiB, extent_size="1m")
+    ch = env.chain(vg)
+    v = ch.qcow2(VOL, DISK)
+    v.write(0, 4 * MiB, 0x10)
+    v.snapshot("s1")
+    v.io(*["write -P 0x%x %d 65536" % (0x40 + k, k * 2 * MiB + 12288) for k in range(16)])
+    for lv in v.layers():
+        ch.place(lv, slack=0)
+    ch.sync()
+    d = mount(env, vg)
+    before = mounted_views(d.mnt, vg)
+    os.rmdir(os.path.join(d.mnt, vg.name, VOL, "s1"))
+    assert "by committing" in d.log()
+    del before["s1"]
+    assert mounted_views(d.mnt, vg) == before
+    assert check_consistent(env, vg) == before
+
+
 def test_mkdir_on_a_full_vg_is_undone(env):
     vg, ch = build_volume(env, snaps=("s1",))
     vg.lvm("lvcreate", "-an", "-Zn", "-An", "-y", "-l", "100%FREE", "-n", "data", vg.name)

@@ -1,0 +1,2 @@
+build-fp/chain/decompress.o: chain/decompress.c chain/decompress.h
+chain/decompress.h:
