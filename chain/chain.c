@@ -28,12 +28,12 @@ struct layer {
 
 struct chain {
 	int refs;                     /* atomic */
-	int n;
-	struct layer *layers;
+	int n, cap;
+	struct layer *layers;         /* grown as the chain deepens: most chains have a few layers */
 	uint64_t size;
 	bool broken;
 	bool poisoned;                /* a loop or runaway depth: no byte of it is trustworthy */
-	uint64_t min_span;            /* smallest L2 table span among qcow2 layers, at most MAP_WINDOW */
+	uint64_t min_span;            /* smallest L2 slice span among qcow2 layers, at most MAP_WINDOW */
 	char label[256];
 };
 
@@ -135,6 +135,19 @@ static bool next_layer(struct chain *c, const struct chain_store *st)
 		mark_broken(c, top, top->io->name, "backing format is neither raw nor qcow2");
 		return false;
 	}
+	if (c->n == c->cap) {
+		int cap = c->cap * 2 > MAX_DEPTH + 1 ? MAX_DEPTH + 1 : c->cap * 2;
+		struct layer *grown = realloc(c->layers, cap * sizeof(*grown));
+
+		if (!grown) {
+			mark_broken(c, top, top->io->name, "out of memory");
+			return false;
+		}
+		memset(grown + c->cap, 0, (cap - c->cap) * sizeof(*grown));
+		c->layers = grown;
+		c->cap = cap;
+		top = &c->layers[c->n - 1];
+	}
 	l = &c->layers[c->n++];
 	if (c->n > MAX_DEPTH) {
 		c->poisoned = true;
@@ -171,7 +184,7 @@ int chain_open(struct layer_io *top, enum chain_layer_format top_format,
 	struct chain *c = calloc(1, sizeof(*c));
 
 	if (c)
-		c->layers = calloc(MAX_DEPTH + 1, sizeof(*c->layers));
+		c->layers = calloc(c->cap = 4, sizeof(*c->layers));
 	if (!c || !c->layers) {
 		free(c);
 		layer_close(top);
@@ -284,7 +297,7 @@ static int map_once(struct chain *c, uint64_t off, uint64_t len, struct chain_ex
 }
 
 /*
- * A run that ends on an L2 table boundary (or a MAP_WINDOW boundary) may go
+ * A run that ends on an L2 slice boundary (or a MAP_WINDOW boundary) may go
  * on in the next table (contiguous host clusters, more zeros): join those so
  * large reads are one pread. Spans are powers of two, so a cut caused by any
  * layer's table boundary is a multiple of the smallest span; other cuts are

@@ -1,5 +1,5 @@
 /*
- * l2_cache: one cache of L2 tables for every open image, bounded in bytes
+ * l2_cache: one cache of L2 table slices for every open image, bounded in bytes
  * (chain_set_cache_limit), least recently used first out. Tables are
  * reference counted while a reader uses them, so eviction never frees a
  * table in use; loading happens outside the lock.

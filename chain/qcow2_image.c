@@ -19,6 +19,12 @@
 
 #define MAX_L1_BYTES (32ULL << 20)
 #define HEADER_READ  65536
+/*
+ * L2 tables are read and cached in 4 KiB slices, as qemu can
+ * (l2-cache-entry-size): a 128 KiB table maps 1 GiB, and a small disk or a
+ * random read needs a few entries of it, not all 8192.
+ */
+#define L2_SLICE 4096
 #define HEADER_FIRST 4096   /* enough for almost every header: read more only when needed */
 
 enum log_once { LOG_L2_PAST_END = 1, LOG_DATA_PAST_END = 2, LOG_MISALIGNED = 4, LOG_COMPRESSED = 8,
@@ -30,6 +36,7 @@ struct qcow2_image {
 	uint64_t cs;                /* cluster size */
 	bool extended;
 	uint64_t l2e_size, l2_entries, sc_size;
+	uint64_t slice_bytes, slice_entries;  /* the unit L2 tables are cached in */
 	uint64_t *l1;
 	uint32_t l1_entries;        /* entries loaded: what the virtual size uses */
 	char *backing;
@@ -63,7 +70,7 @@ const char *qcow2_image_backing_fmt(const struct qcow2_image *img)
 
 uint64_t qcow2_image_l2_span(const struct qcow2_image *img)
 {
-	return img->cs * img->l2_entries;
+	return img->cs * img->slice_entries;
 }
 
 void qcow2_image_close(struct qcow2_image *img)
@@ -161,6 +168,8 @@ static const char *image_open(struct layer_io *io, const char *label, bool table
 		img->l2e_size = img->extended ? 16 : 8;
 		img->l2_entries = img->cs / img->l2e_size;
 		img->sc_size = img->extended ? img->cs / 32 : img->cs;
+		img->slice_bytes = img->cs < L2_SLICE ? img->cs : L2_SLICE;
+		img->slice_entries = img->slice_bytes / img->l2e_size;
 		if (hlen > img->cs)
 			hlen = img->cs;
 		why = qcow2_decode_extensions(&img->h, hdr, hlen, img->backing_fmt, sizeof(img->backing_fmt));
@@ -254,7 +263,7 @@ static unsigned same_run(const struct qcow2_image *img, int k, uint64_t bitmap, 
 
 int qcow2_image_map(struct qcow2_image *img, uint64_t off, uint64_t len, struct qcow2_run *run)
 {
-	uint64_t span = img->cs * img->l2_entries, l1i = off / span, l2off, pos = off;
+	uint64_t span = img->cs * img->l2_entries, l1i = off / span, l2off, pos = off, slice;
 	uint64_t end = off + len > img->h.size ? img->h.size : off + len;
 	struct l2_table *t;
 	bool first = true;
@@ -275,13 +284,16 @@ int qcow2_image_map(struct qcow2_image *img, uint64_t off, uint64_t len, struct 
 		log_once(img, LOG_L2_PAST_END, "L1 entry points past the end of the layer", off);
 		return -EIO;
 	}
-	rc = l2_cache_get(img, img->io, l2off, img->cs, &t);
+	slice = (off / img->cs) % img->l2_entries / img->slice_entries;
+	if (end > l1i * span + (slice + 1) * img->slice_entries * img->cs)
+		end = l1i * span + (slice + 1) * img->slice_entries * img->cs;
+	rc = l2_cache_get(img, img->io, l2off + slice * img->slice_bytes, img->slice_bytes, &t);
 	if (rc) {
 		log_once(img, LOG_IO, "cannot read an L2 table", off);
 		return -EIO;
 	}
 	while (pos < end) {
-		uint64_t ci = (pos / img->cs) % img->l2_entries, in = pos % img->cs;
+		uint64_t ci = (pos / img->cs) % img->slice_entries, in = pos % img->cs;
 		const uint8_t *e = t->data + ci * img->l2e_size;
 		uint64_t entry = qcow2_be64(e), bitmap = img->extended ? qcow2_be64(e + 8) : 0;
 		unsigned sc = in / img->sc_size;
@@ -330,16 +342,20 @@ int qcow2_image_map(struct qcow2_image *img, uint64_t off, uint64_t len, struct 
 
 int qcow2_image_read_compressed(struct qcow2_image *img, uint64_t off, void *buf, uint64_t len)
 {
-	uint64_t span = img->cs * img->l2_entries, l1i = off / span, l2off, coff, clen, entry;
+	uint64_t span = img->cs * img->l2_entries, l1i = off / span, l2off, coff, clen, entry, idx;
 	uint8_t *in = NULL, *out = NULL;
 	struct l2_table *t;
 	int rc;
 
 	if (!img->l1 || l1i >= img->l1_entries || !(l2off = img->l1[l1i] & QCOW2_OFFSET_MASK))
 		return -EIO;
-	if ((rc = l2_cache_get(img, img->io, l2off, img->cs, &t)))
+	idx = (off / img->cs) % img->l2_entries;
+	if (l2off % img->cs || l2off > img->io->size || img->cs > img->io->size - l2off)
+		return -EIO;
+	if ((rc = l2_cache_get(img, img->io, l2off + idx / img->slice_entries * img->slice_bytes,
+			       img->slice_bytes, &t)))
 		return rc;
-	entry = qcow2_be64(t->data + ((off / img->cs) % img->l2_entries) * img->l2e_size);
+	entry = qcow2_be64(t->data + idx % img->slice_entries * img->l2e_size);
 	l2_cache_put(t);
 	if (!(entry & QCOW2_L2_COMPRESSED))
 		return -EIO; /* changed under us; the caller maps again */

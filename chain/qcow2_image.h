@@ -32,7 +32,7 @@ void qcow2_image_close(struct qcow2_image *img);
 uint64_t qcow2_image_size(const struct qcow2_image *img);
 const char *qcow2_image_backing(const struct qcow2_image *img);     /* NULL if none */
 const char *qcow2_image_backing_fmt(const struct qcow2_image *img); /* "" if not stated */
-uint64_t qcow2_image_l2_span(const struct qcow2_image *img);        /* guest bytes one L2 table maps (a power of two) */
+uint64_t qcow2_image_l2_span(const struct qcow2_image *img);        /* guest bytes one cached L2 slice maps (a power of two); runs end at its multiples */
 
 /* The run at off (< size), at most len bytes. 0 or -EIO (logged once per reason). */
 int qcow2_image_map(struct qcow2_image *img, uint64_t off, uint64_t len, struct qcow2_run *run);
