@@ -1,26 +1,34 @@
 /*
- * passthrough: the ceiling for the read benchmark. A minimal low-level FUSE
- * server exposing one file, disk.raw, whose bytes come straight from a raw
- * image: every read is answered with the image's (fd, offset), spliced like
- * vstorfs's plain data runs. Whatever this reaches is what this kernel's
- * FUSE can do; vstorfs cannot beat it.
+ * Benchmark ceiling: a trivial libfuse3 low-level server exposing one raw
+ * file as MOUNTPOINT/disk.raw, read-only. Reads are answered like vstorfs
+ * answers plain data runs (an fd/offset buffer handed to fuse_reply_data,
+ * spliced when the kernel allows), with the same multithreaded loop and
+ * readahead, and no page cache kept across opens.
  *
- * usage: passthrough IMAGE MOUNTPOINT   (foreground; umount to stop)
+ * With --splice the kernel is asked for splice writes (FUSE_CAP_SPLICE_WRITE
+ * and _MOVE): libfuse then splices the fd buffers into /dev/fuse instead of
+ * reading them into memory and writev()ing them, one copy less.
+ *
+ * usage: passthrough [--splice] RAWFILE MOUNTPOINT [-f] [-o opts]
  */
 #define FUSE_USE_VERSION 314
+#include <fuse_lowlevel.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <fuse_lowlevel.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int image_fd;
-static off_t image_size;
+static int src_fd = -1;
+static int use_splice;
+static struct stat src_st;
 
-static void fill(fuse_ino_t ino, struct stat *st)
+#define FILE_INO 2
+static const char *FILE_NAME = "disk.raw";
+
+static void fill_attr(fuse_ino_t ino, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
 	st->st_ino = ino;
@@ -30,26 +38,34 @@ static void fill(fuse_ino_t ino, struct stat *st)
 	} else {
 		st->st_mode = S_IFREG | 0444;
 		st->st_nlink = 1;
-		st->st_size = image_size;
+		st->st_size = src_st.st_size;
+		st->st_blocks = src_st.st_blocks;
 	}
+	st->st_blksize = 4096;
+	st->st_mtim = src_st.st_mtim;
+	st->st_ctim = src_st.st_ctim;
+	st->st_atim = src_st.st_atim;
 }
 
-static void pt_init(void *u, struct fuse_conn_info *conn)
+static void pt_init(void *userdata, struct fuse_conn_info *conn)
 {
-	(void)u;
+	(void)userdata;
 	conn->want |= FUSE_CAP_ASYNC_READ;
-	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
-		conn->want |= FUSE_CAP_SPLICE_WRITE | (conn->capable & FUSE_CAP_SPLICE_MOVE);
 	conn->max_readahead = 1 << 20;
+	if (use_splice)
+		conn->want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
 }
 
 static void pt_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	struct fuse_entry_param e = { .ino = 2, .attr_timeout = 60, .entry_timeout = 60 };
+	struct fuse_entry_param e;
 
-	if (parent != FUSE_ROOT_ID || strcmp(name, "disk.raw"))
+	if (parent != FUSE_ROOT_ID || strcmp(name, FILE_NAME))
 		return (void)fuse_reply_err(req, ENOENT);
-	fill(2, &e.attr);
+	memset(&e, 0, sizeof(e));
+	e.ino = FILE_INO;
+	e.attr_timeout = e.entry_timeout = 1.0;
+	fill_attr(FILE_INO, &e.attr);
 	fuse_reply_entry(req, &e);
 }
 
@@ -58,64 +74,144 @@ static void pt_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct stat st;
 
 	(void)fi;
-	fill(ino, &st);
-	fuse_reply_attr(req, &st, 60);
+	if (ino != FUSE_ROOT_ID && ino != FILE_INO)
+		return (void)fuse_reply_err(req, ENOENT);
+	fill_attr(ino, &st);
+	fuse_reply_attr(req, &st, 1.0);
+}
+
+static void pt_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	char buf[512];
+	size_t used = 0;
+	struct stat st;
+	const char *names[] = { ".", "..", FILE_NAME };
+	const fuse_ino_t inos[] = { FUSE_ROOT_ID, FUSE_ROOT_ID, FILE_INO };
+
+	(void)fi;
+	if (ino != FUSE_ROOT_ID)
+		return (void)fuse_reply_err(req, ENOTDIR);
+	if (size > sizeof(buf))
+		size = sizeof(buf);
+	for (off_t i = off; i < 3; i++) {
+		size_t n;
+
+		memset(&st, 0, sizeof(st));
+		st.st_ino = inos[i];
+		st.st_mode = i < 2 ? S_IFDIR : S_IFREG;
+		n = fuse_add_direntry(req, buf + used, size - used, names[i], &st, i + 1);
+		if (n > size - used)
+			break;
+		used += n;
+	}
+	fuse_reply_buf(req, buf, used);
 }
 
 static void pt_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	if (ino != 2)
+	if (ino != FILE_INO)
 		return (void)fuse_reply_err(req, EISDIR);
+	if ((fi->flags & O_ACCMODE) != O_RDONLY)
+		return (void)fuse_reply_err(req, EROFS);
+	fi->keep_cache = 0;
 	fuse_reply_open(req, fi);
 }
 
-static void pt_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+static void pt_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
 {
-	struct fuse_bufvec v = FUSE_BUFVEC_INIT(0);
+	struct fuse_bufvec v = FUSE_BUFVEC_INIT(size);
 
 	(void)ino;
 	(void)fi;
-	if (off >= image_size)
+	if (off >= src_st.st_size)
 		return (void)fuse_reply_buf(req, NULL, 0);
-	if ((off_t)size > image_size - off)
-		size = image_size - off;
+	if ((off_t)size > src_st.st_size - off)
+		size = src_st.st_size - off;
 	v.buf[0].size = size;
 	v.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK | FUSE_BUF_FD_RETRY;
-	v.buf[0].fd = image_fd;
+	v.buf[0].fd = src_fd;
 	v.buf[0].pos = off;
 	fuse_reply_data(req, &v, FUSE_BUF_SPLICE_MOVE);
 }
 
+static void pt_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		     struct fuse_file_info *fi)
+{
+	off_t r;
+
+	(void)ino;
+	(void)fi;
+	r = lseek(src_fd, off, whence);
+	if (r < 0)
+		return (void)fuse_reply_err(req, errno);
+	fuse_reply_lseek(req, r);
+}
+
 static const struct fuse_lowlevel_ops ops = {
-	.init = pt_init, .lookup = pt_lookup, .getattr = pt_getattr, .open = pt_open, .read = pt_read,
+	.init = pt_init,
+	.lookup = pt_lookup,
+	.getattr = pt_getattr,
+	.readdir = pt_readdir,
+	.open = pt_open,
+	.read = pt_read,
+	.lseek = pt_lseek,
 };
 
 int main(int argc, char **argv)
 {
-	char *fargv[] = { argv[0], "-o", "ro,default_permissions,fsname=passthrough", NULL };
-	struct fuse_args args = FUSE_ARGS_INIT(3, fargv);
+	struct fuse_args args;
+	struct fuse_cmdline_opts o;
 	struct fuse_session *se;
-	struct fuse_loop_config *cfg;
-	int rc;
+	struct fuse_loop_config *loop;
+	int rc = 1;
 
-	if (argc != 3) {
-		fprintf(stderr, "usage: %s IMAGE MOUNTPOINT\n", argv[0]);
+	if (argc > 1 && !strcmp(argv[1], "--splice")) {
+		use_splice = 1;
+		argv[1] = argv[0];
+		argv++;
+		argc--;
+	}
+	if (argc < 3) {
+		fprintf(stderr, "usage: %s [--splice] RAWFILE MOUNTPOINT [-f] [-o opts]\n", argv[0]);
 		return 2;
 	}
-	image_fd = open(argv[1], O_RDONLY);
-	if (image_fd < 0 || (image_size = lseek(image_fd, 0, SEEK_END)) < 0) {
+	src_fd = open(argv[1], O_RDONLY);
+	if (src_fd < 0 || fstat(src_fd, &src_st)) {
 		perror(argv[1]);
 		return 1;
 	}
+	args = (struct fuse_args)FUSE_ARGS_INIT(argc - 1, argv + 1);
+	args.argv[0] = argv[0];
+	if (fuse_parse_cmdline(&args, &o) || !o.mountpoint) {
+		fprintf(stderr, "bad command line\n");
+		return 2;
+	}
 	se = fuse_session_new(&args, &ops, sizeof(ops), NULL);
-	if (!se || fuse_set_signal_handlers(se) || fuse_session_mount(se, argv[2]))
-		return 1;
-	cfg = fuse_loop_cfg_create();
-	fuse_loop_cfg_set_max_threads(cfg, 16);
-	rc = fuse_session_loop_mt(se, cfg);
-	fuse_loop_cfg_destroy(cfg);
+	if (!se)
+		goto out;
+	if (fuse_set_signal_handlers(se))
+		goto out_session;
+	if (fuse_session_mount(se, o.mountpoint))
+		goto out_handlers;
+	fuse_daemonize(o.foreground);
+	loop = fuse_loop_cfg_create();
+	if (loop) {
+		/* same loop shape as vstorfs */
+		fuse_loop_cfg_set_max_threads(loop, 16);
+		fuse_loop_cfg_set_idle_threads(loop, 4);
+		rc = fuse_session_loop_mt(se, loop) ? 1 : 0;
+		fuse_loop_cfg_destroy(loop);
+	}
 	fuse_session_unmount(se);
+out_handlers:
 	fuse_remove_signal_handlers(se);
+out_session:
 	fuse_session_destroy(se);
-	return rc ? 1 : 0;
+out:
+	free(o.mountpoint);
+	fuse_opt_free_args(&args);
+	close(src_fd);
+	return rc;
 }
