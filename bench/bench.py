@@ -214,6 +214,7 @@ def make_vg(workdir, pv_size, extent="4m", metadatasize=None):
     vg = VG(workdir, npvs=1, pv_size=pv_size, extent_size=extent, metadatasize=metadatasize)
     CLEAN.vgs.append(vg)
     loop_direct_io(vg)
+    log("VG %s on %s" % (vg.name, ",".join(vg.loops)))
     return vg
 
 
