@@ -954,16 +954,10 @@ def proxmox_ops(pve, vol):
     return out
 
 
-# Extra room in every measured layer's LV (see bench_snap).
-SNAP_SLACK = 32 * MiB
-# The check that an rmdir works on LVs sized exactly as Proxmox sizes them.
-EXACT_VOL, EXACT_MIB = "vm-399-disk-0.qcow2", 256
-
-
-def pve_sized(ch, lv, slack):
+def pve_sized(ch, lv):
     """Proxmox sizes a qcow2 LV as `qemu-img measure`'s fully-allocated size
     rounded up to the extent; a preallocated image file is exactly that size."""
-    return lvmlib.roundup(os.path.getsize(os.path.join(ch.dir, lv)), ch.vg.extent_size) + slack
+    return lvmlib.roundup(os.path.getsize(os.path.join(ch.dir, lv)), ch.vg.extent_size)
 
 
 def med(xs):
@@ -975,23 +969,17 @@ def bench_snap(workdir, logdir, res):
     t0 = time.monotonic()
     # LVs are thick and the images preallocated: size the (sparse) PVs for
     # every volume's layers plus the LVs mkdir adds
-    pv_size = 8 * GiB + sum(RUNS * 5 * (size + size // 32 + SNAP_SLACK)
+    pv_size = 4 * GiB + sum(RUNS * 5 * (size + size // 32 + 8 * MiB)
                             for _, size, _ in SNAP_CASES)
     vgv = make_vg(workdir, pv_size)
     chv = Chain(vgv, workdir)
     for ci, (_, size, mib) in enumerate(SNAP_CASES):
         for i in range(RUNS):
             build_snapvol(chv, snap_volname(ci, i), size, mib)
-    build_snapvol(chv, EXACT_VOL, GiB, EXACT_MIB)
-    # Every measured layer's LV gets SNAP_SLACK more than Proxmox would
-    # give it: vstorfs asks one free cluster per 4 MiB it merges even when
-    # every cluster is preallocated in place, so a merge of more than about
-    # 100 MiB of 128 KiB clusters fails with ENOSPC on an exactly sized LV
-    # (EXACT_VOL shows it). The slack changes nothing on the Proxmox side.
-    exact_layers = chv.volumes[EXACT_VOL].layers()
+    # LVs exactly as large as Proxmox makes them: no room beyond the
+    # preallocated image, so a merge that asks for more fails (ENOSPC)
     for lv in chv.layer_files():
-        vgv.lvcreate(lv, pve_sized(chv, lv, 0 if lv in exact_layers else SNAP_SLACK),
-                     tags=chv.layer_owner[lv].tags)
+        vgv.lvcreate(lv, pve_sized(chv, lv), tags=chv.layer_owner[lv].tags)
     sync_fresh(chv)
     # the Proxmox side: a VG of the same shape (same LV names and sizes, so
     # its lvm2 commands see as much metadata), its qemu-img on copies of the
@@ -1001,8 +989,7 @@ def bench_snap(workdir, logdir, res):
     os.makedirs(files)
     for lv in chv.layer_files():
         vgp.lvcreate(lv, vgv.lv_size(lv), tags=chv.layer_owner[lv].tags)
-        if lv not in exact_layers:
-            run(["cp", "--sparse=always", os.path.join(chv.dir, lv), os.path.join(files, lv)])
+        run(["cp", "--sparse=always", os.path.join(chv.dir, lv), os.path.join(files, lv)])
     shutil.rmtree(chv.dir)
     os.sync()     # no writeback of the fixture inside a measured fsync
     log("snapshot fixture built in %.1fs" % (time.monotonic() - t0))
@@ -1010,7 +997,6 @@ def bench_snap(workdir, logdir, res):
     mnt = os.path.join(workdir, "mnt-snap")
     logf = vstorfs_log(logdir, mnt)
     runs = {}       # (case index, side) -> [ops of each run]
-    exact = None
     for i in range(RUNS):
         # each round: vstorfs on its VG (mounted with the default options),
         # then Proxmox on the other with the daemon gone
@@ -1018,8 +1004,6 @@ def bench_snap(workdir, logdir, res):
         for ci in range(len(SNAP_CASES)):
             runs.setdefault((ci, "vstorfs"), []).append(
                 vstorfs_ops(mnt, vgv, snap_volname(ci, i), logf))
-        if exact is None:
-            exact = vstorfs_op(mnt, vgv, EXACT_VOL, logf, "rmdir_middle", "s1", os.rmdir)
         CLEAN.stop(p, mnt)
         for ci in range(len(SNAP_CASES)):
             runs.setdefault((ci, "proxmox"), []).append(proxmox_ops(pve, snap_volname(ci, i)))
@@ -1059,9 +1043,7 @@ def bench_snap(workdir, logdir, res):
             "%s %s/%.3f s" % (k, "%.3f" % o["vstorfs_s"] if o["vstorfs_s"] is not None
                               else o["vstorfs_errors"][0], o["proxmox_s"])
             for k, o in c["ops"].items())))
-    res["snap"] = {"cases": cases, "slack_MiB": SNAP_SLACK / MiB,
-                   "exact_lv_rmdir": dict(exact, layer_MiB=EXACT_MIB)}
-    log("rmdir of a %d MiB layer on exactly sized LVs: %s" % (EXACT_MIB, exact))
+    res["snap"] = {"cases": cases}
     destroy_vg(vgp)
     destroy_vg(vgv)
 
@@ -1125,9 +1107,6 @@ def targets(res):
             t.append(("rmdir proportional to merged data",
                       "4x data: %.1fx time, 64x disk: %.1fx time" % (b / a, big / a),
                       b / a <= 5 and big / a <= 1.5))
-        e = res["snap"]["exact_lv_rmdir"]
-        t.append(("(check) rmdir merging %d MiB, LVs sized exactly like Proxmox" % e["layer_MiB"],
-                  e["error"] or "%.3f s" % e["s"], not e["error"]))
     return t
 
 
