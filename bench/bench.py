@@ -491,13 +491,13 @@ def bench_main(workdir, logdir, res):
     seq, seq_runs = interleaved(seq_targets, dd_seq, SEQ_RUNS)
     for name in seq_targets:
         log("seq %s: %.0f MiB/s %s" % (name, seq[name], ["%.0f" % x for x in seq_runs[name]]))
-    CLEAN.stop(sp, smnt)
-    res["rss_kib_main_after_seq"] = rss_kib(vp.pid)
-    res["seq_MiBps"], res["seq_MiBps_runs"] = seq, seq_runs
     seqd, seqd_runs = interleaved(dict(seq_targets), dd_seq_direct, SEQ_RUNS)
     for name in seq_targets:
         log("seq direct %s: %.0f MiB/s %s" % (name, seqd[name], ["%.0f" % x for x in seqd_runs[name]]))
     res["seqd_MiBps"], res["seqd_MiBps_runs"] = seqd, seqd_runs
+    CLEAN.stop(sp, smnt)
+    res["rss_kib_main_after_seq"] = rss_kib(vp.pid)
+    res["seq_MiBps"], res["seq_MiBps_runs"] = seq, seq_runs
     for jobs, key in ((1, "rand4k_iops_1job"), (4, "rand4k_iops_4jobs")):
         res[key], res[key + "_runs"] = interleaved(targets, lambda p: fio_rand(p, jobs))
         log("rand %d job(s): %s" % (jobs, {k: round(v) for k, v in res[key].items()}))

@@ -13,6 +13,7 @@ import fcntl
 import struct
 import hashlib
 import json
+import glob
 import os
 import secrets
 import shutil
@@ -132,6 +133,13 @@ class VG:
             except FileNotFoundError:
                 pass
         self.files = []
+        # lvm2 archives every metadata change of the VG (as on a real host);
+        # a test VG's archives and backup go with it.
+        for f in glob.glob("/etc/lvm/archive/%s_*.vg" % self.name) + ["/etc/lvm/backup/" + self.name]:
+            try:
+                os.unlink(f)
+            except FileNotFoundError:
+                pass
 
     # -- LVs -------------------------------------------------------------
     def lvcreate(self, name, size, tags=("pve-vm-100",), pvs=()):
