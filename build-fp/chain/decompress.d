@@ -1,2 +1,0 @@
-build-fp/chain/decompress.o: chain/decompress.c chain/decompress.h
-chain/decompress.h:

@@ -1,2 +1,0 @@
-build-fp/common/crash.o: common/crash.c common/crash.h
-common/crash.h:
