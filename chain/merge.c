@@ -206,6 +206,8 @@ static int mover_init(struct mover *m, struct qcow2_writer *w, struct chain *src
 
 static int mover_finish(struct mover *m, int rc)
 {
+	if (m->need_only)
+		m->need += qcow2_writer_refcount_need(m->w, m->need);
 	if (!rc && !m->need_only)
 		rc = qcow2_writer_commit(m->w);
 	if (!rc && !m->need_only)
@@ -228,7 +230,7 @@ static int commit_run(struct chain *view_c, struct qcow2_writer *s, const char *
 		rc = walk_runs(view_c, true, move_run, &m);
 	rc = mover_finish(&m, rc);
 	if (need)
-		*need = m.need + qcow2_writer_refcount_need(m.w, m.need);
+		*need = m.need;
 	return rc;
 }
 
@@ -259,7 +261,7 @@ static int rebase_run(struct chain *view_c, struct chain *view_s, struct chain *
 	}
 	rc = mover_finish(&m, rc);
 	if (need)
-		*need = m.need + qcow2_writer_refcount_need(m.w, m.need);
+		*need = m.need;
 	return rc;
 }
 

@@ -249,21 +249,31 @@ static int sc_kind(const struct qcow2_image *img, uint64_t entry, uint64_t bitma
 static unsigned same_run(const struct qcow2_image *img, int k, uint64_t bitmap, unsigned sc)
 {
 	uint32_t alloc = bitmap, zero = bitmap >> 32, m;
-	unsigned nsc = img->cs / img->sc_size, n;
 
-	if (!img->extended || nsc != 32)
+	if (!img->extended)
 		return 1;
-	m = k == QCOW2_DATA ? alloc : k == QCOW2_ZERO ? zero : ~(alloc | zero);
-	m >>= sc;
-	n = ~m ? (unsigned)__builtin_ctz(~m) : 32;
-	if (n > nsc - sc)
-		n = nsc - sc;
-	return n ? n : 1;
+	m = (k == QCOW2_DATA ? alloc : k == QCOW2_ZERO ? zero : ~(alloc | zero)) >> sc;
+	/* Bits shifted in at the top are 0, so the count stops at subcluster 31. */
+	return ~m ? (m & 1 ? (unsigned)__builtin_ctz(~m) : 1) : 32;
+}
+
+/*
+ * The cached slice of the L2 table at l2off holding the entry for guest
+ * offset `off`: -ERANGE when the table is not a whole cluster inside the
+ * layer, else what l2_cache_get returns.
+ */
+static int get_l2_slice(struct qcow2_image *img, uint64_t l2off, uint64_t off, struct l2_table **t)
+{
+	uint64_t slice = (off / img->cs) % img->l2_entries / img->slice_entries;
+
+	if (l2off % img->cs || l2off > img->io->size || img->cs > img->io->size - l2off)
+		return -ERANGE;
+	return l2_cache_get(img, img->io, l2off + slice * img->slice_bytes, img->slice_bytes, t);
 }
 
 int qcow2_image_map(struct qcow2_image *img, uint64_t off, uint64_t len, struct qcow2_run *run)
 {
-	uint64_t span = img->cs * img->l2_entries, l1i = off / span, l2off, pos = off, slice;
+	uint64_t span = img->cs * img->l2_entries, l1i = off / span, l2off, pos = off, slice_span;
 	uint64_t end = off + len > img->h.size ? img->h.size : off + len;
 	struct l2_table *t;
 	bool first = true;
@@ -280,18 +290,18 @@ int qcow2_image_map(struct qcow2_image *img, uint64_t off, uint64_t len, struct 
 		run->len = end - off;
 		return 0;
 	}
-	if (l2off % img->cs || l2off > img->io->size || img->cs > img->io->size - l2off) {
+	rc = get_l2_slice(img, l2off, off, &t);
+	if (rc == -ERANGE) {
 		log_once(img, LOG_L2_PAST_END, "L1 entry points past the end of the layer", off);
 		return -EIO;
 	}
-	slice = (off / img->cs) % img->l2_entries / img->slice_entries;
-	if (end > l1i * span + (slice + 1) * img->slice_entries * img->cs)
-		end = l1i * span + (slice + 1) * img->slice_entries * img->cs;
-	rc = l2_cache_get(img, img->io, l2off + slice * img->slice_bytes, img->slice_bytes, &t);
 	if (rc) {
 		log_once(img, LOG_IO, "cannot read an L2 table", off);
 		return -EIO;
 	}
+	slice_span = qcow2_image_l2_span(img);
+	if (end > (off / slice_span + 1) * slice_span)
+		end = (off / slice_span + 1) * slice_span;
 	while (pos < end) {
 		uint64_t ci = (pos / img->cs) % img->slice_entries, in = pos % img->cs;
 		const uint8_t *e = t->data + ci * img->l2e_size;
@@ -342,20 +352,16 @@ int qcow2_image_map(struct qcow2_image *img, uint64_t off, uint64_t len, struct 
 
 int qcow2_image_read_compressed(struct qcow2_image *img, uint64_t off, void *buf, uint64_t len)
 {
-	uint64_t span = img->cs * img->l2_entries, l1i = off / span, l2off, coff, clen, entry, idx;
+	uint64_t span = img->cs * img->l2_entries, l1i = off / span, l2off, coff, clen, entry;
 	uint8_t *in = NULL, *out = NULL;
 	struct l2_table *t;
 	int rc;
 
 	if (!img->l1 || l1i >= img->l1_entries || !(l2off = img->l1[l1i] & QCOW2_OFFSET_MASK))
 		return -EIO;
-	idx = (off / img->cs) % img->l2_entries;
-	if (l2off % img->cs || l2off > img->io->size || img->cs > img->io->size - l2off)
-		return -EIO;
-	if ((rc = l2_cache_get(img, img->io, l2off + idx / img->slice_entries * img->slice_bytes,
-			       img->slice_bytes, &t)))
-		return rc;
-	entry = qcow2_be64(t->data + idx % img->slice_entries * img->l2e_size);
+	if ((rc = get_l2_slice(img, l2off, off, &t)))
+		return rc == -ERANGE ? -EIO : rc;
+	entry = qcow2_be64(t->data + (off / img->cs) % img->slice_entries * img->l2e_size);
 	l2_cache_put(t);
 	if (!(entry & QCOW2_L2_COMPRESSED))
 		return -EIO; /* changed under us; the caller maps again */

@@ -194,7 +194,7 @@ static int scratch_name(const char *volume, char *out, size_t len)
 {
 	int n = snprintf(out, len, SCRATCH_PREFIX "%s", volume);
 
-	return n < 0 || (size_t)n >= len || n > 127 ? -ENAMETOOLONG : 0;
+	return n < 0 || (size_t)n >= len || n > LVM_LV_NAME_MAX ? -ENAMETOOLONG : 0;
 }
 
 static int take_locked(struct op *op, const char *volume, const char *snap)

@@ -21,6 +21,9 @@
 #include "../chain/chain.h"
 #include "../chain/layer_io.h"
 
+/* The longest LV name lvm2 accepts. */
+#define LVM_LV_NAME_MAX 127
+
 struct lvm_opts {
 	/* Devices lvm2 may scan (passed as --devices), NULL-terminated; NULL = all. */
 	char **devices;

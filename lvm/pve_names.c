@@ -68,7 +68,7 @@ int pve_snapshot_lv_name(const char *volume, const char *snap, char *out, size_t
 	if (ends_with(volume, ".qcow2"))
 		base -= 6;
 	n = snprintf(out, outlen, "snap_%.*s_%s.qcow2", (int)base, volume, snap);
-	return n < 0 || (size_t)n >= outlen || n > 127 ? -EINVAL : 0;
+	return n < 0 || (size_t)n >= outlen || n > LVM_LV_NAME_MAX ? -EINVAL : 0;
 }
 
 /* If lv is a snapshot layer of volume vol, the snapshot name (malloc'd). */

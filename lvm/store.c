@@ -9,13 +9,11 @@
 
 #include "lvm/lvm.h"
 
-#define MAX_LV_NAME 127
-
 static bool valid_lv_name(const char *s)
 {
 	size_t n = strlen(s);
 
-	if (n == 0 || n > MAX_LV_NAME || !strcmp(s, ".") || !strcmp(s, "..") || s[0] == '-')
+	if (n == 0 || n > LVM_LV_NAME_MAX || !strcmp(s, ".") || !strcmp(s, "..") || s[0] == '-')
 		return false;
 	return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+_.-") == n;
 }
