@@ -1,0 +1,112 @@
+/*
+ * store: the one interface between the tree (fs/) and the places VM disks
+ * live. A store is one source of a mount: an LVM volume group (lvm/), a
+ * directory (dir/), an RBD pool (rbd/). fs/ knows nothing else about them.
+ *
+ * What a store promises:
+ *  - scan() returns an immutable listing: the store's volumes, sorted by
+ *    name, and for each its views: views[0] is "current", then one per
+ *    snapshot, oldest first. The listing never changes once built; a later
+ *    scan() builds a new one. fs/ serves lookups from the newest listing
+ *    and frees old ones when no reader holds them.
+ *  - changed() is cheap (one metadata read, never a full scan): 1 when a
+ *    new scan() would list something different, 0 when not, -ENOENT when
+ *    the store itself is gone. The rescan thread calls it every period.
+ *  - open_view() returns a view_reader for one view of a listing. The
+ *    reader keeps reading the bytes that view had, even after the listing
+ *    is replaced (a snapshot view's bytes never change while it exists;
+ *    current's change as the VM writes).
+ *  - A view's ident is persistent: the same across remounts and daemon
+ *    restarts, unchanged when a neighbouring snapshot is removed (the
+ *    view's bytes did not change), and different when a snapshot is removed
+ *    and another is taken under the same name.
+ *  - snapshot_take/snapshot_remove change the store exactly as the platform
+ *    does, crash-safely; recover() finishes or undoes an operation a crash
+ *    interrupted. fs/ calls recover() before the first scan, and never runs
+ *    two operations, or an operation and a scan it publishes, at once.
+ *
+ * Errors are negative errnos handed to the kernel unchanged: -EINVAL bad
+ * snapshot name, -EEXIST existing snapshot, -ENOENT no such volume or
+ * snapshot, -EOPNOTSUPP the volume cannot have snapshots (raw), -EBUSY in
+ * use / shared storage / "current", -EACCES no permission, -ENOSPC no
+ * room, -EIO anything else (the store logs why, once).
+ */
+#ifndef VSTORFS_STORE_H
+#define VSTORFS_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "store/view_reader.h"
+
+/* What the mount options say to stores; each store reads what it needs. */
+struct store_config {
+	char **devices;         /* lvm: devices lvm2 may scan, NULL-terminated, or NULL */
+	bool read_only;         /* no snapshot operations, no recovery */
+	bool shared_snapshots;  /* allow operations on shared storages */
+	const char *ceph_conf;  /* rbd: NULL = librados' default */
+	const char *ceph_id;    /* rbd: NULL = "admin" */
+	const char *ceph_keyring;
+	const char *pve_storage_cfg; /* Proxmox's storage.cfg (default /etc/pve/storage.cfg) */
+};
+
+struct store_view {
+	const char *name;   /* "current" or the snapshot's name */
+	const char *ident;  /* persistent identity (see above); never NULL */
+	uint64_t size;      /* virtual size in bytes */
+	int64_t mtime;      /* snapshot: when it was taken; current: last change, 0 = unknown (now) */
+	uint64_t used;      /* bytes of storage the view's own layers take (st_blocks) */
+	bool snapshot;      /* immutable while it exists: the kernel may cache it */
+	void *priv;         /* the store's */
+};
+
+struct store_volume {
+	const char *name;
+	int64_t mtime;      /* the volume's creation time, 0 if unknown */
+	int nviews;         /* views[0] is current */
+	struct store_view *views;
+	void *priv;
+};
+
+struct store_listing {
+	int nvols;
+	struct store_volume *vols; /* sorted by name (strcmp) */
+	void *priv;
+};
+
+/* Progress of a long operation (a merge): bytes done of total. May be NULL. */
+struct store_progress {
+	void (*report)(void *arg, uint64_t done, uint64_t total);
+	void *arg;
+};
+
+struct store;
+
+struct store_ops {
+	const char *kind;   /* "lvm", "dir", "rbd": for logs */
+	int (*scan)(struct store *s, struct store_listing **out);
+	void (*listing_free)(struct store *s, struct store_listing *l);
+	int (*changed)(struct store *s, const struct store_listing *l);
+	int (*open_view)(struct store *s, const struct store_listing *l, const struct store_volume *vol,
+			 const struct store_view *view, struct view_reader **out);
+	/* NULL when the store cannot take snapshots at all (-EROFS). */
+	int (*snapshot_take)(struct store *s, const char *volume, const char *snap,
+			     const struct store_progress *p);
+	int (*snapshot_remove)(struct store *s, const char *volume, const char *snap,
+			       const struct store_progress *p);
+	int (*recover)(struct store *s);
+	void (*close)(struct store *s);
+};
+
+struct store {
+	const struct store_ops *ops;
+	char *name;         /* the top-level directory: VG name, directory basename, pool */
+	const struct store_config *cfg;
+	void *priv;
+};
+
+/* Helpers over the sorted listing. */
+const struct store_volume *store_listing_find(const struct store_listing *l, const char *volume);
+const struct store_view *store_volume_find_view(const struct store_volume *v, const char *name);
+
+#endif
