@@ -5,6 +5,8 @@
  *   qcow2cat [-f auto|qcow2|raw] [-t THREADS] IMAGE [OFFSET LENGTH]
  *   qcow2cat [-f ...] --map IMAGE   (lines: offset length zero|data|copy depth [host_off layer])
  *   qcow2cat --probe IMAGE          (chain_probe_layer: format, size, backing, backing format)
+ *   qcow2cat --changed OLDER IMAGE  (chain_changed of IMAGE's chain vs OLDER's, rbd diff JSON)
+ *   qcow2cat --allocated IMAGE      (chain_allocated, rbd diff JSON)
  *
  * Layers are plain files here (a tiny file-backed layer_io). A backing
  * string is resolved relative to the directory of the image that names
@@ -27,6 +29,7 @@
 #include <unistd.h>
 
 #include "chain/chain.h"
+#include "chain/diff.h"
 #include "common/log.h"
 
 #define CHUNK (4u << 20)
@@ -298,11 +301,48 @@ static int do_probe(const char *path)
 	return 0;
 }
 
+/* The chain of path, or NULL after saying why. */
+static struct chain *open_chain(const char *path, enum chain_layer_format fmt)
+{
+	struct layer_io *top;
+	struct chain *c;
+	int rc = file_open(path, &top);
+
+	if (!rc)
+		rc = chain_open(top, fmt, &file_store, path, &c);
+	if (rc) {
+		fprintf(stderr, "qcow2cat: %s: %s\n", path, strerror(-rc));
+		return NULL;
+	}
+	return c;
+}
+
+/* JSON of chain_changed (older given) or chain_allocated on stdout, a newline after it. */
+static int do_extents(struct chain *c, const char *older_path, enum chain_layer_format fmt)
+{
+	struct chain *older = NULL;
+	char *json = NULL;
+	size_t len = 0;
+	int rc;
+
+	if (older_path && !(older = open_chain(older_path, fmt)))
+		return 1;
+	rc = older ? chain_changed_json(c, older, 0, &json, &len) : chain_allocated_json(c, 0, &json, &len);
+	chain_put(older);
+	if (!rc && !(rc = write_all(1, json, len)))
+		rc = write_all(1, "\n", 1);
+	free(json);
+	if (rc)
+		fprintf(stderr, "qcow2cat: extents: %s\n", strerror(-rc));
+	return rc ? 1 : 0;
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: qcow2cat [-f auto|qcow2|raw] [-t THREADS] [--cache BYTES] IMAGE [OFFSET LENGTH]\n"
 			"       qcow2cat [-f auto|qcow2|raw] --map IMAGE\n"
-			"       qcow2cat --probe IMAGE\n");
+			"       qcow2cat --probe IMAGE\n"
+			"       qcow2cat [-f ...] --changed OLDER_IMAGE IMAGE | --allocated IMAGE\n");
 	exit(2);
 }
 
@@ -311,6 +351,8 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "map", no_argument, NULL, 'm' },
 		{ "probe", no_argument, NULL, 'p' },
+		{ "changed", required_argument, NULL, 'C' },
+		{ "allocated", no_argument, NULL, 'A' },
 		{ "format", required_argument, NULL, 'f' },
 		{ "threads", required_argument, NULL, 't' },
 		{ "cache", required_argument, NULL, 'c' },
@@ -320,7 +362,8 @@ int main(int argc, char **argv)
 	uint64_t off = 0, len = UINT64_MAX, v;
 	struct layer_io *top;
 	struct chain *c;
-	int opt, map = 0, probe = 0, threads = 1, rc;
+	int opt, map = 0, probe = 0, threads = 1, rc, extents = 0;
+	const char *older = NULL;
 
 	vlog_init(true, false);
 	while ((opt = getopt_long(argc, argv, "mf:t:c:", opts, NULL)) != -1) {
@@ -330,6 +373,13 @@ int main(int argc, char **argv)
 			break;
 		case 'p':
 			probe = 1;
+			break;
+		case 'C':
+			older = optarg;
+			extents = 1;
+			break;
+		case 'A':
+			extents = 1;
 			break;
 		case 'f':
 			if (!strcmp(optarg, "qcow2"))
@@ -353,7 +403,7 @@ int main(int argc, char **argv)
 			usage();
 		}
 	}
-	if (argc - optind != 1 && (map || probe || argc - optind != 3))
+	if (argc - optind != 1 && (map || probe || extents || argc - optind != 3))
 		usage();
 	if (probe)
 		return do_probe(argv[optind]);
@@ -369,7 +419,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "qcow2cat: %s: %s\n", argv[optind], strerror(-rc));
 		return 1;
 	}
-	if (map) {
+	if (extents) {
+		rc = do_extents(c, older, fmt);
+	} else if (map) {
 		rc = do_map(c);
 	} else {
 		rc = do_read(c, off, len, threads);
