@@ -366,7 +366,7 @@ static int changed_general(struct emitter *em, struct chain *newer, struct chain
 	return rc;
 }
 
-int chain_changed(struct chain *newer, struct chain *older, chain_range_fn cb, void *arg)
+static int changed(struct chain *newer, struct chain *older, bool compare, chain_range_fn cb, void *arg)
 {
 	struct emitter em = { .cb = cb, .arg = arg };
 	uint64_t osize = chain_size(older);
@@ -374,11 +374,21 @@ int chain_changed(struct chain *newer, struct chain *older, chain_range_fn cb, v
 
 	if (rc)
 		return rc;
-	if (s == chain_depth(older))
+	if (s == chain_depth(older) && !compare)
 		rc = changed_suffix(&em, newer, chain_depth(newer) - s, osize);
 	else
 		rc = changed_general(&em, newer, older, s, osize);
 	return rc ? rc : emit_flush(&em);
+}
+
+int chain_changed(struct chain *newer, struct chain *older, chain_range_fn cb, void *arg)
+{
+	return changed(newer, older, false, cb, arg);
+}
+
+int chain_changed_compare(struct chain *newer, struct chain *older, chain_range_fn cb, void *arg)
+{
+	return changed(newer, older, true, cb, arg);
 }
 
 int chain_allocated(struct chain *c, chain_range_fn cb, void *arg)

@@ -68,6 +68,14 @@ typedef int (*chain_range_fn)(void *arg, uint64_t off, uint64_t len, bool exists
 int chain_changed(struct chain *newer, struct chain *older, chain_range_fn cb, void *arg);
 
 /*
+ * As chain_changed, but always by the general comparison, also when older is
+ * a suffix of newer: tighter (zeros newer's layers wrote where older reads
+ * zeros too are left out) at the cost of mapping older's layers under the
+ * ranges newer's own layers answer for. Same promises and errors.
+ */
+int chain_changed_compare(struct chain *newer, struct chain *older, chain_range_fn cb, void *arg);
+
+/*
  * The ranges of c that hold anything other than never-written zeros: what
  * some layer of the chain answers for (data: exists=true; zero clusters:
  * exists=false). Everything left out reads as zeros (unallocated in every

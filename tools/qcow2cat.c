@@ -5,7 +5,8 @@
  *   qcow2cat [-f auto|qcow2|raw] [-t THREADS] IMAGE [OFFSET LENGTH]
  *   qcow2cat [-f ...] --map IMAGE   (lines: offset length zero|data|copy depth [host_off layer])
  *   qcow2cat --probe IMAGE          (chain_probe_layer: format, size, backing, backing format)
- *   qcow2cat --changed OLDER IMAGE  (chain_changed of IMAGE's chain vs OLDER's, rbd diff JSON)
+ *   qcow2cat --changed OLDER IMAGE  (chain_changed of IMAGE's chain vs OLDER's, rbd diff JSON;
+ *                                    with --compare: chain_changed_compare)
  *   qcow2cat --allocated IMAGE      (chain_allocated, rbd diff JSON)
  *
  * Layers are plain files here (a tiny file-backed layer_io). A backing
@@ -318,16 +319,23 @@ static struct chain *open_chain(const char *path, enum chain_layer_format fmt)
 }
 
 /* JSON of chain_changed (older given) or chain_allocated on stdout, a newline after it. */
-static int do_extents(struct chain *c, const char *older_path, enum chain_layer_format fmt)
+static int do_extents(struct chain *c, const char *older_path, enum chain_layer_format fmt, bool compare)
 {
 	struct chain *older = NULL;
+	struct extent_json j;
 	char *json = NULL;
 	size_t len = 0;
 	int rc;
 
 	if (older_path && !(older = open_chain(older_path, fmt)))
 		return 1;
-	rc = older ? chain_changed_json(c, older, 0, &json, &len) : chain_allocated_json(c, 0, &json, &len);
+	extent_json_init(&j, 0);
+	rc = !older ? chain_allocated(c, extent_json_add, &j)
+		: compare ? chain_changed_compare(c, older, extent_json_add, &j)
+		: chain_changed(c, older, extent_json_add, &j);
+	if (!rc)
+		rc = extent_json_finish(&j, &json, &len);
+	extent_json_release(&j);
 	chain_put(older);
 	if (!rc && !(rc = write_all(1, json, len)))
 		rc = write_all(1, "\n", 1);
@@ -342,7 +350,7 @@ static void usage(void)
 	fprintf(stderr, "usage: qcow2cat [-f auto|qcow2|raw] [-t THREADS] [--cache BYTES] IMAGE [OFFSET LENGTH]\n"
 			"       qcow2cat [-f auto|qcow2|raw] --map IMAGE\n"
 			"       qcow2cat --probe IMAGE\n"
-			"       qcow2cat [-f ...] --changed OLDER_IMAGE IMAGE | --allocated IMAGE\n");
+			"       qcow2cat [-f ...] --changed OLDER_IMAGE [--compare] IMAGE | --allocated IMAGE\n");
 	exit(2);
 }
 
@@ -353,6 +361,7 @@ int main(int argc, char **argv)
 		{ "probe", no_argument, NULL, 'p' },
 		{ "changed", required_argument, NULL, 'C' },
 		{ "allocated", no_argument, NULL, 'A' },
+		{ "compare", no_argument, NULL, 'K' },
 		{ "format", required_argument, NULL, 'f' },
 		{ "threads", required_argument, NULL, 't' },
 		{ "cache", required_argument, NULL, 'c' },
@@ -362,7 +371,7 @@ int main(int argc, char **argv)
 	uint64_t off = 0, len = UINT64_MAX, v;
 	struct layer_io *top;
 	struct chain *c;
-	int opt, map = 0, probe = 0, threads = 1, rc, extents = 0;
+	int opt, map = 0, probe = 0, threads = 1, rc, extents = 0, compare = 0;
 	const char *older = NULL;
 
 	vlog_init(true, false);
@@ -380,6 +389,9 @@ int main(int argc, char **argv)
 			break;
 		case 'A':
 			extents = 1;
+			break;
+		case 'K':
+			compare = 1;
 			break;
 		case 'f':
 			if (!strcmp(optarg, "qcow2"))
@@ -420,7 +432,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (extents) {
-		rc = do_extents(c, older, fmt);
+		rc = do_extents(c, older, fmt, compare);
 	} else if (map) {
 		rc = do_map(c);
 	} else {
