@@ -353,6 +353,31 @@ def test_copied_layer_shares_by_host_offset(cat_bin, tmp_path):
     assert norm([(o, o + n) for o, n, _ in r]) == [(MiB, MiB + 64 * KiB), (3 * MiB, 3 * MiB + 64 * KiB)]
 
 
+def test_two_l1_tables_of_one_image(cat_bin, tmp_path):
+    """Views of one image through two L1 tables (what internal snapshots are): shared clusters,
+    same host offset, are unchanged; clusters copied on write, compressed or not, are changed.
+    The snapshot's table is read as the active one of a reverted copy; --id-by-name makes both
+    files one layer."""
+    base = create(tmp_path / "base.qcow2", 8 * MiB)
+    qio(base, "write -P 1 0 8M")
+    now = create(tmp_path / "img@now.qcow2", 8 * MiB, backing=base)
+    qio(now, "write -P 2 0 1M", "write -c -P 3 2M 128k", "write -P 4 4M 64k", "write -z 5M 64k")
+    run("qemu-img", "snapshot", "-c", "s", now)
+    qio(now, "write -P 5 256k 4k", "discard 2M 64k", "write -c -P 6 2M 64k", "write -z 6M 64k")
+    snap = tmp_path / "img@snap.qcow2"
+    shutil.copy(now, snap)
+    run("qemu-img", "snapshot", "-a", "s", snap)
+    ref_now, ref_snap = reference(now), reference(snap)
+    want = [(256 * KiB, 320 * KiB), (2 * MiB, 2 * MiB + 64 * KiB), (6 * MiB, 6 * MiB + 64 * KiB)]
+    for cmp in ([], ["--compare"]):
+        r = parse(tool([cat_bin, "--id-by-name", "--changed", snap, *cmp, now]))
+        check_changed(r, ref_now, ref_snap, "now vs snap")
+        assert norm([(o, o + n) for o, n, _ in r]) == want
+        r = parse(tool([cat_bin, "--id-by-name", "--changed", now, *cmp, snap]))
+        check_changed(r, ref_snap, ref_now, "snap vs now")
+        assert norm([(o, o + n) for o, n, _ in r]) == want
+
+
 # -- JSON and errors -----------------------------------------------------------
 
 def test_json_exact_form(cat_bin, tmp_path):

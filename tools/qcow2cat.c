@@ -9,6 +9,9 @@
  *                                    with --compare: chain_changed_compare)
  *   qcow2cat --allocated IMAGE      (chain_allocated, rbd diff JSON)
  *   --stats: at exit, the peak resident memory (VmHWM) on stderr, for tests
+ *   --id-by-name: a layer's identity is its file name up to the first '@'
+ *     ("img@a.qcow2" and "img@b.qcow2" are one layer seen at two instants;
+ *     tests use it to stand for two L1 tables of one image)
  *
  * Layers are plain files here (a tiny file-backed layer_io). A backing
  * string is resolved relative to the directory of the image that names
@@ -35,6 +38,8 @@
 #include "common/log.h"
 
 #define CHUNK (4u << 20)
+
+static int id_by_name;
 
 struct file_io {
 	struct layer_io io;
@@ -97,7 +102,13 @@ static int file_open(const char *path, struct layer_io **out)
 		free(f);
 		return -ENOMEM;
 	}
-	snprintf(f->id, sizeof(f->id), "%ju:%ju", (uintmax_t)st.st_dev, (uintmax_t)st.st_ino);
+	if (id_by_name) {
+		const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+
+		snprintf(f->id, sizeof(f->id), "%.*s", (int)strcspn(base, "@"), base);
+	} else {
+		snprintf(f->id, sizeof(f->id), "%ju:%ju", (uintmax_t)st.st_dev, (uintmax_t)st.st_ino);
+	}
 	f->io.ops = &file_ops;
 	f->io.size = st.st_size;
 	f->io.name = f->path;
@@ -378,6 +389,7 @@ int main(int argc, char **argv)
 		{ "allocated", no_argument, NULL, 'A' },
 		{ "compare", no_argument, NULL, 'K' },
 		{ "stats", no_argument, NULL, 'S' },
+		{ "id-by-name", no_argument, NULL, 'I' },
 		{ "format", required_argument, NULL, 'f' },
 		{ "threads", required_argument, NULL, 't' },
 		{ "cache", required_argument, NULL, 'c' },
@@ -411,6 +423,9 @@ int main(int argc, char **argv)
 			break;
 		case 'S':
 			atexit(print_stats);
+			break;
+		case 'I':
+			id_by_name = 1;
 			break;
 		case 'f':
 			if (!strcmp(optarg, "qcow2"))
