@@ -6,10 +6,12 @@
 
 #include <blkid/blkid.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define SECTOR 512ULL
 
@@ -38,6 +40,17 @@ int partitions_read(int fd, uint64_t size, struct partition_table *t)
 		if (fstat(fd, &st))
 			return -errno;
 		size = st.st_size;  /* 0 for a block device: libblkid asks the device */
+	}
+	/* libblkid reports an unreadable image as one without a table: read
+	 * the sectors every table starts from (MBR, GPT header, backup GPT)
+	 * once here so a failing disk is an error, not "no partitions". */
+	if (size >= SECTOR) {
+		uint8_t sec[SECTOR];
+
+		errno = 0;
+		if (pread(fd, sec, SECTOR, 0) != (ssize_t)SECTOR ||
+		    pread(fd, sec, SECTOR, (size - SECTOR) / SECTOR * SECTOR) != (ssize_t)SECTOR)
+			return errno ? -errno : -EIO;
 	}
 	pr = blkid_new_probe();
 	if (!pr)

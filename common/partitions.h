@@ -44,7 +44,9 @@ struct partition_table {
  * The partitions of the image read through fd, of `size` bytes (0: the
  * size fstat reports; a block device's size). 0 with t->n == 0 and an empty
  * scheme when there is no partition table; a negative errno when the
- * image cannot be read or probed (-EIO), -ENOMEM. Free with
+ * image cannot be read (its first and last sectors are read first: libblkid
+ * itself would call an unreadable disk one without a table) or probed
+ * (-EIO), -ENOMEM. Free with
  * partitions_release (also fine after a failure).
  */
 int partitions_read(int fd, uint64_t size, struct partition_table *t);
