@@ -1,7 +1,7 @@
 # vstorfs — see README.md.  `make` builds ./vstorfs; `make test` runs the suite.
 
 CC      ?= cc
-PKGS    := fuse3 json-c libzstd zlib devmapper
+PKGS    := fuse3 json-c libzstd zlib devmapper blkid
 BUILD   ?= build
 OPT     ?= -O2 -g
 SAN     ?=
@@ -54,12 +54,12 @@ FUZZ_JOBS    ?= 2
 
 build-fuzz/fuzz_chain: $(FUZZ_SRC) $(wildcard chain/*.h common/*.h)
 	@mkdir -p $(dir $@)
-	clang -O1 -g -fsanitize=fuzzer,address,undefined -std=gnu11 -D_GNU_SOURCE -I. -o $@ $(FUZZ_SRC) -lz -lzstd -pthread
+	clang -O1 -g -fsanitize=fuzzer,address,undefined -std=gnu11 -D_GNU_SOURCE -I. -o $@ $(FUZZ_SRC) -lz -lzstd -lblkid -pthread
 
 $(BUILD)/fuzz-replay: fuzz/replay.c $(FUZZ_SRC) $(wildcard chain/*.h common/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -std=gnu11 -D_GNU_SOURCE \
-		-Wall -Wextra -Werror -I. -o $@ fuzz/replay.c $(FUZZ_SRC) -lz -lzstd -pthread
+		-Wall -Wextra -Werror -I. -o $@ fuzz/replay.c $(FUZZ_SRC) -lz -lzstd -lblkid -pthread
 
 fuzz: build-fuzz/fuzz_chain
 	@mkdir -p build-fuzz/corpus build-fuzz/seeds
