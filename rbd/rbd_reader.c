@@ -5,6 +5,13 @@
  * view's snapshot id for a snapshot view. A clone reads through its parent:
  * librbd does that.
  *
+ * A read-only librbd handle has no watch on the image header, so it does
+ * not learn that the image (or the view's snapshot) was removed: the data
+ * objects would just read as zeros. So at most once a second a read stats
+ * the header object alongside its data reads; when the header is gone the
+ * view reads EIO from then on, and when its version moved (a snapshot
+ * removed, a resize) a fresh open checks that the view still exists.
+ *
  * read    the range is cut into pieces aligned to the image's objects (at
  *         most 4 MiB each) and read with rbd_aio_read, up to READ_WINDOW in
  *         flight, so one large read keeps several OSDs busy. Any failure
@@ -59,6 +66,11 @@ struct rbd_reader {
 	uint64_t nchunks;
 	struct map_chunk *cur;                    /* current: the last chunk mapped */
 	int64_t last_err_log;                     /* ns; 0 = no error since the last success */
+	char *header_oid;                         /* rbd_header.<id>: gone when the image is */
+	uint64_t header_ver;                      /* its version when last validated */
+	int64_t last_check;                       /* ns of the last header stat */
+	pthread_mutex_t check_lock;
+	bool gone;                                /* the image or snapshot was removed */
 };
 
 static const struct view_reader_ops rbd_reader_ops;
@@ -91,6 +103,37 @@ static void read_failed(struct rbd_reader *r, uint64_t off, size_t len, int e)
 	     e == -ENOENT ? " (the image or snapshot is gone)" : "");
 }
 
+#define CHECK_INTERVAL_NS 1000000000LL
+
+/* The header moved: does the view still exist? A fresh open tells. */
+static void validate(struct rbd_reader *r, uint64_t ver)
+{
+	struct rbd_store *rs = r->rs;
+	rbd_image_t img = NULL;
+	int e;
+
+	if (pthread_mutex_trylock(&r->check_lock))
+		return;
+	if (ver != r->header_ver) {
+		if (!strncmp(r->header_oid, "rbd_header.", 11))
+			e = rbd_open_by_id_read_only(rs->io, r->image_id, &img, NULL);
+		else
+			e = rbd_open_read_only(rs->io, r->image_name, &img, NULL);
+		if (e == 0 && r->snap_name)
+			e = rbd_snap_set_by_id(img, r->snap_id);
+		if (img)
+			rbd_close(img);
+		if (e == -ENOENT) {
+			vlog(LOG_ERR, "rbd:%s: %s/%s was removed while open: reads fail with EIO", rs->base.name,
+			     r->image_name, view_name(r));
+			__atomic_store_n(&r->gone, true, __ATOMIC_RELEASE);
+		} else if (e == 0) {
+			r->header_ver = ver;
+		}
+	}
+	pthread_mutex_unlock(&r->check_lock);
+}
+
 static ssize_t rr_read(struct view_reader *vr, void *buf, size_t len, uint64_t off)
 {
 	struct rbd_reader *r = (struct rbd_reader *)vr;
@@ -99,7 +142,22 @@ static ssize_t rr_read(struct view_reader *vr, void *buf, size_t len, uint64_t o
 	char *pbuf[READ_WINDOW];
 	size_t issued = 0, head = 0, tail = 0;
 	int err = 0;
+	int64_t t = now_ns(), last = __atomic_load_n(&r->last_check, __ATOMIC_RELAXED);
+	rados_completion_t check = NULL;
+	uint64_t psize;
+	time_t pmtime;
 
+	if (__atomic_load_n(&r->gone, __ATOMIC_ACQUIRE)) {
+		read_failed(r, off, len, -ENOENT);
+		return -EIO;
+	}
+	if (t - last >= CHECK_INTERVAL_NS &&
+	    __atomic_compare_exchange_n(&r->last_check, &last, t, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED) &&
+	    rados_aio_create_completion2(NULL, NULL, &check) == 0 &&
+	    rados_aio_stat(r->rs->io, r->header_oid, check, &psize, &pmtime) < 0) {
+		rados_aio_release(check);
+		check = NULL;
+	}
 	while ((issued < len && !err) || head != tail) {
 		if (issued < len && !err && head - tail < READ_WINDOW) {
 			uint64_t o = off + issued, lim = r->piece - o % r->piece;
@@ -135,6 +193,24 @@ static ssize_t rr_read(struct view_reader *vr, void *buf, size_t len, uint64_t o
 			/* past the end of an image that shrank since open: zeros */
 			memset(pbuf[slot] + ret, 0, plen[slot] - ret);
 		}
+	}
+	if (check) {
+		int e;
+
+		rados_aio_wait_for_complete(check);
+		e = rados_aio_get_return_value(check);
+		if (e == 0) {
+			validate(r, rados_aio_get_version(check));
+		} else if (e == -ENOENT) {
+			if (!__atomic_exchange_n(&r->gone, true, __ATOMIC_ACQ_REL))
+				vlog(LOG_ERR, "rbd:%s: %s/%s: the image was removed while open: reads fail with EIO",
+				     r->rs->base.name, r->image_name, view_name(r));
+		} else {
+			__atomic_store_n(&r->last_check, 0, __ATOMIC_RELAXED); /* check again next time */
+		}
+		rados_aio_release(check);
+		if (__atomic_load_n(&r->gone, __ATOMIC_ACQUIRE))
+			return -EIO;
 	}
 	if (err) {
 		read_failed(r, off, len, err);
@@ -348,6 +424,8 @@ static void rr_free(struct view_reader *vr)
 	free(r->chunks);
 	chunk_free(r->cur);
 	pthread_mutex_destroy(&r->lock);
+	pthread_mutex_destroy(&r->check_lock);
+	free(r->header_oid);
 	free(r->image_id);
 	free(r->image_name);
 	free(r->snap_name);
@@ -377,6 +455,12 @@ int rbd_open_view(struct store *s, const struct store_listing *l, const struct s
 	if (!r)
 		return -ENOMEM;
 	pthread_mutex_init(&r->lock, NULL);
+	pthread_mutex_init(&r->check_lock, NULL);
+	r->header_ver = m->header_ver;
+	r->last_check = now_ns();
+	if (m->v1 ? asprintf(&r->header_oid, "%s.rbd", m->name) < 0 :
+		    asprintf(&r->header_oid, "rbd_header.%s", m->id) < 0)
+		r->header_oid = NULL;
 	r->base.ops = &rbd_reader_ops;
 	r->base.refs = 1;
 	r->rs = rs;
@@ -384,7 +468,7 @@ int rbd_open_view(struct store *s, const struct store_listing *l, const struct s
 	r->image_id = strdup(m->id);
 	r->image_name = strdup(m->name);
 	r->snap_name = sm ? strdup(sm->name) : NULL;
-	if (!r->image_id || !r->image_name || (sm && !r->snap_name)) {
+	if (!r->image_id || !r->image_name || !r->header_oid || (sm && !r->snap_name)) {
 		rr_free(&r->base);
 		return -ENOMEM;
 	}

@@ -12,6 +12,7 @@
  *   scantime                       two scans and a changed(): milliseconds each
  *   checkchanged SHELL-COMMAND     changed() before (0 expected) and after running the command
  *   readloop IMAGE VIEW SECONDS    read 64 KiB at 0 every 0.25 s: "T ok" / "T err ERRNO" lines
+ *   mkimages PREFIX COUNT          create COUNT empty 4 MiB images PREFIX0..: test fixtures
  *
  * SOURCE is "rbd:<pool>[/<namespace>]". Exit status: 0; for mkdir/rmdir the
  * errno (and its name on stderr); 1 for other failures.
@@ -39,7 +40,7 @@ static double now(void)
 static void usage(void)
 {
 	fprintf(stderr, "usage: rbdcat [-c CONF] [-i ID] [-k KEYRING] [-b BYTES] rbd:POOL[/NS] "
-			"ls|cat|map|changed|mkdir|rmdir|scantime|checkchanged|readloop ...\n");
+			"ls|cat|map|changed|mkdir|rmdir|scantime|checkchanged|readloop|mkimages ...\n");
 	exit(2);
 }
 
@@ -89,6 +90,34 @@ static int print_range(void *arg, uint64_t off, uint64_t len, bool exists)
 	return 0;
 }
 
+struct mk {
+	rados_ioctx_t io;
+	const char *prefix;
+	int count, next, err;
+	pthread_mutex_t lock;
+};
+
+static void *mk_thread(void *arg)
+{
+	struct mk *m = arg;
+	char name[256];
+	int order = 22;
+
+	for (;;) {
+		int i, r;
+
+		pthread_mutex_lock(&m->lock);
+		i = m->next++;
+		pthread_mutex_unlock(&m->lock);
+		if (i >= m->count)
+			return NULL;
+		snprintf(name, sizeof(name), "%s%d", m->prefix, i);
+		r = rbd_create(m->io, name, 4u << 20, &order);
+		if (r < 0 && r != -EEXIST)
+			m->err = r;
+	}
+}
+
 int main(int argc, char **argv)
 {
 	struct store_config cfg = { 0 };
@@ -126,6 +155,20 @@ int main(int argc, char **argv)
 		if (r < 0)
 			fprintf(stderr, "%s\n", strerrorname_np(-r));
 		rc = -r;
+		goto out;
+	}
+	if (!strcmp(cmd, "mkimages")) {
+		struct mk m = { rbd_of(s)->io, argc == 2 ? argv[0] : "img", argc == 2 ? atoi(argv[1]) : 0, 0, 0,
+				PTHREAD_MUTEX_INITIALIZER };
+		pthread_t th[4];
+
+		for (int i = 0; i < 4; i++)
+			pthread_create(&th[i], NULL, mk_thread, &m);
+		for (int i = 0; i < 4; i++)
+			pthread_join(th[i], NULL);
+		if (m.err)
+			fprintf(stderr, "rbdcat: mkimages: %s\n", strerror(-m.err));
+		rc = m.err ? 1 : 0;
 		goto out;
 	}
 	t0 = now();
