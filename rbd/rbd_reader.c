@@ -36,7 +36,7 @@
 #include "common/log.h"
 #include "rbd/rbd.h"
 
-#define READ_WINDOW 16
+#define READ_WINDOW 8
 #define PIECE_MAX (4u << 20)
 #define MAP_CHUNK_PIECES 256
 #define CURRENT_MAP_TTL_NS 1000000000LL
