@@ -371,3 +371,149 @@ def test_cluster_restart_under_reader(ceph_cluster, images, tmp_path):
         if s[1] == "err":
             assert int(s[2]) == 5 and float(s[3]) < 10, s
     assert "reads work again" in err.decode()
+
+
+# -- through the mounted tree (once fs/ dispatches rbd: sources to the store) --
+
+def daemon_has_store_seam():
+    from conftest import daemon_path
+    p = daemon_path()
+    if not os.access(p, os.X_OK):
+        return False
+    r = subprocess.run(["nm", "-C", p], capture_output=True)
+    return b"store_set_open" in r.stdout and b"rbd_store_open" in r.stdout
+
+
+def mount_rbd(cluster, mnt, conf=None, extra=()):
+    """vstorfs rbd:<pool> MNT -f -o ceph_conf=...,ceph_id=admin; returns the Popen once mounted."""
+    from conftest import daemon_path
+    os.makedirs(mnt, exist_ok=True)
+    opts = ["ceph_conf=" + (conf or cluster.conf), "ceph_id=admin", "rescan=1"] + list(extra)
+    log = open(mnt + ".stderr", "wb")
+    p = subprocess.Popen([daemon_path(), "rbd:" + POOL, mnt, "-f", "-o", ",".join(opts)],
+                         stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    if not wait_for(lambda: os.path.ismount(mnt) or p.poll() is not None, 30) or not os.path.ismount(mnt):
+        p.kill()
+        p.wait()
+        pytest.fail("vstorfs rbd:%s did not mount:\n%s" % (POOL, open(mnt + ".stderr").read()))
+    return p
+
+
+def umount(mnt, p):
+    subprocess.run(["umount", mnt], capture_output=True)
+    try:
+        p.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
+@pytest.fixture
+def mounted(ceph_cluster, images, tmp_path):
+    if not daemon_has_store_seam():
+        pytest.skip("the daemon does not serve rbd: sources yet (no store_set_open)")
+    mnt = str(tmp_path / "mnt")
+    p = mount_rbd(ceph_cluster, mnt)
+    yield mnt
+    umount(mnt, p)
+
+
+def test_tree_views_byte_exact(ceph_cluster, mounted):
+    import hashlib
+    c = ceph_cluster
+    for img in ["vm-100-disk-0", "vm-201-disk-0", "base-200-disk-0"]:
+        snaps = snap_ls(c, img)
+        assert sorted(os.listdir(os.path.join(mounted, POOL, img))) == sorted(
+            ["current"] + [s["name"] for s in snaps])
+        for view in ["current"] + [s["name"] for s in snaps]:
+            path = os.path.join(mounted, POOL, img, view, "disk.raw")
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                for b in iter(lambda: f.read(4 * MiB), b""):
+                    h.update(b)
+            spec = "%s/%s" % (POOL, img) + ("" if view == "current" else "@" + view)
+            assert h.hexdigest() == c.export_sha256(spec), spec
+        for s in snaps:
+            st = os.stat(os.path.join(mounted, POOL, img, s["name"], "disk.raw"))
+            ts = time.mktime(time.strptime(s["timestamp"], "%a %b %d %H:%M:%S %Y"))
+            assert abs(st.st_mtime - ts) <= 1 and st.st_size == s["size"]
+
+
+def test_tree_mkdir_rmdir(ceph_cluster, mounted):
+    import errno
+    c = ceph_cluster
+    vol = os.path.join(mounted, POOL, "vm-101-disk-0")
+    os.mkdir(os.path.join(vol, "tree-snap"))
+    assert "tree-snap" in [s["name"] for s in snap_ls(c, "vm-101-disk-0")]
+    for name, err in [("tree-snap", errno.EEXIST), ("current", errno.EEXIST), ("9bad", errno.EINVAL)]:
+        with pytest.raises(OSError) as e:
+            os.mkdir(os.path.join(vol, name))
+        assert e.value.errno == err
+    with pytest.raises(OSError) as e:
+        os.rmdir(os.path.join(vol, "current"))
+    assert e.value.errno == errno.EBUSY
+    with pytest.raises(OSError) as e:
+        os.rmdir(os.path.join(mounted, POOL, "base-200-disk-0", "__base__"))
+    assert e.value.errno == errno.EBUSY
+    os.rmdir(os.path.join(vol, "tree-snap"))
+    assert "tree-snap" not in [s["name"] for s in snap_ls(c, "vm-101-disk-0")]
+
+
+def test_tree_mount_no_cluster(ceph_cluster, tmp_path):
+    if not daemon_has_store_seam():
+        pytest.skip("the daemon does not serve rbd: sources yet (no store_set_open)")
+    from conftest import daemon_path
+    import cephlib
+    conf = tmp_path / "dead.conf"
+    conf.write_text(open(ceph_cluster.conf).read().replace(
+        "mon host = v2:127.0.0.1:%d" % ceph_cluster.port, "mon host = v2:127.0.0.1:%d" % cephlib.free_port()))
+    mnt = str(tmp_path / "mnt")
+    os.makedirs(mnt)
+    t = time.monotonic()
+    p = subprocess.run([daemon_path(), "rbd:" + POOL, mnt, "-f", "-o", "ceph_conf=%s,ceph_id=admin" % conf],
+                       capture_output=True, timeout=120)
+    assert p.returncode != 0 and not os.path.ismount(mnt)
+    assert b"no answer from the ceph monitors" in p.stderr
+    assert time.monotonic() - t < 60
+
+
+def test_tree_cluster_restart(ceph_cluster, images, tmp_path):
+    if not daemon_has_store_seam():
+        pytest.skip("the daemon does not serve rbd: sources yet (no store_set_open)")
+    import errno
+    c = ceph_cluster
+    conf = tmp_path / "fault.conf"
+    text = open(c.conf).read()
+    for k in ("client mount timeout", "rados mon op timeout", "rados osd op timeout"):
+        text = text.replace("%s = 20" % k, "%s = 4" % k)
+    conf.write_text(text)
+    mnt = str(tmp_path / "mnt")
+    p = mount_rbd(c, mnt, conf=str(conf))
+    try:
+        path = os.path.join(mnt, POOL, "vm-100-disk-0", "current", "disk.raw")
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+        try:
+            import mmap
+            buf = mmap.mmap(-1, MiB)
+            assert os.preadv(fd, [buf], 0) == MiB
+            c.stop()
+            t = time.monotonic()
+            with pytest.raises(OSError) as e:
+                os.preadv(fd, [buf], 4 * MiB)
+            assert e.value.errno == errno.EIO and time.monotonic() - t < 30
+            assert p.poll() is None
+            c.start()
+            assert wait_for(lambda: _preadv_ok(fd, buf), 60)
+        finally:
+            os.close(fd)
+    finally:
+        if p.poll() is None and not os.path.ismount(mnt):
+            p.kill()
+        umount(mnt, p)
+
+
+def _preadv_ok(fd, buf):
+    try:
+        return os.preadv(fd, [buf], 0) == len(buf)
+    except OSError:
+        return False
