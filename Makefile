@@ -8,13 +8,13 @@ SAN     ?=
 EXTRA_CFLAGS ?=
 CFLAGS  += $(OPT) -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -pthread \
            -Wall -Wextra -Werror -I. $(EXTRA_CFLAGS) $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -pthread
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lrbd -lrados -pthread
 ifneq ($(SAN),)
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
 endif
 
-CORE_SRC  := $(wildcard common/*.c chain/*.c store/*.c lvm/*.c)
+CORE_SRC  := $(wildcard common/*.c chain/*.c store/*.c lvm/*.c rbd/*.c)
 FS_SRC    := $(wildcard fs/*.c)
 TOOL_SRC  := $(wildcard tools/*.c)
 CORE_OBJ  := $(CORE_SRC:%.c=$(BUILD)/%.o)
