@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#include "chain/diff.h"
+
 struct chain_reader {
 	struct view_reader base;
 	struct chain *chain;
@@ -35,6 +37,17 @@ static int cr_map(struct view_reader *r, uint64_t off, uint64_t len, struct view
 	return 0;
 }
 
+/* Both views are chains of one store: the engine compares their metadata. */
+static int cr_changed(struct view_reader *r, struct view_reader *older, view_range_fn fn, void *arg)
+{
+	struct chain *c = ((struct chain_reader *)r)->chain, *o;
+
+	if (!older)
+		return chain_allocated(c, fn, arg);
+	o = chain_reader_chain(older);
+	return o ? chain_changed(c, o, fn, arg) : -EINVAL;
+}
+
 static void cr_free(struct view_reader *r)
 {
 	chain_put(((struct chain_reader *)r)->chain);
@@ -44,6 +57,7 @@ static void cr_free(struct view_reader *r)
 static const struct view_reader_ops chain_reader_ops = {
 	.read = cr_read,
 	.map = cr_map,
+	.changed = cr_changed,
 	.free = cr_free,
 };
 
