@@ -130,6 +130,8 @@ static int fill(struct lstream *s, uint64_t pos)
 		struct qcow2_run r;
 		int c, rc = qcow2_image_map(s->li.img, at, stop - at, &r);
 
+		if (!rc && !r.len)
+			rc = -EIO;  /* never: a run is not empty */
 		if (rc) {
 			if (at > pos)
 				break;  /* the next fill meets it again, if the walk gets there */
