@@ -50,7 +50,8 @@ static uint64_t rc_read(const uint8_t *b, uint64_t i, unsigned order)
 			v = v << 8 | b[i * (bits / 8) + k];
 		return v;
 	}
-	return (b[i * bits / 8] >> ((8 - bits) - (i * bits) % 8)) & ((1u << bits) - 1);
+	/* Narrow refcounts fill each byte from its least significant bit (qemu's get_refcount_ro0..2). */
+	return (b[i * bits / 8] >> ((i * bits) % 8)) & ((1u << bits) - 1);
 }
 
 static void rc_write(uint8_t *b, uint64_t i, unsigned order, uint64_t v)
@@ -62,7 +63,7 @@ static void rc_write(uint8_t *b, uint64_t i, unsigned order, uint64_t v)
 			b[i * (bits / 8) + k] = v;
 		return;
 	}
-	unsigned shift = (8 - bits) - (i * bits) % 8;
+	unsigned shift = (i * bits) % 8;
 	uint8_t mask = ((1u << bits) - 1) << shift;
 
 	b[i * bits / 8] = (b[i * bits / 8] & ~mask) | ((v << shift) & mask);

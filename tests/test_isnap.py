@@ -175,7 +175,10 @@ def layout(path):
         blk = d[rb:rb + cs]
         val = int.from_bytes(blk, "big")
         for j in range(rpb):
-            v = (val >> ((rpb - 1 - j) * bits)) & ((1 << bits) - 1)
+            if bits >= 8:
+                v = (val >> ((rpb - 1 - j) * bits)) & ((1 << bits) - 1)
+            else:
+                v = (blk[j * bits // 8] >> ((j * bits) % 8)) & ((1 << bits) - 1)
             if v:
                 refs[i * rpb + j] = v
     out["refcounts"] = refs
@@ -184,12 +187,19 @@ def layout(path):
     def l1(off, n):
         return [be("Q", off + 8 * i) for i in range(n)]
 
-    def l2s(entries):
+    def l2s(entries, inactive=False):
         t = {}
         for e in entries:
             o = e & 0x00fffffffffffe00
             if o:
                 t[o] = d[o:o + cs]
+                if inactive:
+                    # COPIED means nothing outside the active tables; qemu's delete
+                    # rewrites it in the shared tables it walks, we leave it.
+                    w = bytearray(t[o])
+                    for k in range(0, cs, es):
+                        w[k] &= 0x7f
+                    t[o] = bytes(w)
         return t
     out["l1"] = l1(l1_off, l1_size)
     out["l2"] = l2s(out["l1"])
@@ -200,7 +210,7 @@ def layout(path):
         eds, ids, ns = h[8], h[2], h[3]
         body = d[off + 40:off + 40 + eds + ids + ns]
         h[4] = h[5] = 0   # date
-        snaps.append((tuple(h), body, l1(h[0], h[1]), l2s(l1(h[0], h[1]))))
+        snaps.append((tuple(h), body, l1(h[0], h[1]), l2s(l1(h[0], h[1]), True)))
         off += 40 + eds + ids + ns
     out["snapshots"] = snaps
     return out
@@ -416,23 +426,41 @@ def test_mixed_many(tools, tmp_path):
     assert_clean(img)
 
 
-def test_refcount_table_grows(tools, tmp_path):
-    """512-byte clusters: new refcount blocks and a bigger refcount table are needed."""
-    size = 4 * MiB
-    img = create(tmp_path / "img.qcow2", size, "cluster_size=512")
-    qio(img, "write -P 5 0 4M")
-    rt_before = struct.unpack(">QI", open(img, "rb").read()[48:60])
-    for i in range(4):
-        tool(tools["snap"], "create", img, f"g{i}")
-        assert_clean(img)
-    rt_after = struct.unpack(">QI", open(img, "rb").read()[48:60])
-    assert rt_after != rt_before
+def test_narrow_refcounts_overflow_refused(tools, tmp_path):
+    """4-bit refcounts hold 15: the 15th snapshot (16 references) is refused
+    before anything is written."""
+    img = create(tmp_path / "img.qcow2", "4M", "cluster_size=4k", "refcount_bits=4")
+    qio(img, "write -P 5 0 1M")
+    for i in range(14):
+        tool(tools["snap"], "create", img, f"s{i}")
+    assert_clean(img)
+    digest = open(img, "rb").read()
+    r = tool(tools["snap"], "create", img, "over", ok=False)
+    assert r.returncode == 1 and b"out of range" in r.stderr
+    assert open(img, "rb").read() == digest
+    assert qemu_view(img, "s13") == qemu_view(img)
+
+
+@pytest.mark.parametrize("bits", [64])
+def test_refcount_table_grows(tools, tmp_path, bits):
+    """512-byte clusters and a 1 GiB disk: each L1 copy is 512 clusters, so new
+    refcount blocks and soon a bigger refcount table (moved, header switched)."""
+    img = create(tmp_path / "img.qcow2", "1G", "cluster_size=512", f"refcount_bits={bits}")
+    qio(img, "write -P 5 0 1M", "write -P 6 700M 64k")
     data = qemu_view(img)
-    for i in range(4):
+    rt_before = struct.unpack(">QI", open(img, "rb").read()[48:60])
+    n = 0
+    while struct.unpack(">QI", open(img, "rb").read()[48:60]) == rt_before and n < 40:
+        tool(tools["snap"], "create", img, f"g{n}")
+        n += 1
+    assert struct.unpack(">QI", open(img, "rb").read()[48:60]) != rt_before
+    assert_clean(img)
+    for i in (0, n - 1):
         assert qemu_view(img, f"g{i}") == data
-    for i in range(4):
+    for i in range(n):
         tool(tools["snap"], "delete", img, f"g{i}")
-        assert_clean(img)
+    assert_clean(img)
+    assert qemu_view(img) == data
 
 
 # -- crashes ---------------------------------------------------------------------
