@@ -55,6 +55,8 @@ void qmeta_close(struct qmeta *m);
 int qmeta_fail(struct qmeta *m, int err, const char *why);
 
 int qmeta_rc_get(struct qmeta *m, uint64_t cluster, uint64_t *v);
+/* One past the last cluster that may have a refcount (refcount blocks may describe clusters past the end). */
+uint64_t qmeta_rc_end(const struct qmeta *m);
 /* Add delta; -ERANGE past rmax or below 0, -EIO when the block is missing for a non-zero result. */
 int qmeta_rc_add(struct qmeta *m, uint64_t cluster, int64_t delta);
 /* Allocate n contiguous clusters (refcount 1, in memory): host offset in *off. */
