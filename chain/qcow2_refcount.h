@@ -82,9 +82,6 @@ int qmeta_write_l1(struct qmeta *m);
  */
 int qmeta_count_refs(struct qmeta *m, uint32_t **refs, struct qcow2_check_result *r);
 
-/* Largest refcount among clusters referenced by the active L1 (for overflow checks). */
-int qmeta_check_and_load(struct qmeta *m, struct qcow2_check_result *r, uint32_t **refs);
-
 /*
  * Call fn for every reference the L1 table `l1` (n entries) holds: its L2
  * tables (kind 1), data clusters (2), compressed clusters (3, one call per
