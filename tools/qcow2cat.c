@@ -12,6 +12,7 @@
  *   --id-by-name: a layer's identity is its file name up to the first '@'
  *     ("img@a.qcow2" and "img@b.qcow2" are one layer seen at two instants;
  *     tests use it to stand for two L1 tables of one image)
+ *   -s SNAP / --snapshot SNAP       read (or map) the view at internal snapshot SNAP of IMAGE
  *
  * Layers are plain files here (a tiny file-backed layer_io). A backing
  * string is resolved relative to the directory of the image that names
@@ -373,7 +374,7 @@ static void print_stats(void)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: qcow2cat [-f auto|qcow2|raw] [-t THREADS] [--cache BYTES] IMAGE [OFFSET LENGTH]\n"
+	fprintf(stderr, "usage: qcow2cat [-f auto|qcow2|raw] [-s SNAPSHOT] [-t THREADS] [--cache BYTES] IMAGE [OFFSET LENGTH]\n"
 			"       qcow2cat [-f auto|qcow2|raw] --map IMAGE\n"
 			"       qcow2cat --probe IMAGE\n"
 			"       qcow2cat [-f ...] --changed OLDER_IMAGE [--compare] IMAGE | --allocated IMAGE\n");
@@ -393,6 +394,7 @@ int main(int argc, char **argv)
 		{ "format", required_argument, NULL, 'f' },
 		{ "threads", required_argument, NULL, 't' },
 		{ "cache", required_argument, NULL, 'c' },
+		{ "snapshot", required_argument, NULL, 's' },
 		{ NULL, 0, NULL, 0 },
 	};
 	enum chain_layer_format fmt = CHAIN_FMT_AUTO;
@@ -400,10 +402,10 @@ int main(int argc, char **argv)
 	struct layer_io *top;
 	struct chain *c;
 	int opt, map = 0, probe = 0, threads = 1, rc, extents = 0, compare = 0;
-	const char *older = NULL;
+	const char *older = NULL, *snap = NULL;
 
 	vlog_init(true, false);
-	while ((opt = getopt_long(argc, argv, "mf:t:c:", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "mf:t:c:s:", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'm':
 			map = 1;
@@ -440,6 +442,9 @@ int main(int argc, char **argv)
 				usage();
 			threads = v;
 			break;
+		case 's':
+			snap = optarg;
+			break;
 		case 'c':
 			if (parse_u64(optarg, &v))
 				usage();
@@ -460,7 +465,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "qcow2cat: %s: %s\n", argv[optind], strerror(-rc));
 		return 1;
 	}
-	rc = chain_open(top, fmt, &file_store, argv[optind], &c);
+	rc = snap ? chain_open_snapshot(top, fmt, &file_store, snap, argv[optind], &c)
+		  : chain_open(top, fmt, &file_store, argv[optind], &c);
 	if (rc) {
 		fprintf(stderr, "qcow2cat: %s: %s\n", argv[optind], strerror(-rc));
 		return 1;
