@@ -15,6 +15,7 @@
 
 #include "common/log.h"
 #include "qcow2_image.h"
+#include "qcow2_snapshot.h"
 
 #define MAX_DEPTH 1024
 #define MAP_WINDOW (8ULL << 20)   /* a power of two: one map_once looks this far at most */
@@ -178,8 +179,38 @@ static bool next_layer(struct chain *c, const struct chain_store *st)
 	return true;
 }
 
-int chain_open(struct layer_io *top, enum chain_layer_format top_format,
-	       const struct chain_store *store, const char *label, struct chain **out)
+/* Make the top layer read through internal snapshot `name`. 0 or -errno (logged). */
+static int select_snapshot(struct chain *c, const char *name)
+{
+	struct layer *l = &c->layers[0];
+	struct qcow2_snapshot_list list;
+	const char *why;
+	int i, rc;
+
+	if (l->broken)
+		return -EIO;
+	if (!l->img)
+		return -ENOENT; /* raw: no internal snapshots */
+	rc = qcow2_snapshot_list(l->io, &list);
+	if (rc)
+		return rc;
+	i = qcow2_snapshot_find(&list, name);
+	if (i < 0) {
+		rc = -ENOENT;
+	} else if ((why = qcow2_image_use_l1(l->img, list.s[i].l1_offset, list.s[i].l1_size,
+					     list.s[i].disk_size))) {
+		vlog(LOG_ERR, "%s: layer %s: snapshot %s: %s", c->label, l->io->name, name, why);
+		rc = why[0] == 'o' ? -ENOMEM : -EIO;
+	} else {
+		l->size = list.s[i].disk_size;
+	}
+	qcow2_snapshot_list_free(&list);
+	return rc;
+}
+
+static int open_chain(struct layer_io *top, enum chain_layer_format top_format,
+		      const struct chain_store *store, const char *snapshot, const char *label,
+		      struct chain **out)
 {
 	struct chain *c = calloc(1, sizeof(*c));
 
@@ -195,11 +226,33 @@ int chain_open(struct layer_io *top, enum chain_layer_format top_format,
 	snprintf(c->label, sizeof(c->label), "%s", label);
 	c->n = 1;
 	open_layer(c, &c->layers[0], top, top_format);
+	if (snapshot) {
+		int rc = select_snapshot(c, snapshot);
+
+		if (rc) {
+			chain_put(c);
+			*out = NULL;
+			return rc;
+		}
+	}
 	while (next_layer(c, store))
 		;
 	c->size = c->layers[0].size;
 	*out = c;
 	return 0;
+}
+
+int chain_open(struct layer_io *top, enum chain_layer_format top_format,
+	       const struct chain_store *store, const char *label, struct chain **out)
+{
+	return open_chain(top, top_format, store, NULL, label, out);
+}
+
+int chain_open_snapshot(struct layer_io *top, enum chain_layer_format top_format,
+			const struct chain_store *store, const char *snapshot, const char *label,
+			struct chain **out)
+{
+	return open_chain(top, top_format, store, snapshot, label, out);
 }
 
 void chain_get(struct chain *c)

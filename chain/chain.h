@@ -69,6 +69,21 @@ int chain_open(struct layer_io *top, enum chain_layer_format top_format,
 	       const struct chain_store *store,
 	       const char *label, struct chain **out);
 
+/*
+ * The same chain, but its top layer (qcow2) read at its internal snapshot
+ * named `snapshot` (the first with that name, as qemu-img picks): the
+ * snapshot's L1 table and disk size (never the VM state stored past it),
+ * over the backing chain the image names now, as qemu reads it with
+ * `qemu-img convert -l snapshot.name=`. Returns 0; -ENOENT when the top
+ * layer has no such snapshot (or is raw); -EIO when its snapshot table or
+ * the snapshot's L1 table is unusable (logged); -ENOMEM. *out is NULL on
+ * failure; ownership of top passes to the chain as for chain_open.
+ * See qcow2_snapshot.h for listing, creating and deleting snapshots.
+ */
+int chain_open_snapshot(struct layer_io *top, enum chain_layer_format top_format,
+			const struct chain_store *store, const char *snapshot, const char *label,
+			struct chain **out);
+
 /* Chains are shared between open file handles: get/put, last put closes. */
 void chain_get(struct chain *c);
 void chain_put(struct chain *c);

@@ -122,6 +122,40 @@ static const char *load_tables(struct qcow2_image *img, bool load)
 	return NULL;
 }
 
+const char *qcow2_image_use_l1(struct qcow2_image *img, uint64_t l1_offset, uint32_t l1_size,
+			       uint64_t size)
+{
+	uint64_t span = img->cs * img->l2_entries, need = (size + span - 1) / span;
+	uint64_t have = need < l1_size ? need : l1_size, *l1;
+	uint8_t *raw;
+
+	if (size > (1ULL << 62) || need * 8 > MAX_L1_BYTES || (uint64_t)l1_size * 8 > MAX_L1_BYTES)
+		return "snapshot L1 table too large";
+	if (l1_size && (l1_offset % img->cs || l1_offset > img->io->size ||
+			(uint64_t)l1_size * 8 > img->io->size - l1_offset))
+		return "snapshot L1 table past the end of the layer";
+	l1 = calloc(need + 1, 8);
+	raw = malloc(have * 8 + 1);
+	if (!l1 || !raw) {
+		free(l1);
+		free(raw);
+		return "out of memory";
+	}
+	if (have && layer_pread(img->io, raw, have * 8, l1_offset)) {
+		free(l1);
+		free(raw);
+		return "cannot read the snapshot L1 table";
+	}
+	for (uint64_t i = 0; i < have; i++)
+		l1[i] = qcow2_be64(raw + 8 * i);
+	free(raw);
+	free(img->l1);
+	img->l1 = l1;
+	img->l1_entries = need;
+	img->h.size = size;
+	return NULL;
+}
+
 static const char *read_backing(struct qcow2_image *img, const uint8_t *hdr, size_t hlen)
 {
 	uint64_t off = img->h.backing_offset, n = img->h.backing_size;

@@ -29,6 +29,15 @@ const char *qcow2_image_open(struct layer_io *io, const char *label, struct qcow
 const char *qcow2_image_open_header(struct layer_io *io, const char *label, struct qcow2_image **out);
 void qcow2_image_close(struct qcow2_image *img);
 
+/*
+ * Read through another L1 table from now on (an internal snapshot's, see
+ * qcow2_snapshot.h), with `size` as the virtual size. L1 entries the size
+ * needs past l1_size read as unallocated, as qemu reads them. Call before
+ * the first map. NULL on success, else the reason (nothing changed).
+ */
+const char *qcow2_image_use_l1(struct qcow2_image *img, uint64_t l1_offset, uint32_t l1_size,
+			       uint64_t size);
+
 uint64_t qcow2_image_size(const struct qcow2_image *img);
 const char *qcow2_image_backing(const struct qcow2_image *img);     /* NULL if none */
 const char *qcow2_image_backing_fmt(const struct qcow2_image *img); /* "" if not stated */

@@ -5,6 +5,7 @@
  *   qcow2cat [-f auto|qcow2|raw] [-t THREADS] IMAGE [OFFSET LENGTH]
  *   qcow2cat [-f ...] --map IMAGE   (lines: offset length zero|data|copy depth [host_off layer])
  *   qcow2cat --probe IMAGE          (chain_probe_layer: format, size, backing, backing format)
+ *   -s SNAP / --snapshot SNAP       read (or map) the view at internal snapshot SNAP of IMAGE
  *
  * Layers are plain files here (a tiny file-backed layer_io). A backing
  * string is resolved relative to the directory of the image that names
@@ -300,7 +301,7 @@ static int do_probe(const char *path)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: qcow2cat [-f auto|qcow2|raw] [-t THREADS] [--cache BYTES] IMAGE [OFFSET LENGTH]\n"
+	fprintf(stderr, "usage: qcow2cat [-f auto|qcow2|raw] [-s SNAPSHOT] [-t THREADS] [--cache BYTES] IMAGE [OFFSET LENGTH]\n"
 			"       qcow2cat [-f auto|qcow2|raw] --map IMAGE\n"
 			"       qcow2cat --probe IMAGE\n");
 	exit(2);
@@ -314,16 +315,18 @@ int main(int argc, char **argv)
 		{ "format", required_argument, NULL, 'f' },
 		{ "threads", required_argument, NULL, 't' },
 		{ "cache", required_argument, NULL, 'c' },
+		{ "snapshot", required_argument, NULL, 's' },
 		{ NULL, 0, NULL, 0 },
 	};
 	enum chain_layer_format fmt = CHAIN_FMT_AUTO;
 	uint64_t off = 0, len = UINT64_MAX, v;
 	struct layer_io *top;
 	struct chain *c;
+	const char *snap = NULL;
 	int opt, map = 0, probe = 0, threads = 1, rc;
 
 	vlog_init(true, false);
-	while ((opt = getopt_long(argc, argv, "mf:t:c:", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "mf:t:c:s:", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'm':
 			map = 1;
@@ -343,6 +346,9 @@ int main(int argc, char **argv)
 			if (parse_u64(optarg, &v) || v < 1 || v > 64)
 				usage();
 			threads = v;
+			break;
+		case 's':
+			snap = optarg;
 			break;
 		case 'c':
 			if (parse_u64(optarg, &v))
@@ -364,7 +370,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "qcow2cat: %s: %s\n", argv[optind], strerror(-rc));
 		return 1;
 	}
-	rc = chain_open(top, fmt, &file_store, argv[optind], &c);
+	rc = snap ? chain_open_snapshot(top, fmt, &file_store, snap, argv[optind], &c)
+		  : chain_open(top, fmt, &file_store, argv[optind], &c);
 	if (rc) {
 		fprintf(stderr, "qcow2cat: %s: %s\n", argv[optind], strerror(-rc));
 		return 1;
