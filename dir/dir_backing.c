@@ -118,7 +118,7 @@ static int open_backing(const struct chain_store *cs, struct layer_io *from, con
 			struct layer_io **out)
 {
 	const struct dir_backing *b = cs->opaque;
-	const char *from_rel = dir_layer_rel(from);
+	const char *from_rel = file_io_rel(from);
 	char *rel;
 	int rc;
 

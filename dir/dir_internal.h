@@ -38,6 +38,9 @@ int dir_fstatat(int rootfd, const char *rel, struct stat *st);
  * -ENOENT missing, -EINVAL not a regular file, -EXDEV/-ELOOP escapes. */
 int file_io_open(int rootfd, const char *label_prefix, const char *rel, bool rw,
 		 struct layer_io **out);
+/* The same, writable, and writes past the end extend the file (io->size
+ * grows): what qcow2_snapshot's QCOW2_SNAP_GROW expects of a layer. */
+int file_io_open_grow(int rootfd, const char *label_prefix, const char *rel, struct layer_io **out);
 /* rel path (below root) of a layer opened by file_io_open, or NULL for other layers. */
 const char *file_io_rel(struct layer_io *io);
 int file_io_fd(struct layer_io *io);
@@ -70,27 +73,6 @@ int dir_backing_resolve(const struct dir_backing *b, const char *from_rel, const
 			char **rel_out);
 /* Lexically normalise "a/b/../c" (no leading '/'): -EACCES if it climbs above the root. */
 int dir_normalize(const char *path, char **out);
-
-/* ---- dir_isnap.c: internal snapshots (read side) ---- */
-
-struct dir_isnap {
-	char *id;
-	char *name;
-	uint64_t l1_offset;
-	uint32_t l1_size;
-	uint64_t disk_size;     /* the snapshot's virtual size */
-	uint32_t date_sec, date_nsec;
-	uint64_t vm_state_size;
-};
-
-/* Internal snapshots of a qcow2 layer (table order). 0 with *n = 0 when none. */
-int dir_isnap_list(struct layer_io *io, struct dir_isnap **out, int *n);
-void dir_isnap_free(struct dir_isnap *s, int n);
-/* The rel path of a file layer or of the file under a snapshot layer, else NULL. */
-const char *dir_layer_rel(struct layer_io *io);
-/* A read-only layer showing `io` as it was at snapshot s: the header's size
- * and active L1 replaced by the snapshot's. Takes ownership of io. */
-int dir_isnap_layer(struct layer_io *io, const struct dir_isnap *s, struct layer_io **out);
 
 /* ---- dir_reader.c: a view_reader over a chain ---- */
 struct view_reader;

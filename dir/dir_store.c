@@ -24,6 +24,7 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
+#include "chain/qcow2_snapshot.h"
 #include "common/log.h"
 
 #define NFS_MAGIC   0x6969
@@ -126,7 +127,7 @@ int dir_probe_backing(struct store *s, const char *rel, char **backing_rel, char
 	return 0;
 }
 
-int dir_open_chain(struct store *s, const char *rel, const struct dir_isnap *snap,
+int dir_open_chain(struct store *s, const char *rel, const char *snap,
 		   enum chain_layer_format fmt, struct chain **out)
 {
 	struct dir_store_priv *p = s->priv;
@@ -139,9 +140,11 @@ int dir_open_chain(struct store *s, const char *rel, const struct dir_isnap *sna
 		vlog(LOG_ERR, "%s/%s: cannot open: %s", s->name, rel, strerror(-rc));
 		return -EIO;
 	}
-	if (snap && (rc = dir_isnap_layer(io, snap, &io)))
-		return rc;
-	snprintf(label, sizeof(label), "%s/%s%s%s", s->name, rel, snap ? "@" : "", snap ? snap->name : "");
+	snprintf(label, sizeof(label), "%s/%s%s%s", s->name, rel, snap ? "@" : "", snap ? snap : "");
+	if (snap) {
+		rc = chain_open_snapshot(io, fmt, &p->cs, snap, label, out);
+		return rc == -ENOENT ? -EIO : rc;
+	}
 	return chain_open(io, fmt, &p->cs, label, out);
 }
 
@@ -155,8 +158,7 @@ static void free_view(struct store_view *v)
 	free((char *)v->ident);
 	if (w) {
 		free(w->rel);
-		free(w->snap.id);
-		free(w->snap.name);
+		free(w->snap);
 		free(w);
 	}
 }
@@ -198,7 +200,7 @@ static void listing_free(struct store *s, struct store_listing *l)
 
 static int add_view(struct store_volume *vol, const char *name, char *ident, uint64_t size,
 		    int64_t mtime, uint64_t used, bool snapshot, const char *rel,
-		    enum chain_layer_format fmt, const struct dir_isnap *is)
+		    enum chain_layer_format fmt, const char *isnap)
 {
 	struct store_view *v = realloc(vol->views, (size_t)(vol->nviews + 1) * sizeof(*v));
 	struct dir_wpriv *w;
@@ -219,12 +221,9 @@ static int add_view(struct store_volume *vol, const char *name, char *ident, uin
 		return -ENOMEM;
 	}
 	w->fmt = fmt;
-	if (is) {
+	if (isnap) {
 		w->is_isnap = true;
-		w->snap = *is;
-		w->snap.id = strdup(is->id);
-		w->snap.name = strdup(is->name);
-		if (!w->snap.id || !w->snap.name) {
+		if (!(w->snap = strdup(isnap))) {
 			free_view(v);
 			return -ENOMEM;
 		}
@@ -359,48 +358,40 @@ static int pve_chain_views(struct store *s, struct store_volume *vol, const stru
 	return rc;
 }
 
-static int cmp_isnap_date(const void *a, const void *b)
-{
-	const struct dir_isnap *x = a, *y = b;
-
-	if (x->date_sec != y->date_sec)
-		return x->date_sec < y->date_sec ? -1 : 1;
-	return x->date_nsec < y->date_nsec ? -1 : x->date_nsec > y->date_nsec;
-}
-
 static int isnap_views(struct store *s, struct store_volume *vol, const struct dir_cand *c,
 		       struct layer_io *io)
 {
-	struct dir_isnap *sn;
-	int n, rc = dir_isnap_list(io, &sn, &n);
+	struct qcow2_snapshot_list sl;
+	int rc = qcow2_snapshot_list(io, &sl);
 	char key[1200];
 
 	if (rc) {
 		snprintf(key, sizeof(key), "isnaptab:%s", c->rel);
-		dir_log_once(s, key, LOG_ERR, "%s/%s: unreadable internal snapshot table: snapshots not shown",
-			     s->name, c->rel);
+		dir_log_once(s, key, LOG_ERR, "%s/%s: unreadable internal snapshot table (%s): snapshots not shown",
+			     s->name, c->rel, sl.error);
+		qcow2_snapshot_list_free(&sl);
 		return rc == -ENOMEM ? rc : 0;
 	}
-	qsort(sn, (size_t)n, sizeof(*sn), cmp_isnap_date);
-	for (int i = 0; i < n && rc == 0; i++) {
+	/* Table order (creation order); a name taken twice shows its first entry, as qemu-img reads it. */
+	for (unsigned i = 0; i < sl.n && rc == 0; i++) {
+		const struct qcow2_snapshot_info *e = &sl.s[i];
+		const char *nm = e->name;
 		char *ident = NULL;
-		const char *nm = sn[i].name;
 
 		if (!nm[0] || strchr(nm, '/') || !strcmp(nm, ".") || !strcmp(nm, "..") ||
 		    strlen(nm) > NAME_MAX || has_view(vol, nm) || vol->nviews >= DIR_MAX_SNAPSHOTS) {
-			snprintf(key, sizeof(key), "isnapname:%s#%s", c->rel, sn[i].id);
+			snprintf(key, sizeof(key), "isnapname:%s#%s", c->rel, e->id);
 			dir_log_once(s, key, LOG_WARNING,
-				     "%s/%s: internal snapshot %s (\"%s\") cannot be a directory name here: not shown",
-				     s->name, c->rel, sn[i].id, nm);
+				     "%s/%s: internal snapshot %s (\"%s\") cannot be a directory here: not shown",
+				     s->name, c->rel, e->id, nm);
 			continue;
 		}
-		if (asprintf(&ident, "int:%s#%s@%u.%09u", c->rel, sn[i].id, sn[i].date_sec,
-			     sn[i].date_nsec) < 0)
+		if (asprintf(&ident, "int:%s#%s@%u.%09u", c->rel, e->id, e->date_sec, e->date_nsec) < 0)
 			ident = NULL;
-		rc = add_view(vol, nm, ident, sn[i].disk_size, sn[i].date_sec, 0, true, c->rel,
-			      CHAIN_FMT_QCOW2, &sn[i]);
+		rc = add_view(vol, nm, ident, e->disk_size, e->date_sec, 0, true, c->rel,
+			      CHAIN_FMT_QCOW2, nm);
 	}
-	dir_isnap_free(sn, n);
+	qcow2_snapshot_list_free(&sl);
 	return rc;
 }
 
@@ -597,7 +588,7 @@ static int dopen_view(struct store *s, const struct store_listing *l, const stru
 	(void)l;
 	(void)vol;
 	*out = NULL;
-	rc = dir_open_chain(s, w->rel, w->is_isnap ? &w->snap : NULL, w->fmt, &c);
+	rc = dir_open_chain(s, w->rel, w->is_isnap ? w->snap : NULL, w->fmt, &c);
 	if (rc)
 		return rc;
 	return dir_reader_new(c, out);

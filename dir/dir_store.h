@@ -62,7 +62,7 @@ struct dir_wpriv {
 	char *rel;              /* top file of the view's chain */
 	enum chain_layer_format fmt;
 	bool is_isnap;          /* an internal snapshot of rel */
-	struct dir_isnap snap;
+	char *snap;             /* its name (the first so named, as qemu-img picks) */
 };
 
 struct dir_store_priv {
@@ -95,7 +95,7 @@ int dir_probe_backing(struct store *s, const char *rel, char **backing_rel, char
 		      enum chain_layer_format *fmt, uint64_t *vsize);
 
 /* Open the chain whose top file is rel (optionally at an internal snapshot). */
-int dir_open_chain(struct store *s, const char *rel, const struct dir_isnap *snap,
+int dir_open_chain(struct store *s, const char *rel, const char *snap,
 		   enum chain_layer_format fmt, struct chain **out);
 
 /* dir_snapshot.c */

@@ -97,7 +97,8 @@ int dir_openat(int rootfd, const char *rel, int flags, mode_t mode)
 int dir_opendir_fd(int rootfd, const char *rel)
 {
 	if (!rel[0] || !strcmp(rel, ".")) {
-		int fd = fcntl(rootfd, F_DUPFD_CLOEXEC, 0);
+		/* A fresh open, not a dup: a dup would share the root fd's directory offset. */
+		int fd = openat(rootfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
 		return fd < 0 ? -errno : fd;
 	}
@@ -134,6 +135,7 @@ struct file_io {
 	char *rel;
 	char *name;
 	char id[64];
+	bool grow;
 };
 
 static int fio_pread(struct layer_io *io, void *buf, size_t len, uint64_t off)
@@ -177,6 +179,11 @@ static int fio_pwrite(struct layer_io *io, const void *buf, size_t len, uint64_t
 {
 	struct file_io *f = (struct file_io *)io;
 
+	if (f->grow && off + len > io->size && off + len >= off) {
+		if (ftruncate(f->fd, (off_t)(off + len)))
+			return -errno;
+		io->size = off + len;
+	}
 	if (off > io->size || len > io->size - off)
 		return -EIO;
 	while (len) {
@@ -217,6 +224,15 @@ static const struct layer_io_ops fio_rw_ops = {
 	.pread = fio_pread, .map_fd = fio_map_fd, .close = fio_close,
 	.pwrite = fio_pwrite, .flush = fio_flush,
 };
+
+int file_io_open_grow(int rootfd, const char *label_prefix, const char *rel, struct layer_io **out)
+{
+	int rc = file_io_open(rootfd, label_prefix, rel, true, out);
+
+	if (rc == 0)
+		((struct file_io *)*out)->grow = true;
+	return rc;
+}
 
 int file_io_open(int rootfd, const char *label_prefix, const char *rel, bool rw,
 		 struct layer_io **out)
