@@ -19,7 +19,9 @@
 #define DIR_INTENT_PREFIX  ".vstorfs-intent-"
 #define DIR_SCRATCH_PREFIX ".vstorfs-new-"
 #define DIR_SCRATCH_SUFFIX ".tmp"
+#define DIR_INTENT_SUFFIX  ".op"      /* never ".qcow2"/".raw": Proxmox must not take it for a volume */
 #define DIR_SNAPTIMES_PREFIX ".vstorfs-snaps-"
+#define DIR_SNAPTIMES_SUFFIX ".times"
 #define DIR_MAX_FILES      100000   /* per directory; more is refused with one log line */
 #define DIR_MAX_SNAPSHOTS  1024     /* views per volume */
 

@@ -39,7 +39,9 @@ static int recover_dir(struct store *s, const char *dir)
 			unlinkat(dirfd(d), de->d_name, 0);
 			continue;
 		}
-		if (strncmp(de->d_name, DIR_INTENT_PREFIX, strlen(DIR_INTENT_PREFIX)))
+		if (strncmp(de->d_name, DIR_INTENT_PREFIX, strlen(DIR_INTENT_PREFIX)) ||
+		    l <= strlen(DIR_INTENT_PREFIX) + strlen(DIR_INTENT_SUFFIX) ||
+		    strcmp(de->d_name + l - strlen(DIR_INTENT_SUFFIX), DIR_INTENT_SUFFIX))
 			continue;
 		char **v = realloc(names, (size_t)(n + 1) * sizeof(*v));
 
@@ -58,7 +60,13 @@ static int recover_dir(struct store *s, const char *dir)
 		int r;
 
 		snprintf(rel, sizeof(rel), "%s%s%s", dir, dir[0] ? "/" : "", names[i]);
-		r = dir_op_paths(&np, dir, names[i] + strlen(DIR_INTENT_PREFIX));
+		{
+			char vol[NAME_MAX + 1];
+			size_t vl = strlen(names[i]) - strlen(DIR_INTENT_PREFIX) - strlen(DIR_INTENT_SUFFIX);
+
+			snprintf(vol, sizeof(vol), "%.*s", (int)vl, names[i] + strlen(DIR_INTENT_PREFIX));
+			r = dir_op_paths(&np, dir, vol);
+		}
 		if (r == 0)
 			r = dir_read_small(p->rootfd, rel, &text);
 		if (r == 0) {

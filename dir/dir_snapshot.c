@@ -13,7 +13,7 @@
  *  - internal snapshots everywhere else (dir_isnap_ops.c).
  *
  * Crash safety. Files have no tags, so the intent goes into a file next to
- * the volume, ".vstorfs-intent-<V>", written atomically (tmp, fsync,
+ * the volume, ".vstorfs-intent-<V>.op", written atomically (tmp, fsync,
  * rename, fsync of the directory) before the first change and removed
  * (then the directory fsync'd) after the last. Every step in between is one
  * rename(2) or image writes ordered as qemu orders them, each made durable
@@ -79,8 +79,8 @@ int dir_op_paths(struct dir_op_paths *n, const char *dir, const char *vol)
 {
 	if (path_in(n->vol, sizeof(n->vol), dir, "", vol, "") ||
 	    path_in(n->scratch, sizeof(n->scratch), dir, DIR_SCRATCH_PREFIX, vol, DIR_SCRATCH_SUFFIX) ||
-	    path_in(n->intent, sizeof(n->intent), dir, DIR_INTENT_PREFIX, vol, "") ||
-	    path_in(n->times, sizeof(n->times), dir, DIR_SNAPTIMES_PREFIX, vol, ""))
+	    path_in(n->intent, sizeof(n->intent), dir, DIR_INTENT_PREFIX, vol, DIR_INTENT_SUFFIX) ||
+	    path_in(n->times, sizeof(n->times), dir, DIR_SNAPTIMES_PREFIX, vol, DIR_SNAPTIMES_SUFFIX))
 		return -ENAMETOOLONG;
 	snprintf(n->dir, sizeof(n->dir), "%s", dir);
 	snprintf(n->name, sizeof(n->name), "%s", vol);

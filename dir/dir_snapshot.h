@@ -28,8 +28,8 @@ struct dir_op_paths {
 	char name[NAME_MAX + 1];
 	char vol[PATH_MAX];       /* <dir>/<name> */
 	char scratch[PATH_MAX];   /* <dir>/.vstorfs-new-<name>.tmp */
-	char intent[PATH_MAX];    /* <dir>/.vstorfs-intent-<name> */
-	char times[PATH_MAX];     /* <dir>/.vstorfs-snaps-<name> */
+	char intent[PATH_MAX];    /* <dir>/.vstorfs-intent-<name>.op */
+	char times[PATH_MAX];     /* <dir>/.vstorfs-snaps-<name>.times */
 };
 
 int dir_op_paths(struct dir_op_paths *n, const char *dir, const char *vol);

@@ -301,7 +301,7 @@ static int scan_plain(struct store *s, struct dir_scan *sc)
 		if (dir_probe_backing(s, files.v[i], &brel, &braw, &fmt, &vsize) == 0 && brel) {
 			char **hit = bsearch(&brel, files.v, (size_t)files.n, sizeof(char *), cmpstr);
 
-			if (hit)
+			if (hit && hit - files.v != i)  /* a file backing itself is a loop, shown broken */
 				backs[hit - files.v] = true;
 		}
 		free(brel);
