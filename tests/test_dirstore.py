@@ -453,15 +453,15 @@ RM_REBASE = ["dir-rmdir-rebase-intent", "merge-half", "dir-rmdir-rebase-copied",
              "dir-rmdir-rebase-removed"]
 
 
-def _rm_crash(tmp, step, heavy_child):
+def _rm_crash(tmp, step, heavy_snapshot):
     root, cfg, img = take_chain(tmp, ("s1", "s2"))
-    if heavy_child:
-        # the child (s2's layer) holds much more than s1: commit is cheaper for s1
-        qio(os.path.join(os.path.dirname(img), "snap-s2-" + VOL), "write -P 0xee 0 20M")
+    if heavy_snapshot:
+        # s1's layer holds much more than its child (s2's layer): commit the child into it
+        qio(os.path.join(os.path.dirname(img), "snap-s1-" + VOL), "write -P 0xee 8M 20M")
         victim = "s1"
     else:
-        # s2 holds little, current much: rebase current onto s1
-        qio(img, "write -P 0xdd 0 24M")
+        # s2's layer holds little, current much: rebase current onto s1
+        qio(img, "write -P 0xdd 8M 24M")
         victim = "s2"
     before = chain_views(root, cfg)
     crash(root, step, "rmdir", root, VOL, victim, cfg=cfg)
