@@ -1,20 +1,20 @@
 # vstorfs — see README.md.  `make` builds ./vstorfs; `make test` runs the suite.
 
 CC      ?= cc
-PKGS    := fuse3 json-c libzstd zlib devmapper
+PKGS    := fuse3 json-c libzstd zlib devmapper blkid
 BUILD   ?= build
 OPT     ?= -O2 -g
 SAN     ?=
 EXTRA_CFLAGS ?=
 CFLAGS  += $(OPT) -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -pthread \
            -Wall -Wextra -Werror -I. $(EXTRA_CFLAGS) $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -pthread
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lrbd -lrados -pthread
 ifneq ($(SAN),)
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
 endif
 
-CORE_SRC  := $(wildcard common/*.c chain/*.c lvm/*.c dir/*.c)
+CORE_SRC  := $(wildcard common/*.c chain/*.c store/*.c lvm/*.c dir/*.c rbd/*.c)
 FS_SRC    := $(wildcard fs/*.c)
 TOOL_SRC  := $(wildcard tools/*.c)
 CORE_OBJ  := $(CORE_SRC:%.c=$(BUILD)/%.o)
@@ -54,12 +54,12 @@ FUZZ_JOBS    ?= 2
 
 build-fuzz/fuzz_chain: $(FUZZ_SRC) $(wildcard chain/*.h common/*.h)
 	@mkdir -p $(dir $@)
-	clang -O1 -g -fsanitize=fuzzer,address,undefined -std=gnu11 -D_GNU_SOURCE -I. -o $@ $(FUZZ_SRC) -lz -lzstd -pthread
+	clang -O1 -g -fsanitize=fuzzer,address,undefined -std=gnu11 -D_GNU_SOURCE -I. -o $@ $(FUZZ_SRC) -lz -lzstd -lblkid -pthread
 
 $(BUILD)/fuzz-replay: fuzz/replay.c $(FUZZ_SRC) $(wildcard chain/*.h common/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -std=gnu11 -D_GNU_SOURCE \
-		-Wall -Wextra -Werror -I. -o $@ fuzz/replay.c $(FUZZ_SRC) -lz -lzstd -pthread
+		-Wall -Wextra -Werror -I. -o $@ fuzz/replay.c $(FUZZ_SRC) -lz -lzstd -lblkid -pthread
 
 fuzz: build-fuzz/fuzz_chain
 	@mkdir -p build-fuzz/corpus build-fuzz/seeds

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "chain_layers.h"
 #include "qcow2_image.h"
 #include "qcow2_snapshot.h"
 
@@ -428,4 +429,20 @@ ssize_t chain_read(struct chain *c, void *buf, size_t len, uint64_t off)
 		done += e.len;
 	}
 	return done;
+}
+
+int chain_layer_info(const struct chain *c, int depth, struct chain_layer_info *out)
+{
+	const struct layer *l;
+
+	if (depth < 0 || depth >= c->n)
+		return -EINVAL;
+	if (c->poisoned)
+		return -EIO;
+	l = &c->layers[depth];
+	out->io = l->io;
+	out->img = l->img;
+	out->size = l->size;
+	out->broken = l->broken != NULL;
+	return 0;
 }

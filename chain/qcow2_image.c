@@ -357,7 +357,11 @@ int qcow2_image_map(struct qcow2_image *img, uint64_t off, uint64_t len, struct 
 			rc = -EIO;
 			break;
 		}
-		if (k == QCOW2_DATA) {
+		if (k == QCOW2_COMPRESSED) {
+			uint64_t clen;
+
+			qcow2_decode_compressed(entry, img->h.cluster_bits, &host, &clen);
+		} else if (k == QCOW2_DATA) {
 			host = (entry & QCOW2_OFFSET_MASK) + in;
 			if (host > img->io->size || step > img->io->size - host) {
 				log_once(img, LOG_DATA_PAST_END, "L2 entry points past the end of the layer", pos);
@@ -421,4 +425,10 @@ int qcow2_image_read_compressed(struct qcow2_image *img, uint64_t off, void *buf
 	free(in);
 	free(out);
 	return rc;
+}
+
+const uint64_t *qcow2_image_l1(const struct qcow2_image *img, uint32_t *entries)
+{
+	*entries = img->l1_entries;
+	return img->l1;
 }

@@ -19,7 +19,7 @@ enum qcow2_run_kind { QCOW2_UNALLOCATED, QCOW2_ZERO, QCOW2_DATA, QCOW2_COMPRESSE
 struct qcow2_run {
 	enum qcow2_run_kind kind;
 	uint64_t len;    /* bytes from the asked offset */
-	uint64_t host;   /* DATA: host offset of the first byte */
+	uint64_t host;   /* DATA: host offset of the first byte; COMPRESSED: of the compressed bytes */
 };
 
 /* Open: NULL on success with *out set; else the reason (static string) and *out NULL. */
@@ -42,6 +42,9 @@ uint64_t qcow2_image_size(const struct qcow2_image *img);
 const char *qcow2_image_backing(const struct qcow2_image *img);     /* NULL if none */
 const char *qcow2_image_backing_fmt(const struct qcow2_image *img); /* "" if not stated */
 uint64_t qcow2_image_l2_span(const struct qcow2_image *img);        /* guest bytes one cached L2 slice maps (a power of two); runs end at its multiples */
+
+/* The active L1 table as loaded (the entries the virtual size reaches), NULL before tables are loaded. */
+const uint64_t *qcow2_image_l1(const struct qcow2_image *img, uint32_t *entries);
 
 /* The run at off (< size), at most len bytes. 0 or -EIO (logged once per reason). */
 int qcow2_image_map(struct qcow2_image *img, uint64_t off, uint64_t len, struct qcow2_run *run);

@@ -76,8 +76,4 @@ int dir_backing_resolve(const struct dir_backing *b, const char *from_rel, const
 /* Lexically normalise "a/b/../c" (no leading '/'): -EACCES if it climbs above the root. */
 int dir_normalize(const char *path, char **out);
 
-/* ---- dir_reader.c: a view_reader over a chain ---- */
-struct view_reader;
-int dir_reader_new(struct chain *c, struct view_reader **out);
-
 #endif

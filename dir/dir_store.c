@@ -26,6 +26,7 @@
 
 #include "chain/qcow2_snapshot.h"
 #include "common/log.h"
+#include "store/chain_reader.h"
 
 #define NFS_MAGIC   0x6969
 #define SMB_MAGIC   0x517B
@@ -591,7 +592,7 @@ static int dopen_view(struct store *s, const struct store_listing *l, const stru
 	rc = dir_open_chain(s, w->rel, w->is_isnap ? w->snap : NULL, w->fmt, &c);
 	if (rc)
 		return rc;
-	return dir_reader_new(c, out);
+	return chain_reader_new(c, out);
 }
 
 static void dclose(struct store *s)

@@ -1,15 +1,11 @@
 /*
- * catalog: builds and publishes the per-VG snapshots the tree is served
+ * catalog: builds and publishes the per-store listings the tree is served
  * from (see catalog.h), and keeps them fresh from a background thread.
- *
- * Change detection is by VG metadata sequence number: every lvm2 change
- * (lvcreate, lvrename, lvremove, tag changes — everything Proxmox does when
- * it takes or removes a snapshot) bumps it, and one `vgs` call per VG per
- * period is cheap. Guest writes to an LV do not change what the tree shows.
  */
 #include "catalog.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,214 +13,127 @@
 
 #include "common/log.h"
 #include "fs/options.h"
+#include "store/store_set.h"
 
 static pthread_mutex_t catalog_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct fs_vg **published;    /* catalog_lock; sorted by name */
+static struct fs_store **published; /* catalog_lock; sorted by name */
 static int npublished;              /* catalog_lock */
 static uint64_t generation;         /* atomic */
 
-static struct lvm_opts lvm_opts;
-static char **wanted_vgs;           /* NULL: every VG ("all") */
+static struct store_set *stores;    /* ops_lock after start */
 static unsigned rescan_secs;
 static pthread_t rescan_thread;
-/* Held by snapshot operations: the periodic rescan must not publish their intermediate states. */
+/* Held by snapshot operations and rescans: a scan never publishes a half-done operation. */
 static pthread_mutex_t ops_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool rescan_running;
 static pthread_mutex_t stop_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t stop_cond = PTHREAD_COND_INITIALIZER;
 static bool stopping;               /* stop_lock */
 
-void fs_vg_get(struct fs_vg *vg)
+void fs_store_get(struct fs_store *s)
 {
-	__atomic_add_fetch(&vg->refs, 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&s->refs, 1, __ATOMIC_RELAXED);
 }
 
-static void vg_free(struct fs_vg *vg)
+static int total_views(const struct store_listing *l)
 {
-	for (int i = 0; i < vg->nvols; i++) {
-		for (int j = 0; j < vg->vols[i].nviews; j++)
-			if (vg->vols[i].views[j].chain)
-				chain_put(vg->vols[i].views[j].chain);
-		free(vg->vols[i].views);
+	int n = 0;
+
+	for (int i = 0; i < l->nvols; i++)
+		n += l->vols[i].nviews;
+	return n;
+}
+
+static void fs_store_free(struct fs_store *s)
+{
+	if (s->readers) {
+		int n = total_views(s->listing);
+
+		for (int i = 0; i < n; i++)
+			view_reader_put(s->readers[i]);
 	}
-	free(vg->vols);
-	if (vg->cat)
-		pve_catalog_free(vg->cat);
-	if (vg->lvm)
-		lvm_vg_put(vg->lvm);
-	pthread_mutex_destroy(&vg->chain_lock);
-	free(vg->name);
-	free(vg);
+	free(s->readers);
+	free(s->first_view);
+	s->store->ops->listing_free(s->store, s->listing);
+	pthread_mutex_destroy(&s->reader_lock);
+	free(s);
 }
 
-void fs_vg_put(struct fs_vg *vg)
+void fs_store_put(struct fs_store *s)
 {
-	if (vg && __atomic_sub_fetch(&vg->refs, 1, __ATOMIC_ACQ_REL) == 0)
-		vg_free(vg);
+	if (s && __atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) == 0)
+		fs_store_free(s);
 }
 
-/* A backing string as Proxmox writes it: the bare LV name, or /dev/<vg>/<lv>. */
-static bool backing_names(const char *backing, const char *vgname, const char *lvname)
+/* Scan `st` into a new fs_store with one reference. */
+static int build(struct store *st, struct fs_store **out)
 {
-	const char *name = lvm_backing_lv_name(vgname, backing);
+	struct fs_store *s = calloc(1, sizeof(*s));
+	int rc, n;
 
-	return name && !strcmp(name, lvname);
-}
-
-struct probed {
-	const struct lvm_lv *lv;
-	uint64_t size;
-	char *backing;
-};
-
-static void probe_lv(struct fs_vg *vg, const struct lvm_lv *lv, bool qcow2, struct probed *p)
-{
-	struct layer_io *io;
-	struct chain_probe pr;
-
-	p->lv = lv;
-	p->size = lv->size;
-	p->backing = NULL;
-	if (!qcow2 || lvm_lv_open(vg->lvm, lv, &io) < 0)
-		return;
-	if (chain_probe_layer(io, &pr) == 0) {
-		if (pr.format == CHAIN_FMT_QCOW2) {
-			p->size = pr.virtual_size;
-			p->backing = pr.backing;
-			pr.backing = NULL;
-		}
-		chain_probe_release(&pr);
+	if (!s)
+		return -ENOMEM;
+	rc = st->ops->scan(st, &s->listing);
+	if (rc < 0) {
+		free(s);
+		return rc;
 	}
-	layer_close(io);
-}
-
-static int volume_build(struct fs_vg *vg, const struct pve_volume *pv, struct fs_volume *fv)
-{
-	bool qcow2 = pv->format == PVE_FMT_QCOW2;
-	int nsnaps = qcow2 ? pv->nsnaps : 0;
-	struct probed *pr = calloc(nsnaps + 1, sizeof(*pr));
-	uint64_t below = 0;
-
-	fv->vol = pv;
-	fv->name = pv->lv->name;
-	fv->nviews = nsnaps + 1;
-	fv->views = calloc(fv->nviews, sizeof(*fv->views));
-	if (!pr || !fv->views) {
-		free(pr);
+	s->store = st;
+	s->refs = 1;
+	pthread_mutex_init(&s->reader_lock, NULL);
+	n = total_views(s->listing);
+	s->first_view = calloc(s->listing->nvols + 1, sizeof(*s->first_view));
+	s->readers = calloc(n + 1, sizeof(*s->readers));
+	if (!s->first_view || !s->readers) {
+		fs_store_free(s);
 		return -ENOMEM;
 	}
-	probe_lv(vg, pv->lv, qcow2, &pr[0]);
-	for (int i = 0; i < nsnaps; i++)
-		probe_lv(vg, pv->snaps[i].lv, true, &pr[i + 1]);
-
-	for (int i = 0; i < fv->nviews; i++) {
-		struct fs_view *v = &fv->views[i];
-
-		v->name = i ? pv->snaps[i - 1].name : "current";
-		v->top = pr[i].lv;
-		v->fmt = qcow2 ? CHAIN_FMT_QCOW2 : CHAIN_FMT_RAW;
-		v->size = pr[i].size;
-		v->snapshot = i > 0;
-		v->mtime = v->top->ctime;
-		/* A snapshot was taken when the layer above it was created. */
-		for (int j = 0; i > 0 && j < fv->nviews; j++)
-			if (j != i && backing_names(pr[j].backing, vg->name, v->top->name))
-				v->mtime = pr[j].lv->ctime;
-	}
-	/* Snapshots are oldest first; a view holds its own layer and every older one. */
-	for (int i = 1; i <= fv->nviews; i++) {
-		struct fs_view *v = &fv->views[i % fv->nviews];
-
-		below += v->top->size;
-		v->used = below < v->size ? below : v->size;
-	}
-	for (int i = 0; i < fv->nviews; i++)
-		free(pr[i].backing);
-	free(pr);
+	for (int i = 0, k = 0; i < s->listing->nvols; k += s->listing->vols[i++].nviews)
+		s->first_view[i] = k;
+	*out = s;
 	return 0;
 }
 
-/* Scan VG `name` into a new snapshot with one reference. */
-static int vg_build(const char *name, struct fs_vg **out)
+static int store_cmp(const void *a, const void *b)
 {
-	struct fs_vg *vg = calloc(1, sizeof(*vg));
-	int rc = -ENOMEM;
-
-	if (!vg || !(vg->name = strdup(name)))
-		goto fail;
-	vg->refs = 1;
-	pthread_mutex_init(&vg->chain_lock, NULL);
-	rc = lvm_vg_scan(&lvm_opts, name, &vg->lvm);
-	if (rc < 0)
-		goto fail;
-	vg->seqno = vg->lvm->seqno;
-	rc = pve_catalog_build(vg->lvm, &vg->cat);
-	if (rc < 0)
-		goto fail;
-	vg->vols = calloc(vg->cat->nvols ? vg->cat->nvols : 1, sizeof(*vg->vols));
-	if (!vg->vols) {
-		rc = -ENOMEM;
-		goto fail;
-	}
-	for (int i = 0; i < vg->cat->nvols; i++) {
-		vg->nvols = i + 1; /* so vg_free releases a half-built volume too */
-		if ((rc = volume_build(vg, &vg->cat->vols[i], &vg->vols[i])) < 0)
-			goto fail;
-	}
-	*out = vg;
-	return 0;
-fail:
-	if (vg && vg->name)
-		vg_free(vg);
-	else
-		free(vg);
-	return rc;
+	return strcmp((*(struct fs_store *const *)a)->store->name,
+		      (*(struct fs_store *const *)b)->store->name);
 }
 
-static int vg_cmp(const void *a, const void *b)
+/* Replace (or add) the published listing of s->store; takes over the caller's reference. */
+static void publish(struct fs_store *s)
 {
-	return strcmp((*(struct fs_vg *const *)a)->name, (*(struct fs_vg *const *)b)->name);
-}
-
-/* Replace (or add) the published snapshot of vg->name; takes over the caller's reference. */
-static void publish(struct fs_vg *vg)
-{
-	struct fs_vg *old = NULL, **grown;
+	struct fs_store *old = NULL, **grown;
 
 	pthread_mutex_lock(&catalog_lock);
 	for (int i = 0; i < npublished; i++) {
-		if (!strcmp(published[i]->name, vg->name)) {
+		if (!strcmp(published[i]->store->name, s->store->name)) {
 			old = published[i];
-			published[i] = vg;
+			published[i] = s;
 			goto out;
 		}
 	}
 	grown = realloc(published, (npublished + 1) * sizeof(*grown));
 	if (!grown) {
-		old = vg; /* cannot publish: drop it, the next rescan retries */
+		old = s; /* cannot publish: drop it, the next rescan retries */
 		goto out;
 	}
 	published = grown;
-	published[npublished++] = vg;
-	qsort(published, npublished, sizeof(*published), vg_cmp);
+	published[npublished++] = s;
+	qsort(published, npublished, sizeof(*published), store_cmp);
 out:
 	__atomic_add_fetch(&generation, 1, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&catalog_lock);
-	fs_vg_put(old);
-}
-
-uint64_t fs_catalog_generation(void)
-{
-	return __atomic_load_n(&generation, __ATOMIC_ACQUIRE);
+	fs_store_put(old);
 }
 
 static void unpublish(const char *name)
 {
-	struct fs_vg *old = NULL;
+	struct fs_store *old = NULL;
 
 	pthread_mutex_lock(&catalog_lock);
 	for (int i = 0; i < npublished; i++) {
-		if (!strcmp(published[i]->name, name)) {
+		if (!strcmp(published[i]->store->name, name)) {
 			old = published[i];
 			memmove(&published[i], &published[i + 1], (npublished - i - 1) * sizeof(*published));
 			npublished--;
@@ -233,34 +142,46 @@ static void unpublish(const char *name)
 		}
 	}
 	pthread_mutex_unlock(&catalog_lock);
-	fs_vg_put(old);
+	fs_store_put(old);
 }
 
-struct fs_vg *fs_catalog_get_vg(const char *name)
+uint64_t fs_catalog_generation(void)
 {
-	struct fs_vg *vg = NULL;
+	return __atomic_load_n(&generation, __ATOMIC_ACQUIRE);
+}
+
+struct fs_store *fs_catalog_get_store(const char *name)
+{
+	struct fs_store *s = NULL;
 
 	pthread_mutex_lock(&catalog_lock);
 	for (int i = 0; i < npublished; i++) {
-		if (!strcmp(published[i]->name, name)) {
-			vg = published[i];
-			fs_vg_get(vg);
+		if (!strcmp(published[i]->store->name, name)) {
+			s = published[i];
+			fs_store_get(s);
 			break;
 		}
 	}
 	pthread_mutex_unlock(&catalog_lock);
-	return vg;
+	return s;
 }
 
-char **fs_catalog_vg_names(void)
+void fs_catalog_free_names(char **names)
+{
+	for (int i = 0; names && names[i]; i++)
+		free(names[i]);
+	free(names);
+}
+
+char **fs_catalog_store_names(void)
 {
 	char **names;
 
 	pthread_mutex_lock(&catalog_lock);
 	names = calloc(npublished + 1, sizeof(*names));
 	for (int i = 0; names && i < npublished; i++) {
-		if (!(names[i] = strdup(published[i]->name))) {
-			lvm_free_names(names);
+		if (!(names[i] = strdup(published[i]->store->name))) {
+			fs_catalog_free_names(names);
 			names = NULL;
 		}
 	}
@@ -268,82 +189,47 @@ char **fs_catalog_vg_names(void)
 	return names;
 }
 
-static uint64_t published_seqno(const char *name, bool *found)
+/* Rescan one store if it changed (or unconditionally); ops_lock held. */
+static int refresh(struct store *st, bool force)
 {
-	struct fs_vg *vg = fs_catalog_get_vg(name);
-	uint64_t s = vg ? vg->seqno : 0;
+	struct fs_store *cur = fs_catalog_get_store(st->name), *fresh;
+	int rc = force || !cur ? 1 : st->ops->changed(st, cur->listing);
 
-	*found = vg != NULL;
-	fs_vg_put(vg);
-	return s;
-}
-
-static int refresh_vg(const char *name, bool changed)
-{
-	uint64_t seqno = 0;
-	bool found;
-	struct fs_vg *vg;
-	int rc = changed ? 0 : lvm_vg_seqno(&lvm_opts, name, &seqno);
-
+	fs_store_put(cur);
 	if (rc == -ENOENT) {
-		if (published_seqno(name, &found), found)
-			vlog(LOG_WARNING, "volume group %s is gone", name);
-		unpublish(name);
+		if (cur)
+			vlog(LOG_WARNING, "%s %s is gone", st->ops->kind, st->name);
+		unpublish(st->name);
 		return rc;
 	}
-	if (rc < 0)
+	if (rc <= 0)
 		return rc;
-	if (!changed && published_seqno(name, &found) == seqno && found)
-		return 0;
-	rc = vg_build(name, &vg);
+	rc = build(st, &fresh);
 	if (rc == -ENOENT) {
-		unpublish(name);
+		unpublish(st->name);
 		return rc;
 	}
 	if (rc < 0) {
-		vlog(LOG_ERR, "volume group %s: scan failed: %s", name, strerror(-rc));
+		vlog(LOG_ERR, "%s %s: scan failed: %s", st->ops->kind, st->name, strerror(-rc));
 		return rc;
 	}
-	vlog(LOG_DEBUG, "volume group %s: seqno %llu, %d volumes", name,
-	     (unsigned long long)vg->seqno, vg->nvols);
-	publish(vg);
+	publish(fresh);
 	return 0;
-}
-
-int fs_catalog_refresh_vg(const char *name)
-{
-	return refresh_vg(name, false);
-}
-
-int fs_catalog_rescan_vg(const char *name)
-{
-	return refresh_vg(name, true);
 }
 
 static void refresh_all(void)
 {
-	char **names = wanted_vgs;
-	char **all = NULL, **pub;
+	char **pub;
+	int n = store_set_refresh(stores);
 
-	if (!names) {
-		if (lvm_list_vgs(&lvm_opts, &all) < 0)
-			return;
-		names = all;
-		/* VGs that vanished from "all" leave the tree. */
-		pub = fs_catalog_vg_names();
-		for (int i = 0; pub && pub[i]; i++) {
-			bool keep = false;
-
-			for (int j = 0; all[j] && !keep; j++)
-				keep = !strcmp(all[j], pub[i]);
-			if (!keep)
-				unpublish(pub[i]);
-		}
-		lvm_free_names(pub);
-	}
-	for (int i = 0; names[i]; i++)
-		fs_catalog_refresh_vg(names[i]);
-	lvm_free_names(all);
+	/* Stores that left the set ("all": a VG removed) leave the tree. */
+	pub = fs_catalog_store_names();
+	for (int i = 0; pub && pub[i]; i++)
+		if (!store_set_find(stores, pub[i]))
+			unpublish(pub[i]);
+	fs_catalog_free_names(pub);
+	for (int i = 0; i < n; i++)
+		refresh(store_set_at(stores, i), false);
 }
 
 static void *rescan_main(void *arg)
@@ -371,18 +257,26 @@ static void *rescan_main(void *arg)
 
 int fs_catalog_start(const struct fs_options *o)
 {
-	lvm_opts.devices = o->devices;
-	wanted_vgs = o->vgs;
-	rescan_secs = o->rescan_secs;
-	if (!wanted_vgs) {
-		refresh_all();
-		return 0;
-	}
-	for (int i = 0; wanted_vgs[i]; i++) {
-		int rc = fs_catalog_refresh_vg(wanted_vgs[i]);
+	int rc = store_set_open(o->source, &o->store, &stores), n;
 
+	rescan_secs = o->rescan_secs;
+	if (rc < 0)
+		return rc;
+	n = store_set_count(stores);
+	/* Finish what a crash interrupted before anyone sees the tree. */
+	for (int i = 0; i < n && !o->read_only; i++) {
+		struct store *st = store_set_at(stores, i);
+
+		if (st->ops->recover && st->ops->recover(st) < 0)
+			vlog(LOG_WARNING, "%s: some interrupted snapshot operations could not be finished",
+			     st->name);
+	}
+	for (int i = 0; i < n; i++) {
+		struct store *st = store_set_at(stores, i);
+
+		rc = refresh(st, true);
 		if (rc < 0) {
-			vlog(LOG_ERR, "volume group %s: %s", wanted_vgs[i],
+			vlog(LOG_ERR, "%s %s: %s", st->ops->kind, st->name,
 			     rc == -ENOENT ? "not found" : strerror(-rc));
 			return rc;
 		}
@@ -409,61 +303,65 @@ void fs_catalog_stop(void)
 	rescan_running = false;
 	pthread_mutex_lock(&catalog_lock);
 	while (npublished)
-		fs_vg_put(published[--npublished]);
+		fs_store_put(published[--npublished]);
 	free(published);
 	published = NULL;
 	pthread_mutex_unlock(&catalog_lock);
+	store_set_close(stores);
+	stores = NULL;
 }
 
-static int vol_cmp(const void *key, const void *elem)
+int fs_store_view_reader(struct fs_store *s, const struct store_volume *vol,
+			 const struct store_view *view, struct view_reader **out)
 {
-	return strcmp(key, ((const struct fs_volume *)elem)->name);
-}
+	int idx = s->first_view[vol - s->listing->vols] + (int)(view - vol->views), rc = 0;
 
-const struct fs_volume *fs_vg_find_volume(const struct fs_vg *vg, const char *name)
-{
-	return bsearch(name, vg->vols, vg->nvols, sizeof(*vg->vols), vol_cmp);
-}
-
-struct fs_view *fs_volume_find_view(const struct fs_volume *vol, const char *name)
-{
-	for (int i = 0; i < vol->nviews; i++)
-		if (!strcmp(vol->views[i].name, name))
-			return &vol->views[i];
-	return NULL;
-}
-
-int fs_view_chain(struct fs_vg *vg, struct fs_view *view, const char *volname, struct chain **out)
-{
-	struct layer_io *io;
-	struct chain_store store;
-	char label[512];
-	int rc = 0;
-
-	pthread_mutex_lock(&vg->chain_lock);
-	if (!view->chain) {
-		rc = lvm_lv_open(vg->lvm, view->top, &io);
-		if (rc == 0) {
-			snprintf(label, sizeof(label), "%s/%s@%s", vg->name, volname, view->name);
-			lvm_store_init(&store, vg->lvm);
-			rc = chain_open(io, view->fmt, &store, label, &view->chain);
-			lvm_store_release(&store);
-		}
-	}
+	pthread_mutex_lock(&s->reader_lock);
+	if (!s->readers[idx])
+		rc = s->store->ops->open_view(s->store, s->listing, vol, view, &s->readers[idx]);
 	if (rc == 0) {
-		chain_get(view->chain);
-		*out = view->chain;
+		view_reader_get(s->readers[idx]);
+		*out = s->readers[idx];
 	}
-	pthread_mutex_unlock(&vg->chain_lock);
+	pthread_mutex_unlock(&s->reader_lock);
 	return rc;
 }
 
-void fs_catalog_hold(void)
+static void log_progress(void *arg, uint64_t done, uint64_t total)
 {
-	pthread_mutex_lock(&ops_lock);
+	vlog(LOG_DEBUG, "%s: %llu of %llu bytes", (const char *)arg, (unsigned long long)done,
+	     (unsigned long long)total);
 }
 
-void fs_catalog_release(void)
+static int snapshot_op(const char *name, const char *volume, const char *snap, bool take)
 {
+	char label[600];
+	struct store_progress p = { log_progress, label };
+	struct store *st;
+	int rc;
+
+	snprintf(label, sizeof(label), "%s/%s: %s %s", name, volume, take ? "taking" : "deleting", snap);
+	pthread_mutex_lock(&ops_lock);
+	st = stores ? store_set_find(stores, name) : NULL;
+	if (!st)
+		rc = -ENOENT;
+	else if (!(take ? st->ops->snapshot_take : st->ops->snapshot_remove))
+		rc = -EROFS;
+	else
+		rc = take ? st->ops->snapshot_take(st, volume, snap, &p)
+			  : st->ops->snapshot_remove(st, volume, snap, &p);
+	if (st)
+		refresh(st, true);
 	pthread_mutex_unlock(&ops_lock);
+	return rc;
+}
+
+int fs_catalog_snapshot_take(const char *store, const char *volume, const char *snap)
+{
+	return snapshot_op(store, volume, snap, true);
+}
+
+int fs_catalog_snapshot_remove(const char *store, const char *volume, const char *snap)
+{
+	return snapshot_op(store, volume, snap, false);
 }

@@ -1,6 +1,14 @@
 /*
- * inode table: an array indexed by inode number (1 = root) and a hash of
- * (parent, name) to the newest node for that path. Both only grow.
+ * inode table: a hash of inode numbers to nodes and a hash of (parent,
+ * name) to the newest node for that path. Both only grow.
+ *
+ * Inode numbers are derived, not counted: a node's number is a 64-bit
+ * hash of its parent's number, its name and its identity, so the same
+ * path standing for the same bytes gets the same number in every mount,
+ * whatever the lookup order (backup tools that skip unchanged files by
+ * inode number rely on it). Two different nodes hashing alike are told
+ * apart by probing the next numbers: the later one moves on, so numbers
+ * stay unique, and only such a (2^-64 rare) pair can depend on order.
  */
 #include "inode.h"
 
@@ -11,8 +19,8 @@
 #include <string.h>
 
 static pthread_mutex_t inode_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct fs_node **by_ino;     /* inode_lock; by_ino[ino] */
-static size_t nino, cap_ino;        /* inode_lock */
+static struct fs_node **ino_buckets; /* inode_lock; chained by ino_next */
+static size_t nino, nino_buckets;   /* inode_lock; nino_buckets a power of two */
 static struct fs_node **buckets;    /* inode_lock */
 static size_t nbuckets;             /* inode_lock; power of two */
 
@@ -47,26 +55,101 @@ static int grow_buckets(void)
 	return 0;
 }
 
+static uint64_t hash_str(uint64_t h, const char *s)
+{
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return (h ^ 0xff) * 1099511628211ULL;
+}
+
+static uint64_t mix(uint64_t x)
+{
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdULL;
+	x ^= x >> 33;
+	x *= 0xc4ceb9fe1a85ec53ULL;
+	return x ^ (x >> 33);
+}
+
+static struct fs_node *ino_lookup(uint64_t ino)
+{
+	for (struct fs_node *e = ino_buckets[mix(ino) & (nino_buckets - 1)]; e; e = e->ino_next)
+		if (e->ino == ino)
+			return e;
+	return NULL;
+}
+
+static int grow_ino_buckets(void)
+{
+	size_t n = nino_buckets ? nino_buckets * 2 : 1024, old = nino_buckets;
+	struct fs_node **nb = calloc(n, sizeof(*nb)), **ob = ino_buckets;
+
+	if (!nb)
+		return -1;
+	ino_buckets = nb;
+	nino_buckets = n;
+	for (size_t i = 0; i < old; i++) {
+		for (struct fs_node *e = ob[i], *next; e; e = next) {
+			size_t h = mix(e->ino) & (n - 1);
+
+			next = e->ino_next;
+			e->ino_next = ino_buckets[h];
+			ino_buckets[h] = e;
+		}
+	}
+	free(ob);
+	return 0;
+}
+
+static bool same_ident(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && !strcmp(a, b));
+}
+
+static bool same_node(const struct fs_node *e, const struct fs_node *parent, enum fs_node_kind kind,
+		      const char *name, const char *ident)
+{
+	return e->parent == parent && e->kind == kind && !strcmp(e->name, name) &&
+	       same_ident(e->ident, ident);
+}
+
+/* The number for (parent, kind, name, ident); FUSE_ROOT_ID and 0 are taken. */
+static uint64_t derive_ino(const struct fs_node *parent, enum fs_node_kind kind, const char *name,
+			   const char *ident)
+{
+	uint64_t h = 1469598103934665603ULL ^ mix(parent ? parent->ino : 0) ^ (uint64_t)kind;
+
+	h = hash_str(h, name);
+	if (ident)
+		h = hash_str(h, ident);
+	h = mix(h);
+	for (;; h++) {
+		struct fs_node *e = ino_lookup(h);
+
+		if (h <= FUSE_ROOT_ID)
+			continue;
+		if (!e || same_node(e, parent, kind, name, ident))
+			return h;
+	}
+}
+
 static struct fs_node *node_new(struct fs_node *parent, enum fs_node_kind kind,
 				const char *name, const char *ident)
 {
 	struct fs_node *n = calloc(1, sizeof(*n));
+	size_t h;
 
 	if (!n || !(n->name = strdup(name)) || (ident && !(n->ident = strdup(ident))))
 		goto fail;
-	if (nino + 1 >= cap_ino) {
-		size_t c = cap_ino ? cap_ino * 2 : 4096;
-		struct fs_node **g = realloc(by_ino, c * sizeof(*g));
-
-		if (!g)
-			goto fail;
-		by_ino = g;
-		cap_ino = c;
-	}
+	if (nino + 1 >= nino_buckets && grow_ino_buckets())
+		goto fail;
 	n->parent = parent;
 	n->kind = kind;
-	n->ino = ++nino;
-	by_ino[n->ino] = n;
+	n->ino = parent ? derive_ino(parent, kind, name, ident) : FUSE_ROOT_ID;
+	h = mix(n->ino) & (nino_buckets - 1);
+	n->ino_next = ino_buckets[h];
+	ino_buckets[h] = n;
+	nino++;
 	return n;
 fail:
 	if (n) {
@@ -81,7 +164,7 @@ int fs_inode_init(void)
 {
 	struct fs_node *root;
 
-	if (grow_buckets())
+	if (grow_buckets() || grow_ino_buckets())
 		return -1;
 	root = node_new(NULL, FS_NODE_ROOT, "", NULL);
 	return root && root->ino == FUSE_ROOT_ID ? 0 : -1;
@@ -92,16 +175,11 @@ struct fs_node *fs_inode_find(fuse_ino_t ino)
 	struct fs_node *n = NULL;
 
 	pthread_mutex_lock(&inode_lock);
-	if (ino >= 1 && ino <= nino)
-		n = by_ino[ino];
+	n = ino_lookup(ino);
 	pthread_mutex_unlock(&inode_lock);
 	return n;
 }
 
-static bool same_ident(const char *a, const char *b)
-{
-	return (!a && !b) || (a && b && !strcmp(a, b));
-}
 
 struct fs_node *fs_inode_child(struct fs_node *parent, enum fs_node_kind kind,
 			       const char *name, const char *ident)
@@ -116,7 +194,10 @@ struct fs_node *fs_inode_child(struct fs_node *parent, enum fs_node_kind kind,
 		goto out;
 	if (n)
 		*slot = n->hash_next; /* the path names something new: retire the old node */
-	n = node_new(parent, kind, name, ident);
+	/* A path that names again what it once named gets its old node back. */
+	n = ino_lookup(derive_ino(parent, kind, name, ident));
+	if (!n)
+		n = node_new(parent, kind, name, ident);
 	if (n) {
 		if (nino > nbuckets)
 			grow_buckets(); /* on failure chains just get longer */

@@ -3,8 +3,8 @@
  *
  * A node is created on first lookup of (parent, name) and never freed, so a
  * struct fs_node pointer stays valid for the life of the mount without
- * locking. A view node also carries an identity (the UUID of the LV its
- * chain starts at): when the same path later names different bytes (a
+ * locking. A view node also carries an identity (store_view.ident): when the same path later names
+ * different bytes (a
  * snapshot removed and one of the same name taken again), lookup hands out
  * a new inode, so the kernel's page cache of the old one is never served
  * for the new one.
@@ -15,15 +15,16 @@
 #define FUSE_USE_VERSION 314
 #include <fuse_lowlevel.h>
 
-enum fs_node_kind { FS_NODE_ROOT, FS_NODE_VG, FS_NODE_VOLUME, FS_NODE_VIEW, FS_NODE_FILE };
+enum fs_node_kind { FS_NODE_ROOT, FS_NODE_STORE, FS_NODE_VOLUME, FS_NODE_VIEW, FS_NODE_FILE };
 
 struct fs_node {
 	fuse_ino_t ino;
 	struct fs_node *parent;  /* NULL for the root */
 	enum fs_node_kind kind;
 	char *name;
-	char *ident;             /* views: top LV UUID; else NULL */
-	struct fs_node *hash_next; /* inode_lock */
+	char *ident;             /* views: the store's persistent identity of the view; else NULL */
+	struct fs_node *hash_next; /* inode_lock: the (parent, name) hash */
+	struct fs_node *ino_next;  /* inode_lock: the inode number hash */
 };
 
 int fs_inode_init(void);

@@ -2,7 +2,7 @@
  * vstorfs daemon entry point: parse options, scan the volume groups, mount,
  * and serve until unmounted.
  *
- * Order matters: the first scan happens before mounting so that a typo in
+ * Order matters: recovery and the first scan happen before mounting so that a typo in
  * the source fails the mount command with a clear message; the daemon
  * forks only after the mount exists, so mount.vstorfs returns once the
  * tree is usable; threads start only after the fork.
@@ -18,7 +18,6 @@
 #include "fs/inode.h"
 #include "fs/ops.h"
 #include "fs/options.h"
-#include "fs/snapshot.h"
 
 #ifndef PR_SET_IO_FLUSHER
 #define PR_SET_IO_FLUSHER 57
@@ -63,9 +62,6 @@ int main(int argc, char **argv)
 		vlog(LOG_ERR, "out of memory");
 		goto out;
 	}
-	/* Finish what a crash interrupted before anyone sees the tree. */
-	if (snapshot_recover(&o) < 0)
-		vlog(LOG_WARNING, "some interrupted snapshot operations could not be finished");
 	if (fs_catalog_start(&o) < 0)
 		goto out;
 	se = fuse_session_new(&args, fs_ops(&o), sizeof(struct fuse_lowlevel_ops), NULL);

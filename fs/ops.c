@@ -1,6 +1,6 @@
 /*
  * ops: the FUSE low-level operations of the read-only tree
- * MOUNT/<vg>/<volume>/<view>/disk.raw.
+ * MOUNT/<store>/<volume>/<view>/disk.raw.
  *
  * Every operation replies exactly once; helpers return 0 or a negative
  * errno and never reply. A node is resolved against the newest published
@@ -20,7 +20,6 @@
 #include "fs/catalog.h"
 #include "fs/handles.h"
 #include "fs/options.h"
-#include "fs/snapshot.h"
 
 #define DISK_FILE "disk.raw"
 
@@ -30,16 +29,16 @@ static time_t mount_time;
 /* What a node names in the current catalog; holds a reference on vg. */
 struct target {
 	struct fs_node *node;
-	struct fs_vg *vg;
-	const struct fs_volume *vol;
-	struct fs_view *view;
+	struct fs_store *st;
+	const struct store_volume *vol;
+	const struct store_view *view;
 	bool stale;   /* the view's name now stands for another top layer than when looked up */
 };
 
 static void target_release(struct target *t)
 {
-	fs_vg_put(t->vg);
-	t->vg = NULL;
+	fs_store_put(t->st);
+	t->st = NULL;
 }
 
 static int resolve(struct fs_node *n, struct target *t)
@@ -55,24 +54,24 @@ static int resolve(struct fs_node *n, struct target *t)
 		struct fs_node *p = path[i];
 
 		switch (p->kind) {
-		case FS_NODE_VG:
-			t->vg = fs_catalog_get_vg(p->name);
-			if (!t->vg)
+		case FS_NODE_STORE:
+			t->st = fs_catalog_get_store(p->name);
+			if (!t->st)
 				return -ENOENT;
 			break;
 		case FS_NODE_VOLUME:
-			t->vol = fs_vg_find_volume(t->vg, p->name);
+			t->vol = store_listing_find(t->st->listing, p->name);
 			if (!t->vol)
 				goto gone;
 			break;
 		case FS_NODE_VIEW:
-			t->view = fs_volume_find_view(t->vol, p->name);
+			t->view = store_volume_find_view(t->vol, p->name);
 			if (!t->view)
 				goto gone;
 			/* Same name, other layer: after a merge the bytes are the same,
 			 * after a delete-and-retake they are not. Serve the name, but
 			 * never reuse the kernel's cache of the old inode. */
-			t->stale = strcmp(t->view->top->uuid, p->ident) != 0;
+			t->stale = strcmp(t->view->ident, p->ident) != 0;
 			break;
 		default:
 			break;
@@ -82,6 +81,12 @@ static int resolve(struct fs_node *n, struct target *t)
 gone:
 	target_release(t);
 	return -ENOENT;
+}
+
+/* current has no time that stands for its bytes: a VM may have written just now. */
+static time_t view_mtime(const struct store_view *v)
+{
+	return v->mtime ? v->mtime : time(NULL);
 }
 
 static void fill_attr(const struct target *t, struct stat *st)
@@ -97,14 +102,14 @@ static void fill_attr(const struct target *t, struct stat *st)
 		st->st_nlink = 1;
 		st->st_size = t->view->size;
 		st->st_blocks = (t->view->used + 511) / 512;
-		st->st_mtime = t->view->mtime;
+		st->st_mtime = view_mtime(t->view);
 	} else {
 		st->st_mode = S_IFDIR | (0555 & ~opts->umask);
 		st->st_nlink = 2;
 		if (t->view)
-			st->st_mtime = t->view->mtime;
-		else if (t->vol)
-			st->st_mtime = t->vol->vol->lv->ctime;
+			st->st_mtime = view_mtime(t->view);
+		else if (t->vol && t->vol->mtime)
+			st->st_mtime = t->vol->mtime;
 	}
 	st->st_atime = st->st_ctime = st->st_mtime;
 }
@@ -117,28 +122,28 @@ static struct fs_node *node_of(fuse_ino_t ino)
 /* The child `name` of a resolved directory, as a node. */
 static int child_node(const struct target *t, const char *name, struct fs_node **out)
 {
-	struct fs_vg *vg;
+	struct fs_store *st;
 	struct fs_node *n = NULL;
 
 	switch (t->node->kind) {
 	case FS_NODE_ROOT:
-		vg = fs_catalog_get_vg(name);
-		if (!vg)
+		st = fs_catalog_get_store(name);
+		if (!st)
 			return -ENOENT;
-		fs_vg_put(vg);
-		n = fs_inode_child(t->node, FS_NODE_VG, name, NULL);
+		fs_store_put(st);
+		n = fs_inode_child(t->node, FS_NODE_STORE, name, NULL);
 		break;
-	case FS_NODE_VG:
-		if (!fs_vg_find_volume(t->vg, name))
+	case FS_NODE_STORE:
+		if (!store_listing_find(t->st->listing, name))
 			return -ENOENT;
 		n = fs_inode_child(t->node, FS_NODE_VOLUME, name, NULL);
 		break;
 	case FS_NODE_VOLUME: {
-		struct fs_view *v = fs_volume_find_view(t->vol, name);
+		const struct store_view *v = store_volume_find_view(t->vol, name);
 
 		if (!v)
 			return -ENOENT;
-		n = fs_inode_child(t->node, FS_NODE_VIEW, name, v->top->uuid);
+		n = fs_inode_child(t->node, FS_NODE_VIEW, name, v->ident);
 		break;
 	}
 	case FS_NODE_VIEW:
@@ -248,13 +253,13 @@ static int list_children(fuse_req_t req, const struct target *t, struct dirbuf *
 	int count, rc = 0;
 
 	if (t->node->kind == FS_NODE_ROOT) {
-		names = fs_catalog_vg_names();
+		names = fs_catalog_store_names();
 		if (!names)
 			return -ENOMEM;
 		for (count = 0; names[count]; count++)
 			;
-	} else if (t->node->kind == FS_NODE_VG) {
-		count = t->vg->nvols;
+	} else if (t->node->kind == FS_NODE_STORE) {
+		count = t->st->listing->nvols;
 	} else if (t->node->kind == FS_NODE_VOLUME) {
 		count = t->vol->nviews;
 	} else {
@@ -266,8 +271,8 @@ static int list_children(fuse_req_t req, const struct target *t, struct dirbuf *
 
 		if (names)
 			name = names[i];
-		else if (t->node->kind == FS_NODE_VG)
-			name = t->vg->vols[i].name;
+		else if (t->node->kind == FS_NODE_STORE)
+			name = t->st->listing->vols[i].name;
 		else if (t->node->kind == FS_NODE_VOLUME)
 			name = t->vol->views[i].name;
 		else {
@@ -282,7 +287,7 @@ static int list_children(fuse_req_t req, const struct target *t, struct dirbuf *
 		if (!rc)
 			rc = dirbuf_add(req, b, name, c->ino, mode);
 	}
-	lvm_free_names(names);
+	fs_catalog_free_names(names);
 	return rc;
 }
 
@@ -345,51 +350,51 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	fuse_reply_err(req, 0);
 }
 
-/* An open disk.raw. The chain is swapped for the newest one of the same
+/* An open disk.raw. The reader is swapped for the newest one of the same
  * view when the catalog changes, so a handle survives snapshot operations
  * on its volume. */
 struct handle {
 	struct fs_node *node;
 	pthread_mutex_t lock;
-	struct chain *chain;     /* lock */
-	uint64_t generation;     /* lock */
+	struct view_reader *reader; /* lock */
+	uint64_t generation;        /* lock */
 };
 
-static int view_chain(struct fs_node *n, struct chain **out)
+static int view_reader_of(struct fs_node *n, struct view_reader **out)
 {
 	struct target t;
 	int rc = resolve(n, &t);
 
 	if (rc)
 		return rc;
-	rc = fs_view_chain(t.vg, t.view, t.vol->name, out);
+	rc = fs_store_view_reader(t.st, t.vol, t.view, out);
 	target_release(&t);
 	return rc;
 }
 
-/* The chain a read should use; a reference for the caller. */
-static struct chain *handle_chain(struct handle *h)
+/* The reader a request should use; a reference for the caller. */
+static struct view_reader *handle_reader(struct handle *h)
 {
 	uint64_t gen = fs_catalog_generation();
-	struct chain *c, *fresh;
+	struct view_reader *r, *fresh;
 
 	pthread_mutex_lock(&h->lock);
-	if (h->generation != gen && view_chain(h->node, &fresh) == 0) {
-		chain_put(h->chain);
-		h->chain = fresh;
+	if (h->generation != gen && view_reader_of(h->node, &fresh) == 0) {
+		view_reader_put(h->reader);
+		h->reader = fresh;
 	}
 	h->generation = gen;
-	c = h->chain;
-	chain_get(c);
+	r = h->reader;
+	view_reader_get(r);
 	pthread_mutex_unlock(&h->lock);
-	return c;
+	return r;
 }
 
 static void handle_free(void *p)
 {
 	struct handle *h = p;
 
-	chain_put(h->chain);
+	view_reader_put(h->reader);
 	pthread_mutex_destroy(&h->lock);
 	free(h);
 }
@@ -414,7 +419,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return (void)fuse_reply_err(req, ENOMEM);
 	h->node = n;
 	h->generation = fs_catalog_generation();
-	rc = view_chain(n, &h->chain);
+	rc = view_reader_of(n, &h->reader);
 	if (rc) {
 		free(h);
 		return (void)fuse_reply_err(req, -rc);
@@ -429,12 +434,13 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 }
 
 /*
- * Reads are answered with a vector of buffers, one per run of the chain's
- * extent map: runs that sit as plain bytes in a layer are handed to libfuse
- * as (fd, offset) pairs so they can be spliced or read straight into the
- * reply, zero runs point at a shared page of zeros, and only compressed
- * runs are produced into memory. A reply must never be short before EOF,
- * so when the vector is full the rest is read into one buffer.
+ * Reads are answered with a vector of buffers, one per run of the view's
+ * extent map: runs that sit as plain bytes in a file descriptor are handed
+ * to libfuse as (fd, offset) pairs so they can be spliced or read straight
+ * into the reply, zero runs point at a shared page of zeros, and only the
+ * rest (compressed clusters, network stores) is produced into memory. A
+ * reply must never be short before EOF, so when the vector is full the
+ * rest is read into one buffer.
  */
 #define READ_MAX_BUFS 64
 
@@ -454,7 +460,7 @@ static struct fuse_buf *next_buf(struct read_reply *r)
 	return b;
 }
 
-static int add_copy(struct read_reply *r, struct chain *c, uint64_t pos, uint64_t len)
+static int add_copy(struct read_reply *r, struct view_reader *vr, uint64_t pos, uint64_t len)
 {
 	struct fuse_buf *b;
 	void *p = malloc(len);
@@ -463,7 +469,7 @@ static int add_copy(struct read_reply *r, struct chain *c, uint64_t pos, uint64_
 	if (!p)
 		return -ENOMEM;
 	r->owned[r->nowned++] = p;
-	n = chain_read(c, p, len, pos);
+	n = vr->ops->read(vr, p, len, pos);
 	if (n < 0)
 		return n;
 	if ((uint64_t)n != len)
@@ -474,49 +480,46 @@ static int add_copy(struct read_reply *r, struct chain *c, uint64_t pos, uint64_
 	return 0;
 }
 
-static int add_extent(struct read_reply *r, struct chain *c, uint64_t pos, const struct chain_extent *e,
-		      uint64_t *used)
+static int add_extent(struct read_reply *r, struct view_reader *vr, uint64_t pos,
+		      const struct view_extent *e, uint64_t *used)
 {
 	struct fuse_buf *b;
-	uint64_t run = e->len, fd_off;
-	int fd;
 
-	if (e->kind == CHAIN_EXT_ZERO) {
+	if (e->kind == VIEW_EXT_ZERO) {
 		b = next_buf(r);
 		b->mem = zeros;
-		b->size = *used = run < sizeof(zeros) ? run : sizeof(zeros);
+		b->size = *used = e->len < sizeof(zeros) ? e->len : sizeof(zeros);
 		return 0;
 	}
-	if (e->kind == CHAIN_EXT_DATA && e->io->ops->map_fd &&
-	    e->io->ops->map_fd(e->io, e->host_off, &run, &fd, &fd_off) == 0 && run > 0) {
+	if (e->kind == VIEW_EXT_FD) {
 		b = next_buf(r);
 		b->flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK | FUSE_BUF_FD_RETRY;
-		b->fd = fd;
-		b->pos = fd_off;
-		b->size = *used = run < e->len ? run : e->len;
+		b->fd = e->fd;
+		b->pos = e->fd_off;
+		b->size = *used = e->len;
 		return 0;
 	}
 	*used = e->len;
-	return add_copy(r, c, pos, e->len);
+	return add_copy(r, vr, pos, e->len);
 }
 
-static int build_reply(struct read_reply *r, struct chain *c, uint64_t off, uint64_t len)
+static int build_reply(struct read_reply *r, struct view_reader *vr, uint64_t off, uint64_t len)
 {
 	uint64_t pos = off, end = off + len;
 
 	while (pos < end) {
-		struct chain_extent e;
+		struct view_extent e;
 		uint64_t used;
 		int rc;
 
 		if (r->v->count >= READ_MAX_BUFS - 1 || r->nowned >= READ_MAX_BUFS - 1)
-			return add_copy(r, c, pos, end - pos);
-		rc = chain_map(c, pos, end - pos, &e);
+			return add_copy(r, vr, pos, end - pos);
+		rc = vr->ops->map(vr, pos, end - pos, &e);
 		if (rc < 0)
 			return rc;
 		if (e.len > end - pos)
 			e.len = end - pos;
-		rc = add_extent(r, c, pos, &e, &used);
+		rc = add_extent(r, vr, pos, &e, &used);
 		if (rc < 0)
 			return rc;
 		pos += used;
@@ -530,14 +533,14 @@ static int build_reply(struct read_reply *r, struct chain *c, uint64_t off, uint
  */
 #define SMALL_READ (32u << 10)
 
-static int reply_small(fuse_req_t req, struct chain *c, uint64_t off, size_t len)
+static int reply_small(fuse_req_t req, struct view_reader *vr, uint64_t off, size_t len)
 {
 	void *p = malloc(len);
 	ssize_t n;
 
 	if (!p)
 		return -ENOMEM;
-	n = chain_read(c, p, len, off);
+	n = vr->ops->read(vr, p, len, off);
 	if (n >= 0 && (size_t)n != len)
 		n = -EIO;
 	if (n >= 0)
@@ -550,7 +553,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	struct handle *h = handle_get(fi->fh);
-	struct chain *c;
+	struct view_reader *vr;
 	uint64_t vsize, len;
 	struct read_reply r = { 0 };
 	int rc = 0;
@@ -558,52 +561,56 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	(void)ino;
 	if (!h)
 		return (void)fuse_reply_err(req, EBADF);
-	c = handle_chain(h);
+	vr = handle_reader(h);
 	handle_put(fi->fh);
-	vsize = chain_size(c);
+	vsize = vr->size;
 	if (off < 0 || (uint64_t)off >= vsize) {
-		chain_put(c);
+		view_reader_put(vr);
 		return (void)fuse_reply_buf(req, NULL, 0);
 	}
 	len = vsize - off < size ? vsize - off : size;
-	if (len <= SMALL_READ) {
-		rc = reply_small(req, c, off, len);
+	if (len <= SMALL_READ || !vr->ops->map) {
+		rc = reply_small(req, vr, off, len);
 		if (rc)
 			fuse_reply_err(req, -rc);
-		chain_put(c);
+		view_reader_put(vr);
 		return;
 	}
 	r.v = calloc(1, sizeof(*r.v) + READ_MAX_BUFS * sizeof(struct fuse_buf));
 	if (!r.v)
 		rc = -ENOMEM;
 	if (!rc)
-		rc = build_reply(&r, c, off, len);
+		rc = build_reply(&r, vr, off, len);
 	if (rc)
 		fuse_reply_err(req, -rc);
 	else
 		fuse_reply_data(req, r.v, FUSE_BUF_SPLICE_MOVE);
-	chain_put(c);
+	view_reader_put(vr);
 	for (int i = 0; i < r.nowned; i++)
 		free(r.owned[i]);
 	free(r.v);
 }
 
-/* SEEK_DATA/SEEK_HOLE: holes are runs that read as zeros without data
- * behind them in any layer (unallocated everywhere, zero clusters, past a
- * short backing layer), so sparse-aware copies skip them. */
-static int seek_data_hole(struct chain *c, off_t off, int whence, off_t *out)
+/* SEEK_DATA/SEEK_HOLE: holes are runs that read as zeros with nothing
+ * behind them (unallocated everywhere, zero clusters, past a short backing
+ * layer), so sparse-aware copies skip them. */
+static int seek_data_hole(struct view_reader *vr, off_t off, int whence, off_t *out)
 {
-	uint64_t size = chain_size(c), pos = off;
+	uint64_t size = vr->size, pos = off;
 
 	if (off < 0 || pos >= size)
 		return -ENXIO;
+	if (!vr->ops->map) {
+		*out = whence == SEEK_DATA ? off : (off_t)size;
+		return 0;
+	}
 	while (pos < size) {
-		struct chain_extent e;
-		int rc = chain_map(c, pos, size - pos, &e);
+		struct view_extent e;
+		int rc = vr->ops->map(vr, pos, size - pos, &e);
 
 		if (rc < 0)
 			return rc;
-		if ((e.kind == CHAIN_EXT_ZERO) == (whence == SEEK_HOLE)) {
+		if ((e.kind == VIEW_EXT_ZERO) == (whence == SEEK_HOLE)) {
 			*out = pos;
 			return 0;
 		}
@@ -619,7 +626,7 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		     struct fuse_file_info *fi)
 {
 	struct handle *h;
-	struct chain *c;
+	struct view_reader *vr;
 	off_t res;
 	int rc;
 
@@ -628,10 +635,10 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		return (void)fuse_reply_err(req, EINVAL);
 	if (!(h = handle_get(fi->fh)))
 		return (void)fuse_reply_err(req, EBADF);
-	c = handle_chain(h);
+	vr = handle_reader(h);
 	handle_put(fi->fh);
-	rc = seek_data_hole(c, off, whence, &res);
-	chain_put(c);
+	rc = seek_data_hole(vr, off, whence, &res);
+	view_reader_put(vr);
 	if (rc)
 		return (void)fuse_reply_err(req, -rc);
 	fuse_reply_lseek(req, res);
@@ -658,7 +665,7 @@ static void deny(fuse_req_t req)
 	fuse_reply_err(req, EROFS);
 }
 
-/* The VG and volume names a VOLUME node stands for. */
+/* The store and volume names a VOLUME node stands for. */
 static int volume_names(fuse_ino_t parent, const char **vg, const char **vol)
 {
 	struct fs_node *n = node_of(parent);
@@ -687,7 +694,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	if (!rc && opts->read_only)
 		rc = -EROFS;
 	if (!rc)
-		rc = snapshot_take(opts, vg, vol, name);
+		rc = fs_catalog_snapshot_take(vg, vol, name);
 	if (rc)
 		return (void)fuse_reply_err(req, -rc);
 	reply_new_entry(req, parent, name);
@@ -703,7 +710,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (!rc && !strcmp(name, "current"))
 		rc = -EBUSY;
 	if (!rc)
-		rc = snapshot_remove(opts, vg, vol, name);
+		rc = fs_catalog_snapshot_remove(vg, vol, name);
 	fuse_reply_err(req, -rc);
 }
 

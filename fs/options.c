@@ -19,7 +19,8 @@ void fs_options_usage(const char *prog)
 {
 	fprintf(stderr,
 		"usage: %s SOURCE MOUNTPOINT [-f] [-d] [-o option[,option...]]\n"
-		"  SOURCE: a volume group name, a comma list of them (pve,data), or 'all'\n"
+		"  SOURCE: a comma list of stores: volume group names or 'all' (every VG),\n"
+		"          absolute directory paths, rbd:POOL[/NAMESPACE]\n"
 		"options:\n"
 		"  devices=DEV[,DEV...]  only let lvm2 scan these devices\n"
 		"  ro                    read-only mount: no snapshot creation or removal\n"
@@ -27,6 +28,9 @@ void fs_options_usage(const char *prog)
 		"  uid=N gid=N           owner of every file (default 0)\n"
 		"  umask=NNN             octal mask on 0444 files / 0555 dirs (default 077)\n"
 		"  rescan=SECONDS        how often VG changes are looked for (default 2)\n"
+		"  ceph_conf=PATH        rbd: the Ceph configuration (default /etc/ceph/ceph.conf)\n"
+		"  ceph_id=NAME          rbd: the Ceph user (default admin)\n"
+		"  ceph_keyring=PATH     rbd: its keyring\n"
 		"  shared_snapshots      allow mkdir/rmdir on shared storages and lvmlockd VGs\n"
 		"  foreground (-f)       stay in the foreground, log to stderr\n"
 		"  debug                 verbose logging; -d also traces FUSE requests\n",
@@ -54,6 +58,13 @@ static void strv_free(char **v)
 	for (size_t i = 0; v && v[i]; i++)
 		free(v[i]);
 	free(v);
+}
+
+static int set_str(char **field, const char *val)
+{
+	free(*field);
+	*field = strdup(val);
+	return *field ? 0 : -1;
 }
 
 static int parse_uint(const char *opt, const char *val, unsigned long max, int base,
@@ -106,6 +117,12 @@ static int parse_one(struct fs_options *o, const char *tok, bool *in_devices)
 		o->debug = true;
 	else if (!strcmp(tok, "foreground"))
 		o->foreground = true;
+	else if (!strncmp(tok, "ceph_conf=", 10))
+		return set_str(&o->ceph_conf, eq + 1);
+	else if (!strncmp(tok, "ceph_id=", 8))
+		return set_str(&o->ceph_id, eq + 1);
+	else if (!strncmp(tok, "ceph_keyring=", 13))
+		return set_str(&o->ceph_keyring, eq + 1);
 	else if (!strncmp(tok, "uid=", 4)) {
 		if (parse_uint("uid", eq + 1, UINT_MAX - 1, 10, &v))
 			return -1;
@@ -146,24 +163,15 @@ static int parse_option_string(struct fs_options *o, const char *s)
 	return rc;
 }
 
-static int split_source(struct fs_options *o)
+static void fill_store_config(struct fs_options *o)
 {
-	char *copy, *save = NULL;
-	int rc = 0;
-
-	if (!strcmp(o->source, "all"))
-		return 0;
-	copy = strdup(o->source);
-	if (!copy)
-		return -1;
-	for (char *tok = strtok_r(copy, ",", &save); tok && !rc; tok = strtok_r(NULL, ",", &save))
-		rc = strv_push(&o->vgs, tok);
-	free(copy);
-	if (!rc && !o->vgs) {
-		fprintf(stderr, "vstorfs: empty source\n");
-		rc = -1;
-	}
-	return rc;
+	o->store.devices = o->devices;
+	o->store.read_only = o->read_only;
+	o->store.shared_snapshots = o->shared_snapshots;
+	o->store.ceph_conf = o->ceph_conf;
+	o->store.ceph_id = o->ceph_id;
+	o->store.ceph_keyring = o->ceph_keyring;
+	o->store.pve_storage_cfg = NULL; /* Proxmox's own path */
 }
 
 int fs_options_parse(int argc, char **argv, struct fs_options *o)
@@ -217,13 +225,20 @@ int fs_options_parse(int argc, char **argv, struct fs_options *o)
 		fprintf(stderr, "vstorfs: bad mountpoint %s: %s\n", pos[1], strerror(errno));
 		return -1;
 	}
-	return split_source(o);
+	if (!o->source[0]) {
+		fprintf(stderr, "vstorfs: empty source\n");
+		return -1;
+	}
+	fill_store_config(o);
+	return 0;
 }
 
 void fs_options_free(struct fs_options *o)
 {
 	free(o->source);
 	free(o->mountpoint);
-	strv_free(o->vgs);
+	free(o->ceph_conf);
+	free(o->ceph_id);
+	free(o->ceph_keyring);
 	strv_free(o->devices);
 }

@@ -8,11 +8,14 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
+#include "store/store.h"
+
 struct fs_options {
-	char *source;          /* "pve", "pve,data" or "all" */
+	char *source;          /* "pve", "pve,/var/lib/vz,rbd:vmpool" or "all" (store/store_set.h) */
 	char *mountpoint;      /* absolute path */
-	char **vgs;            /* VG names from source, NULL-terminated; NULL for "all" */
 	char **devices;        /* devices= list, NULL-terminated, or NULL */
+	char *ceph_conf, *ceph_id, *ceph_keyring;
+	struct store_config store; /* what the stores see of the above */
 	bool foreground;
 	bool debug;
 	bool read_only;

@@ -18,6 +18,7 @@
 #include <errno.h>
 
 #include "chain/chain.h"
+#include "chain/diff.h"
 #include "common/log.h"
 
 #define MAX_LAYERS 4
@@ -88,6 +89,29 @@ static uint64_t next_u64(const uint8_t **p, size_t *left)
 	return v;
 }
 
+static int stop_after_64(void *arg, uint64_t off, uint64_t len, bool exists)
+{
+	(void)off, (void)len, (void)exists;
+	return ++*(int *)arg >= 64;
+}
+
+/* chain/diff.c over the same layers: allocated, and changed against the view of the next layer down. */
+static void fuzz_diff(struct chain *c, struct input *in, const struct chain_store *st,
+		      enum chain_layer_format fmt)
+{
+	struct chain *older;
+	int n = 0;
+
+	chain_allocated(c, stop_after_64, &n);
+	if (chain_open(mem_open(in, in->n > 1 ? 1 : 0), fmt, st, "fuzz-older", &older))
+		return;
+	n = 0;
+	chain_changed(c, older, stop_after_64, &n);
+	n = 0;
+	chain_changed_compare(older, c, stop_after_64, &n);
+	chain_put(older);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static uint8_t buf[READ_MAX];
@@ -139,6 +163,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			off += e.len;
 		}
 	}
+	fuzz_diff(c, &in, &st, fmt);
 	chain_put(c);
 	return 0;
 }

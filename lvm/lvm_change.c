@@ -76,25 +76,33 @@ int lvm_lv_remove(const struct lvm_opts *o, const char *vg, const char *name)
 	return run(o, argv);
 }
 
-int lvm_lv_retag(const struct lvm_opts *o, const char *vg, const char *name, const char *add,
-		 const char *del)
+int lvm_lv_retagv(const struct lvm_opts *o, const char *vg, const char *name,
+		  const char *const *add, const char *const *del)
 {
 	char path[512];
-	const char *argv[8];
+	const char *argv[24];
 	int n = 0;
 
 	if (snprintf(path, sizeof(path), "%s/%s", vg, name) >= (int)sizeof(path))
 		return -ENAMETOOLONG;
 	argv[n++] = "lvchange";
-	if (add) {
+	for (int i = 0; add && add[i] && n < 10; i++) {
 		argv[n++] = "--addtag";
-		argv[n++] = add;
+		argv[n++] = add[i];
 	}
-	if (del) {
+	for (int i = 0; del && del[i] && n < 20; i++) {
 		argv[n++] = "--deltag";
-		argv[n++] = del;
+		argv[n++] = del[i];
 	}
 	argv[n++] = path;
 	argv[n] = NULL;
 	return run(o, argv);
+}
+
+int lvm_lv_retag(const struct lvm_opts *o, const char *vg, const char *name, const char *add,
+		 const char *del)
+{
+	const char *a[2] = { add, NULL }, *d[2] = { del, NULL };
+
+	return lvm_lv_retagv(o, vg, name, a, d);
 }

@@ -15,6 +15,9 @@ int lvm_lv_rename(const struct lvm_opts *o, const char *vg, const char *from, co
 int lvm_lv_create(const struct lvm_opts *o, const char *vg, const char *name, uint64_t bytes,
 		  const char *const *tags);
 int lvm_lv_remove(const struct lvm_opts *o, const char *vg, const char *name);
+/* Add and delete tags (NULL-terminated lists, at most 5 each, either NULL) in one commit. */
+int lvm_lv_retagv(const struct lvm_opts *o, const char *vg, const char *name,
+		  const char *const *add, const char *const *del);
 /* Add and/or delete one tag in a single commit; either may be NULL. */
 int lvm_lv_retag(const struct lvm_opts *o, const char *vg, const char *name, const char *add,
 		 const char *del);

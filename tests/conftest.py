@@ -296,3 +296,26 @@ def module_env():
         yield e
     finally:
         e.close()
+
+
+@pytest.fixture(scope="session")
+def ceph_cluster():
+    """A throwaway single-node Ceph cluster (tests/cephlib.py) with an initialized pool `rbd`.
+
+    Skips when the ceph packages are missing. Started once per session, stopped by its pid files.
+    """
+    require_root()
+    import cephlib
+    missing = cephlib.missing_binaries()
+    if missing:
+        pytest.skip("ceph packages not installed (missing %s)" % ", ".join(missing))
+    c = cephlib.Cluster()
+    try:
+        c.create()
+    except BaseException:
+        c.destroy()
+        raise
+    try:
+        yield c
+    finally:
+        c.destroy()

@@ -167,7 +167,7 @@ int main(int argc, char **argv)
 					       l->vols[v].name, x->name, x->size, x->mtime, x->snapshot,
 					       x->used, x->ident);
 				}
-		} else if ((!strcmp(cmd, "cat") || !strcmp(cmd, "map")) && argc - i == 5) {
+		} else if ((!strcmp(cmd, "cat") || !strcmp(cmd, "map")) && argc - i == 5 - 1) {
 			rc = do_cat(s, l, argv[i + 2], argv[i + 3], via_map, !strcmp(cmd, "map"));
 		} else if (!strcmp(cmd, "watch") && argc - i == 3) {
 			for (int t = atoi(argv[i + 2]); t > 0; t--) {

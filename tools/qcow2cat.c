@@ -6,6 +6,13 @@
  *   qcow2cat [-f ...] --map IMAGE   (lines: offset length zero|data|copy depth [host_off layer])
  *   qcow2cat --probe IMAGE          (chain_probe_layer: format, size, backing, backing format)
  *   -s SNAP / --snapshot SNAP       read (or map) the view at internal snapshot SNAP of IMAGE
+ *   qcow2cat --changed OLDER IMAGE  (chain_changed of IMAGE's chain vs OLDER's, rbd diff JSON;
+ *                                    with --compare: chain_changed_compare)
+ *   qcow2cat --allocated IMAGE      (chain_allocated, rbd diff JSON)
+ *   --stats: at exit, the peak resident memory (VmHWM) on stderr, for tests
+ *   --id-by-name: a layer's identity is its file name up to the first '@'
+ *     ("img@a.qcow2" and "img@b.qcow2" are one layer seen at two instants;
+ *     tests use it to stand for two L1 tables of one image)
  *
  * Layers are plain files here (a tiny file-backed layer_io). A backing
  * string is resolved relative to the directory of the image that names
@@ -28,9 +35,12 @@
 #include <unistd.h>
 
 #include "chain/chain.h"
+#include "chain/diff.h"
 #include "common/log.h"
 
 #define CHUNK (4u << 20)
+
+static int id_by_name;
 
 struct file_io {
 	struct layer_io io;
@@ -93,7 +103,13 @@ static int file_open(const char *path, struct layer_io **out)
 		free(f);
 		return -ENOMEM;
 	}
-	snprintf(f->id, sizeof(f->id), "%ju:%ju", (uintmax_t)st.st_dev, (uintmax_t)st.st_ino);
+	if (id_by_name) {
+		const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+
+		snprintf(f->id, sizeof(f->id), "%.*s", (int)strcspn(base, "@"), base);
+	} else {
+		snprintf(f->id, sizeof(f->id), "%ju:%ju", (uintmax_t)st.st_dev, (uintmax_t)st.st_ino);
+	}
 	f->io.ops = &file_ops;
 	f->io.size = st.st_size;
 	f->io.name = f->path;
@@ -299,11 +315,69 @@ static int do_probe(const char *path)
 	return 0;
 }
 
+/* The chain of path, or NULL after saying why. */
+static struct chain *open_chain(const char *path, enum chain_layer_format fmt)
+{
+	struct layer_io *top;
+	struct chain *c;
+	int rc = file_open(path, &top);
+
+	if (!rc)
+		rc = chain_open(top, fmt, &file_store, path, &c);
+	if (rc) {
+		fprintf(stderr, "qcow2cat: %s: %s\n", path, strerror(-rc));
+		return NULL;
+	}
+	return c;
+}
+
+/* JSON of chain_changed (older given) or chain_allocated on stdout, a newline after it. */
+static int do_extents(struct chain *c, const char *older_path, enum chain_layer_format fmt, bool compare)
+{
+	struct chain *older = NULL;
+	struct extent_json j;
+	char *json = NULL;
+	size_t len = 0;
+	int rc;
+
+	if (older_path && !(older = open_chain(older_path, fmt)))
+		return 1;
+	extent_json_init(&j, 0);
+	rc = !older ? chain_allocated(c, extent_json_add, &j)
+		: compare ? chain_changed_compare(c, older, extent_json_add, &j)
+		: chain_changed(c, older, extent_json_add, &j);
+	if (!rc)
+		rc = extent_json_finish(&j, &json, &len);
+	extent_json_release(&j);
+	chain_put(older);
+	if (!rc && !(rc = write_all(1, json, len)))
+		rc = write_all(1, "\n", 1);
+	free(json);
+	if (rc)
+		fprintf(stderr, "qcow2cat: extents: %s\n", strerror(-rc));
+	return rc ? 1 : 0;
+}
+
+/* "peak_rss_kib N" on stderr: the process's own high-water mark, unlike
+ * getrusage's, which also counts the parent's pages before exec. */
+static void print_stats(void)
+{
+	char line[256];
+	FILE *f = fopen("/proc/self/status", "r");
+
+	while (f && fgets(line, sizeof(line), f))
+		if (!strncmp(line, "VmHWM:", 6))
+			fprintf(stderr, "peak_rss_kib %ld\n", strtol(line + 6, NULL, 10));
+	if (f)
+		fclose(f);
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: qcow2cat [-f auto|qcow2|raw] [-s SNAPSHOT] [-t THREADS] [--cache BYTES] IMAGE [OFFSET LENGTH]\n"
 			"       qcow2cat [-f auto|qcow2|raw] --map IMAGE\n"
-			"       qcow2cat --probe IMAGE\n");
+			"       qcow2cat --probe IMAGE\n"
+			"       qcow2cat [-f ...] --changed OLDER_IMAGE [--compare] IMAGE | --allocated IMAGE\n");
 	exit(2);
 }
 
@@ -312,6 +386,11 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "map", no_argument, NULL, 'm' },
 		{ "probe", no_argument, NULL, 'p' },
+		{ "changed", required_argument, NULL, 'C' },
+		{ "allocated", no_argument, NULL, 'A' },
+		{ "compare", no_argument, NULL, 'K' },
+		{ "stats", no_argument, NULL, 'S' },
+		{ "id-by-name", no_argument, NULL, 'I' },
 		{ "format", required_argument, NULL, 'f' },
 		{ "threads", required_argument, NULL, 't' },
 		{ "cache", required_argument, NULL, 'c' },
@@ -323,7 +402,8 @@ int main(int argc, char **argv)
 	struct layer_io *top;
 	struct chain *c;
 	const char *snap = NULL;
-	int opt, map = 0, probe = 0, threads = 1, rc;
+	int opt, map = 0, probe = 0, threads = 1, rc, extents = 0, compare = 0;
+	const char *older = NULL;
 
 	vlog_init(true, false);
 	while ((opt = getopt_long(argc, argv, "mf:t:c:s:", opts, NULL)) != -1) {
@@ -333,6 +413,22 @@ int main(int argc, char **argv)
 			break;
 		case 'p':
 			probe = 1;
+			break;
+		case 'C':
+			older = optarg;
+			extents = 1;
+			break;
+		case 'A':
+			extents = 1;
+			break;
+		case 'K':
+			compare = 1;
+			break;
+		case 'S':
+			atexit(print_stats);
+			break;
+		case 'I':
+			id_by_name = 1;
 			break;
 		case 'f':
 			if (!strcmp(optarg, "qcow2"))
@@ -359,7 +455,7 @@ int main(int argc, char **argv)
 			usage();
 		}
 	}
-	if (argc - optind != 1 && (map || probe || argc - optind != 3))
+	if (argc - optind != 1 && (map || probe || extents || argc - optind != 3))
 		usage();
 	if (probe)
 		return do_probe(argv[optind]);
@@ -376,7 +472,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "qcow2cat: %s: %s\n", argv[optind], strerror(-rc));
 		return 1;
 	}
-	if (map) {
+	if (extents) {
+		rc = do_extents(c, older, fmt, compare);
+	} else if (map) {
 		rc = do_map(c);
 	} else {
 		rc = do_read(c, off, len, threads);

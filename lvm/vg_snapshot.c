@@ -1,5 +1,7 @@
 /*
- * snapshot: mkdir/rmdir of snapshot views. See snapshot.h.
+ * vg_snapshot: taking and deleting snapshots the way Proxmox VE 9 does on
+ * thick LVM (mkdir/rmdir of snapshot views), and the steps recovery reuses
+ * (vg_snapshot_internal.h).
  *
  * Invariants, for every operation:
  * (1) The storage lock (Proxmox's own when a storage names the VG) is held
@@ -27,8 +29,6 @@
  * not (C): rename T to V, untag. V tagged (D): untag. A VM that started on V
  * between a crash and recovery loses nothing: nothing named V is written.
  */
-#include "snapshot.h"
-
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,27 +40,14 @@
 #include "chain/qcow2_writer.h"
 #include "common/crash.h"
 #include "common/log.h"
-#include "fs/catalog.h"
-#include "fs/options.h"
 #include "lvm/dm_busy.h"
 #include "lvm/lvm.h"
 #include "lvm/lvm_change.h"
 #include "lvm/pve_storage.h"
+#include "lvm/vg_snapshot_internal.h"
+#include "lvm/vg_store.h"
 
-#define TAG_MKDIR "vstorfs-mkdir="
-#define SCRATCH_PREFIX "vstorfs-new-"
-#define LOCK_TIMEOUT_S 60
-
-struct op {
-	const struct fs_options *o;
-	struct lvm_opts lo;
-	const char *vgname;
-	struct lvm_vg *vg;        /* newest scan, under the lock */
-	struct pve_catalog *cat;  /* of vg */
-	int lockfd;
-};
-
-static int op_rescan(struct op *op)
+int vg_op_rescan(struct op *op)
 {
 	int rc;
 
@@ -77,18 +64,19 @@ static int op_rescan(struct op *op)
 }
 
 /* Lock the VG and refuse what is not ours to change. */
-static int op_begin(struct op *op, const struct fs_options *o, const char *vg, bool writing)
+int vg_op_begin(struct op *op, struct store *s, bool writing)
 {
+	const struct store_config *o = s->cfg;
+	const char *vg = s->name;
 	struct pve_storage st;
 	int rc;
 
 	memset(op, 0, sizeof(*op));
-	fs_catalog_hold();
 	op->o = o;
-	op->lo.devices = o->devices;
+	vg_store_lvm_opts(s, &op->lo);
 	op->vgname = vg;
 	op->lockfd = -1;
-	rc = pve_storage_find(PVE_STORAGE_CFG, vg, &st);
+	rc = pve_storage_find(o->pve_storage_cfg ? o->pve_storage_cfg : PVE_STORAGE_CFG, vg, &st);
 	if (rc < 0)
 		return rc;
 	if (writing && st.shared && !o->shared_snapshots) {
@@ -99,7 +87,7 @@ static int op_begin(struct op *op, const struct fs_options *o, const char *vg, b
 	op->lockfd = pve_storage_lock(vg, &st, LOCK_TIMEOUT_S);
 	if (op->lockfd < 0)
 		return op->lockfd;
-	rc = op_rescan(op);
+	rc = vg_op_rescan(op);
 	if (rc == 0 && writing && op->vg->lock_type && op->vg->lock_type[0] && !o->shared_snapshots) {
 		vlog(LOG_ERR, "%s: VG is under lvmlockd (%s): refusing snapshot changes "
 		     "(mount with -o shared_snapshots to override)", vg, op->vg->lock_type);
@@ -108,20 +96,16 @@ static int op_begin(struct op *op, const struct fs_options *o, const char *vg, b
 	return rc;
 }
 
-/* publish: rescan the VG into the tree (not during recovery: the catalog is not started yet). */
-static void op_end(struct op *op, bool publish)
+void vg_op_end(struct op *op)
 {
 	if (op->cat)
 		pve_catalog_free(op->cat);
 	if (op->vg)
 		lvm_vg_put(op->vg);
 	pve_storage_unlock(op->lockfd);
-	if (publish)
-		fs_catalog_rescan_vg(op->vgname);
-	fs_catalog_release();
 }
 
-static const struct lvm_lv *find_lv(const struct op *op, const char *name)
+const struct lvm_lv *vg_find_lv(const struct op *op, const char *name)
 {
 	return lvm_vg_find_lv(op->vg, name);
 }
@@ -173,7 +157,7 @@ static int probe_vsize(struct op *op, const struct lvm_lv *lv, uint64_t *vsize)
 /* Write the Proxmox overlay for `snap_lv` into LV `name` and flush it. */
 static int format_overlay(struct op *op, const char *name, const char *snap_lv, uint64_t vsize)
 {
-	const struct lvm_lv *lv = find_lv(op, name);
+	const struct lvm_lv *lv = vg_find_lv(op, name);
 	struct layer_io *io;
 	int rc;
 
@@ -211,11 +195,11 @@ static int take_locked(struct op *op, const char *volume, const char *snap)
 		return -EOPNOTSUPP;
 	if (pve_snapshot_lv_name(volume, snap, snap_lv, sizeof(snap_lv)) < 0)
 		return -EINVAL;
-	if (find_lv(op, snap_lv))
+	if (vg_find_lv(op, snap_lv))
 		return -EEXIST;
 	if ((rc = scratch_name(volume, scratch, sizeof(scratch))) < 0)
 		return rc;
-	if (find_lv(op, scratch)) {
+	if (vg_find_lv(op, scratch)) {
 		vlog(LOG_ERR, "%s/%s: an unfinished snapshot of %s is in the way: remount to recover it",
 		     op->vgname, scratch, volume);
 		return -EBUSY;
@@ -229,7 +213,7 @@ static int take_locked(struct op *op, const char *volume, const char *snap)
 	if ((rc = lvm_lv_create(&op->lo, op->vgname, scratch, qcow2_overlay_size(vsize), tags)) < 0)
 		return rc;
 	crash_point("mkdir-created");
-	if ((rc = op_rescan(op)) < 0 || (rc = format_overlay(op, scratch, snap_lv, vsize)) < 0)
+	if ((rc = vg_op_rescan(op)) < 0 || (rc = format_overlay(op, scratch, snap_lv, vsize)) < 0)
 		goto undo_create;
 	crash_point("mkdir-written");
 	if ((rc = lvm_lv_rename(&op->lo, op->vgname, volume, snap_lv)) < 0)
@@ -252,23 +236,25 @@ undo_create:
 	return rc;
 }
 
-int snapshot_take(const struct fs_options *o, const char *vg, const char *volume, const char *snap)
+int vg_snapshot_take(struct store *s, const char *volume, const char *snap,
+		     const struct store_progress *p)
 {
 	struct op op;
 	int rc;
 
+	(void)p; /* a few lvm2 commands and one small write: nothing to report */
 	if (!pve_snapshot_name_valid(snap) || !strcmp(snap, "current"))
 		return -EINVAL;
-	rc = op_begin(&op, o, vg, true);
+	rc = vg_op_begin(&op, s, true);
 	if (rc == 0)
 		rc = take_locked(&op, volume, snap);
-	op_end(&op, true);
+	vg_op_end(&op);
 	return rc;
 }
 
 /* ---- rmdir ---- */
 
-static int probe_backing(struct op *op, const struct lvm_lv *lv, char **backing)
+int vg_probe_backing(struct op *op, const struct lvm_lv *lv, char **backing)
 {
 	struct chain_probe p;
 	int rc = probe_lv(op, lv, &p);
@@ -293,7 +279,7 @@ static const struct lvm_lv *child_of(struct op *op, const struct pve_volume *v, 
 		const struct lvm_lv *lv = i < 0 ? v->lv : v->snaps[i].lv;
 		char *b;
 
-		if (probe_backing(op, lv, &b) == 0) {
+		if (vg_probe_backing(op, lv, &b) == 0) {
 			const char *bn = lvm_backing_lv_name(op->vgname, b);
 
 			if (bn && !strcmp(bn, name))
@@ -313,7 +299,7 @@ static bool other_children(struct op *op, const char *name, const struct lvm_lv 
 		char *b;
 		bool hit;
 
-		if (lv == child || !strcmp(lv->name, name) || probe_backing(op, lv, &b))
+		if (lv == child || !strcmp(lv->name, name) || vg_probe_backing(op, lv, &b))
 			continue;
 		bn = lvm_backing_lv_name(op->vgname, b);
 		hit = bn && !strcmp(bn, name);
@@ -348,15 +334,8 @@ static int open_view(struct op *op, const struct lvm_lv *lv, struct chain **out)
 	return rc;
 }
 
-struct rm {
-	const struct lvm_lv *s, *c, *p;   /* snapshot, child, parent (may be NULL) */
-	struct chain *view_s, *view_c, *view_p;
-	struct layer_io *wio;
-	struct qcow2_writer *w;
-	char label[600];
-};
 
-static void rm_release(struct rm *r)
+void vg_rm_release(struct rm *r)
 {
 	qcow2_writer_close(r->w);
 	r->w = NULL;
@@ -371,7 +350,7 @@ static void rm_release(struct rm *r)
 	r->view_s = r->view_c = r->view_p = NULL;
 }
 
-static int rm_open_views(struct op *op, struct rm *r)
+int vg_rm_open_views(struct op *op, struct rm *r)
 {
 	int rc = open_view(op, r->s, &r->view_s);
 
@@ -382,7 +361,7 @@ static int rm_open_views(struct op *op, struct rm *r)
 	return rc;
 }
 
-static int rm_open_writer(struct op *op, struct rm *r, bool commit)
+int vg_rm_open_writer(struct op *op, struct rm *r, bool commit)
 {
 	int rc = lvm_lv_open_rw(op->vg, commit ? r->s : r->c, &r->wio);
 
@@ -396,7 +375,7 @@ static int rm_open_writer(struct op *op, struct rm *r, bool commit)
 static int rm_fits(struct op *op, struct rm *r, bool commit)
 {
 	uint64_t need;
-	int rc = rm_open_writer(op, r, commit);
+	int rc = vg_rm_open_writer(op, r, commit);
 
 	if (!rc)
 		rc = commit ? merge_commit_need(r->view_c, r->w, &need)
@@ -416,7 +395,7 @@ static int rm_fits(struct op *op, struct rm *r, bool commit)
 }
 
 /* Steps after the tag, shared by rmdir and recovery. */
-static int commit_steps(struct op *op, struct rm *r, const char *tag)
+int vg_commit_steps(struct op *op, struct rm *r, const char *tag)
 {
 	char cname[256];
 	int rc = merge_commit(r->view_c, r->w, r->label);
@@ -425,17 +404,53 @@ static int commit_steps(struct op *op, struct rm *r, const char *tag)
 		return rc;
 	crash_point("rmdir-commit-merged");
 	snprintf(cname, sizeof(cname), "%s", r->c->name);
-	rm_release(r);
+	vg_rm_release(r);
 	if ((rc = lvm_lv_remove(&op->lo, op->vgname, cname)))
 		return rc;
 	crash_point("rmdir-commit-removed");
 	if ((rc = lvm_lv_rename(&op->lo, op->vgname, r->s->name, cname)))
 		return rc;
 	crash_point("rmdir-commit-renamed");
-	return lvm_lv_retag(&op->lo, op->vgname, cname, NULL, tag);
+	return vg_commit_finish_tags(op, r->s, cname, tag);
 }
 
-static int rebase_steps(struct op *op, struct rm *r)
+#define TAG_VIEW_NEXT "vstorfs-viewc="
+
+/*
+ * After a commit S takes C's name and stands for view C: it drops the
+ * intent and S's own identity and takes the identity C carried (which the
+ * intent step parked on S as TAG_VIEW_NEXT). One lvm2 commit.
+ */
+int vg_commit_finish_tags(struct op *op, const struct lvm_lv *s_lv, const char *name, const char *intent)
+{
+	const char *del[4] = { intent, NULL, NULL, NULL }, *add[2] = { NULL, NULL };
+	const char *next = lvm_lv_tag_value(s_lv, TAG_VIEW_NEXT);
+	char view[300];
+	int nd = 1;
+
+	for (int i = 0; s_lv->tags && s_lv->tags[i] && nd < 3; i++)
+		if (!strncmp(s_lv->tags[i], TAG_VIEW, strlen(TAG_VIEW)) ||
+		    !strncmp(s_lv->tags[i], TAG_VIEW_NEXT, strlen(TAG_VIEW_NEXT)))
+			del[nd++] = s_lv->tags[i];
+	if (next) {
+		snprintf(view, sizeof(view), TAG_VIEW "%s", next);
+		add[0] = view;
+	}
+	return lvm_lv_retagv(&op->lo, op->vgname, name, add, del);
+}
+
+/* Rebase puts C above P: P keeps the identity S above it gave it. */
+static int keep_parent_identity(struct op *op, const struct rm *r)
+{
+	char tag[300];
+
+	if (!r->p || lvm_lv_tag_value(r->p, TAG_VIEW))
+		return 0;
+	snprintf(tag, sizeof(tag), TAG_VIEW "%s_%lld", r->s->uuid, (long long)r->s->ctime);
+	return lvm_lv_retag(&op->lo, op->vgname, r->p->name, tag, NULL);
+}
+
+int vg_rebase_steps(struct op *op, struct rm *r)
 {
 	char sname[256];
 	int rc = merge_rebase(r->view_c, r->view_s, r->view_p, r->w, r->label);
@@ -447,19 +462,25 @@ static int rebase_steps(struct op *op, struct rm *r)
 		return rc;
 	crash_point("rmdir-rebase-relinked");
 	snprintf(sname, sizeof(sname), "%s", r->s->name);
-	rm_release(r);
+	vg_rm_release(r);
 	/* The tag goes with the LV: removing it is the last step. */
 	return lvm_lv_remove(&op->lo, op->vgname, sname);
 }
 
-#define TAG_RMDIR "vstorfs-rmdir="
+static void report(const struct store_progress *p, uint64_t done, uint64_t total)
+{
+	if (p && p->report)
+		p->report(p->arg, done, total);
+}
 
-static int remove_locked(struct op *op, const char *volume, const char *snap)
+static int remove_locked(struct op *op, const char *volume, const char *snap,
+			 const struct store_progress *p)
 {
 	const struct pve_volume *v = pve_catalog_find(op->cat, volume);
 	struct rm r = { 0 };
 	struct merge_plan plan;
-	char *pb = NULL, tag[700];
+	char *pb = NULL, tag[700], next_tag[300];
+	uint64_t moved;
 	bool commit;
 	int rc, i;
 
@@ -483,7 +504,7 @@ static int remove_locked(struct op *op, const char *volume, const char *snap)
 	}
 	if (other_children(op, r.s->name, r.c))
 		return -EBUSY;
-	if ((rc = probe_backing(op, r.s, &pb)) < 0)
+	if ((rc = vg_probe_backing(op, r.s, &pb)) < 0)
 		return rc;
 	if (pb) {
 		const char *pn = lvm_backing_lv_name(op->vgname, pb);
@@ -497,7 +518,7 @@ static int remove_locked(struct op *op, const char *volume, const char *snap)
 	}
 	free(pb);
 	snprintf(r.label, sizeof(r.label), "%s/%s: deleting snapshot %s", op->vgname, volume, snap);
-	if ((rc = rm_open_views(op, &r)) || (rc = merge_measure(r.view_c, r.view_s, &plan)))
+	if ((rc = vg_rm_open_views(op, &r)) || (rc = merge_measure(r.view_c, r.view_s, &plan)))
 		goto out;
 	/* Both directions are correct; move fewer bytes. Commit cannot grow S. */
 	commit = plan.commit_bytes <= plan.rebase_bytes && chain_size(r.view_s) >= chain_size(r.view_c);
@@ -517,197 +538,43 @@ static int remove_locked(struct op *op, const char *volume, const char *snap)
 		snprintf(tag, sizeof(tag), TAG_RMDIR "commit:%s", r.c->name);
 	else
 		snprintf(tag, sizeof(tag), TAG_RMDIR "rebase:%s:%s", r.c->name, r.p ? r.p->name : "-");
-	if ((rc = lvm_lv_retag(&op->lo, op->vgname, r.s->name, tag, NULL)))
+	if (commit) {
+		const char *cview = lvm_lv_tag_value(r.c, TAG_VIEW);
+		const char *add[3] = { tag, cview ? next_tag : NULL, NULL };
+
+		if (cview)
+			snprintf(next_tag, sizeof(next_tag), TAG_VIEW_NEXT "%s", cview);
+		rc = lvm_lv_retagv(&op->lo, op->vgname, r.s->name, add, NULL);
+	} else if (!(rc = keep_parent_identity(op, &r))) {
+		rc = lvm_lv_retag(&op->lo, op->vgname, r.s->name, tag, NULL);
+	}
+	if (rc)
 		goto out;
 	crash_point(commit ? "rmdir-commit-tagged" : "rmdir-rebase-tagged");
-	rc = commit ? commit_steps(op, &r, tag) : rebase_steps(op, &r);
-	if (rc == 0)
+	moved = commit ? plan.commit_bytes : plan.rebase_bytes;
+	report(p, 0, moved);
+	rc = commit ? vg_commit_steps(op, &r, tag) : vg_rebase_steps(op, &r);
+	if (rc == 0) {
+		report(p, moved, moved);
 		vlog(LOG_NOTICE, "%s: done", r.label);
+	}
 out:
-	rm_release(&r);
+	vg_rm_release(&r);
 	return rc;
 }
 
-int snapshot_remove(const struct fs_options *o, const char *vg, const char *volume, const char *snap)
+int vg_snapshot_remove(struct store *s, const char *volume, const char *snap,
+		       const struct store_progress *p)
 {
 	struct op op;
 	int rc;
 
 	if (!strcmp(snap, "current"))
 		return -EBUSY;
-	rc = op_begin(&op, o, vg, true);
+	rc = vg_op_begin(&op, s, true);
 	if (rc == 0)
-		rc = remove_locked(&op, volume, snap);
-	op_end(&op, true);
+		rc = remove_locked(&op, volume, snap, p);
+	vg_op_end(&op);
 	return rc;
 }
 
-/* The value of the first tag of lv starting with prefix, or NULL. */
-static const char *tag_value(const struct lvm_lv *lv, const char *prefix)
-{
-	size_t n = strlen(prefix);
-
-	for (int i = 0; lv->tags && lv->tags[i]; i++)
-		if (!strncmp(lv->tags[i], prefix, n))
-			return lv->tags[i] + n;
-	return NULL;
-}
-
-static int recover_mkdir(struct op *op, const struct lvm_lv *lv, const char *snap)
-{
-	const char *volume = lv->name + strlen(SCRATCH_PREFIX);
-	char tag[128], snap_lv[256];
-	bool have_v, have_s;
-	int rc;
-
-	snprintf(tag, sizeof(tag), TAG_MKDIR "%s", snap);
-	if (strncmp(lv->name, SCRATCH_PREFIX, strlen(SCRATCH_PREFIX))) {
-		/* State D: the new overlay already carries the volume's name. */
-		vlog(LOG_NOTICE, "%s/%s: finishing interrupted snapshot %s", op->vgname, lv->name, snap);
-		return lvm_lv_retag(&op->lo, op->vgname, lv->name, NULL, tag);
-	}
-	if (pve_snapshot_lv_name(volume, snap, snap_lv, sizeof(snap_lv)) < 0)
-		return -EINVAL;
-	have_v = find_lv(op, volume) != NULL;
-	have_s = find_lv(op, snap_lv) != NULL;
-	if (have_v && !have_s) {
-		/* States A/B: the volume was not touched: drop the scratch LV. */
-		vlog(LOG_NOTICE, "%s/%s: undoing interrupted snapshot %s (nothing else was changed)",
-		     op->vgname, volume, snap);
-		return lvm_lv_remove(&op->lo, op->vgname, lv->name);
-	}
-	if (!have_v && have_s) {
-		/* State C: the overlay was flushed before the rename: put it in place. */
-		vlog(LOG_NOTICE, "%s/%s: finishing interrupted snapshot %s (renaming %s)",
-		     op->vgname, volume, snap, lv->name);
-		rc = lvm_lv_rename(&op->lo, op->vgname, lv->name, volume);
-		return rc ? rc : lvm_lv_retag(&op->lo, op->vgname, volume, NULL, tag);
-	}
-	vlog(LOG_ERR, "%s/%s: interrupted snapshot %s: %s and %s %s: leaving it for an administrator",
-	     op->vgname, lv->name, snap, volume, snap_lv, have_v ? "both exist" : "are both missing");
-	return -EIO;
-}
-
-/* An interrupted rmdir: "commit:<child>" or "rebase:<child>:<parent or ->". */
-static int recover_rmdir(struct op *op, const struct lvm_lv *lv, const char *value)
-{
-	struct rm r = { .s = lv };
-	char tag[700], cname[256], pname[256] = "";
-	bool commit = !strncmp(value, "commit:", 7);
-	const char *rest = value + 7, *colon;
-	char *b = NULL;
-	int rc;
-
-	snprintf(tag, sizeof(tag), TAG_RMDIR "%s", value);
-	if (!commit && strncmp(value, "rebase:", 7))
-		return -EINVAL;
-	colon = commit ? NULL : strchr(rest, ':');
-	snprintf(cname, sizeof(cname), "%.*s", colon ? (int)(colon - rest) : (int)strlen(rest), rest);
-	if (colon && strcmp(colon + 1, "-"))
-		snprintf(pname, sizeof(pname), "%s", colon + 1);
-	snprintf(r.label, sizeof(r.label), "%s/%s: finishing interrupted snapshot deletion",
-		 op->vgname, lv->name);
-	r.c = find_lv(op, cname);
-	if (commit) {
-		if (!strcmp(lv->name, cname)) {
-			vlog(LOG_NOTICE, "%s (only the intent tag was left)", r.label);
-			return lvm_lv_retag(&op->lo, op->vgname, cname, NULL, tag);
-		}
-		if (!r.c) {
-			vlog(LOG_NOTICE, "%s (rename to %s)", r.label, cname);
-			rc = lvm_lv_rename(&op->lo, op->vgname, lv->name, cname);
-			return rc ? rc : lvm_lv_retag(&op->lo, op->vgname, cname, NULL, tag);
-		}
-		vlog(LOG_NOTICE, "%s (commit into it again)", r.label);
-		rc = rm_open_views(op, &r);
-		if (!rc)
-			rc = rm_open_writer(op, &r, true);
-		if (!rc)
-			rc = commit_steps(op, &r, tag);
-		rm_release(&r);
-		return rc;
-	}
-	if (!r.c) {
-		vlog(LOG_ERR, "%s: child layer %s is missing: leaving it alone", r.label, cname);
-		return -EIO;
-	}
-	if ((rc = probe_backing(op, r.c, &b)))
-		return rc;
-	const char *now = lvm_backing_lv_name(op->vgname, b);
-	bool relinked = pname[0] ? now && !strcmp(now, pname) : !b;
-
-	free(b);
-	if (relinked) {
-		vlog(LOG_NOTICE, "%s (child already relinked: removing %s)", r.label, lv->name);
-		return lvm_lv_remove(&op->lo, op->vgname, lv->name);
-	}
-	r.p = pname[0] ? find_lv(op, pname) : NULL;
-	if (pname[0] && !r.p)
-		return -EIO;
-	vlog(LOG_NOTICE, "%s (rebase again)", r.label);
-	rc = rm_open_views(op, &r);
-	if (!rc)
-		rc = rm_open_writer(op, &r, false);
-	if (!rc)
-		rc = rebase_steps(op, &r);
-	rm_release(&r);
-	return rc;
-}
-
-static int recover_vg(const struct fs_options *o, const char *vg)
-{
-	struct op op;
-	int rc = op_begin(&op, o, vg, false), done = 0;
-
-	while (rc == 0) {
-		const char *snap = NULL, *rm = NULL;
-		char *copy;
-		int i;
-
-		for (i = 0; i < op.vg->nlvs && !snap && !rm; i++) {
-			snap = tag_value(&op.vg->lvs[i], TAG_MKDIR);
-			rm = tag_value(&op.vg->lvs[i], TAG_RMDIR);
-		}
-		if (!snap && !rm)
-			break;
-		if (++done > 64) {
-			rc = -EIO;
-			break;
-		}
-		copy = strdup(snap ? snap : rm);
-		if (!copy)
-			rc = -ENOMEM;
-		else if (snap)
-			rc = recover_mkdir(&op, &op.vg->lvs[i - 1], copy);
-		else
-			rc = recover_rmdir(&op, &op.vg->lvs[i - 1], copy);
-		free(copy);
-		if (rc == 0)
-			rc = op_rescan(&op);
-	}
-	if (rc < 0)
-		vlog(LOG_ERR, "%s: recovering an interrupted snapshot operation failed: %s", vg,
-		     strerror(-rc));
-	op_end(&op, false);
-	return rc == -ENOENT ? 0 : rc;
-}
-
-int snapshot_recover(const struct fs_options *o)
-{
-	struct lvm_opts lo = { .devices = o->devices };
-	char **all = NULL, **names = o->vgs;
-	int rc = 0;
-
-	if (o->read_only)
-		return 0;
-	if (!names) {
-		if (lvm_list_vgs(&lo, &all) < 0)
-			return 0;
-		names = all;
-	}
-	for (int i = 0; names[i]; i++)
-		if (recover_vg(o, names[i]) < 0)
-			rc = -EIO;
-	lvm_free_names(all);
-	return rc;
-}

@@ -1,0 +1,160 @@
+/*
+ * vg_recover: finish or undo, at the next mount, a snapshot operation a
+ * crash interrupted. The intent is an LV tag (vg_snapshot.c explains the
+ * steps and which state each tag and set of names means); nothing here
+ * runs before the storage lock is held.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "lvm/lvm_change.h"
+#include "lvm/vg_snapshot_internal.h"
+#include "lvm/vg_store.h"
+
+
+static int recover_mkdir(struct op *op, const struct lvm_lv *lv, const char *snap)
+{
+	const char *volume = lv->name + strlen(SCRATCH_PREFIX);
+	char tag[128], snap_lv[256];
+	bool have_v, have_s;
+	int rc;
+
+	snprintf(tag, sizeof(tag), TAG_MKDIR "%s", snap);
+	if (strncmp(lv->name, SCRATCH_PREFIX, strlen(SCRATCH_PREFIX))) {
+		/* State D: the new overlay already carries the volume's name. */
+		vlog(LOG_NOTICE, "%s/%s: finishing interrupted snapshot %s", op->vgname, lv->name, snap);
+		return lvm_lv_retag(&op->lo, op->vgname, lv->name, NULL, tag);
+	}
+	if (pve_snapshot_lv_name(volume, snap, snap_lv, sizeof(snap_lv)) < 0)
+		return -EINVAL;
+	have_v = vg_find_lv(op, volume) != NULL;
+	have_s = vg_find_lv(op, snap_lv) != NULL;
+	if (have_v && !have_s) {
+		/* States A/B: the volume was not touched: drop the scratch LV. */
+		vlog(LOG_NOTICE, "%s/%s: undoing interrupted snapshot %s (nothing else was changed)",
+		     op->vgname, volume, snap);
+		return lvm_lv_remove(&op->lo, op->vgname, lv->name);
+	}
+	if (!have_v && have_s) {
+		/* State C: the overlay was flushed before the rename: put it in place. */
+		vlog(LOG_NOTICE, "%s/%s: finishing interrupted snapshot %s (renaming %s)",
+		     op->vgname, volume, snap, lv->name);
+		rc = lvm_lv_rename(&op->lo, op->vgname, lv->name, volume);
+		return rc ? rc : lvm_lv_retag(&op->lo, op->vgname, volume, NULL, tag);
+	}
+	vlog(LOG_ERR, "%s/%s: interrupted snapshot %s: %s and %s %s: leaving it for an administrator",
+	     op->vgname, lv->name, snap, volume, snap_lv, have_v ? "both exist" : "are both missing");
+	return -EIO;
+}
+
+/* An interrupted rmdir: "commit:<child>" or "rebase:<child>:<parent or ->". */
+static int recover_rmdir(struct op *op, const struct lvm_lv *lv, const char *value)
+{
+	struct rm r = { .s = lv };
+	char tag[700], cname[256], pname[256] = "";
+	bool commit = !strncmp(value, "commit:", 7);
+	const char *rest = value + 7, *colon;
+	char *b = NULL;
+	int rc;
+
+	snprintf(tag, sizeof(tag), TAG_RMDIR "%s", value);
+	if (!commit && strncmp(value, "rebase:", 7))
+		return -EINVAL;
+	colon = commit ? NULL : strchr(rest, ':');
+	snprintf(cname, sizeof(cname), "%.*s", colon ? (int)(colon - rest) : (int)strlen(rest), rest);
+	if (colon && strcmp(colon + 1, "-"))
+		snprintf(pname, sizeof(pname), "%s", colon + 1);
+	snprintf(r.label, sizeof(r.label), "%s/%s: finishing interrupted snapshot deletion",
+		 op->vgname, lv->name);
+	r.c = vg_find_lv(op, cname);
+	if (commit) {
+		if (!strcmp(lv->name, cname)) {
+			vlog(LOG_NOTICE, "%s (only the intent tag was left)", r.label);
+			return vg_commit_finish_tags(op, lv, cname, tag);
+		}
+		if (!r.c) {
+			vlog(LOG_NOTICE, "%s (rename to %s)", r.label, cname);
+			rc = lvm_lv_rename(&op->lo, op->vgname, lv->name, cname);
+			return rc ? rc : vg_commit_finish_tags(op, lv, cname, tag);
+		}
+		vlog(LOG_NOTICE, "%s (commit into it again)", r.label);
+		rc = vg_rm_open_views(op, &r);
+		if (!rc)
+			rc = vg_rm_open_writer(op, &r, true);
+		if (!rc)
+			rc = vg_commit_steps(op, &r, tag);
+		vg_rm_release(&r);
+		return rc;
+	}
+	if (!r.c) {
+		vlog(LOG_ERR, "%s: child layer %s is missing: leaving it alone", r.label, cname);
+		return -EIO;
+	}
+	if ((rc = vg_probe_backing(op, r.c, &b)))
+		return rc;
+	const char *now = lvm_backing_lv_name(op->vgname, b);
+	bool relinked = pname[0] ? now && !strcmp(now, pname) : !b;
+
+	free(b);
+	if (relinked) {
+		vlog(LOG_NOTICE, "%s (child already relinked: removing %s)", r.label, lv->name);
+		return lvm_lv_remove(&op->lo, op->vgname, lv->name);
+	}
+	r.p = pname[0] ? vg_find_lv(op, pname) : NULL;
+	if (pname[0] && !r.p)
+		return -EIO;
+	vlog(LOG_NOTICE, "%s (rebase again)", r.label);
+	rc = vg_rm_open_views(op, &r);
+	if (!rc)
+		rc = vg_rm_open_writer(op, &r, false);
+	if (!rc)
+		rc = vg_rebase_steps(op, &r);
+	vg_rm_release(&r);
+	return rc;
+}
+
+static int recover_vg(struct store *s)
+{
+	struct op op;
+	int rc = vg_op_begin(&op, s, false), done = 0;
+
+	while (rc == 0) {
+		const char *snap = NULL, *rm = NULL;
+		char *copy;
+		int i;
+
+		for (i = 0; i < op.vg->nlvs && !snap && !rm; i++) {
+			snap = lvm_lv_tag_value(&op.vg->lvs[i], TAG_MKDIR);
+			rm = lvm_lv_tag_value(&op.vg->lvs[i], TAG_RMDIR);
+		}
+		if (!snap && !rm)
+			break;
+		if (++done > 64) {
+			rc = -EIO;
+			break;
+		}
+		copy = strdup(snap ? snap : rm);
+		if (!copy)
+			rc = -ENOMEM;
+		else if (snap)
+			rc = recover_mkdir(&op, &op.vg->lvs[i - 1], copy);
+		else
+			rc = recover_rmdir(&op, &op.vg->lvs[i - 1], copy);
+		free(copy);
+		if (rc == 0)
+			rc = vg_op_rescan(&op);
+	}
+	if (rc < 0)
+		vlog(LOG_ERR, "%s: recovering an interrupted snapshot operation failed: %s", s->name,
+		     strerror(-rc));
+	vg_op_end(&op);
+	return rc == -ENOENT ? 0 : rc;
+}
+
+int vg_recover(struct store *s)
+{
+	return s->cfg->read_only ? 0 : recover_vg(s);
+}
