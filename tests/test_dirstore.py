@@ -625,3 +625,114 @@ def test_new_files_appear_without_remount(tmp):
     out, _ = p.communicate(timeout=20)
     assert "1" in out.decode().split()
     assert "vm-100-disk-5.qcow2" in listing(root)
+
+
+# -- through the mounted daemon ------------------------------------------
+
+DAEMON = os.environ.get("VSTORFS_BIN") or os.path.join(REPO, "vstorfs")
+CRASH_DAEMON = os.environ.get("VSTORFS_CRASH_BIN") or os.path.join(REPO, "build-crash", "vstorfs")
+
+
+class Mount:
+    def __init__(self, source, mnt, binary=None, env=None):
+        if os.geteuid() != 0:
+            pytest.skip("needs root (FUSE)")
+        self.mnt = mnt
+        os.makedirs(mnt, exist_ok=True)
+        self.log = open(mnt + ".stderr", "wb")
+        self.proc = subprocess.Popen([need(binary or DAEMON), source, mnt, "-f", "-o", "rescan=1"],
+                                     stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL,
+                                     env=dict(os.environ, **(env or {})))
+        end = time.monotonic() + 15
+        while not os.path.ismount(mnt):
+            assert self.proc.poll() is None, open(mnt + ".stderr").read()
+            assert time.monotonic() < end, "no mount"
+            time.sleep(0.05)
+
+    def stop(self):
+        if os.path.ismount(self.mnt):
+            subprocess.run(["umount", self.mnt], capture_output=True)
+            if os.path.ismount(self.mnt):
+                subprocess.run(["umount", "-l", self.mnt], capture_output=True)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        text = open(self.mnt + ".stderr").read()
+        assert "AddressSanitizer" not in text and "runtime error:" not in text, text
+        return text
+
+
+def sha_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(1 << 20), b""):
+            h.update(b)
+    return h.hexdigest()
+
+
+def test_mounted_directory_store(tmp):
+    root, cfg, img = take_chain(tmp, ("s1",))     # a volume chain: mkdir stays a chain without the cfg
+    i100 = os.path.dirname(img)
+    q("qemu-img", "snapshot", "-c", "inside", os.path.join(i100, "base-100-disk-2.qcow2"))
+    m = Mount(root, os.path.join(tmp, "mnt"))
+    try:
+        top = os.path.join(m.mnt, "vz")
+        assert sorted(os.listdir(top)) == ["base-100-disk-2.qcow2", "vm-100-disk-0.qcow2", "vm-100-disk-1.raw",
+                                           "vm-102-disk-0.qcow2"]
+        assert sorted(os.listdir(os.path.join(top, VOL))) == ["current", "s1"]
+        assert sha_file(os.path.join(top, VOL, "current", "disk.raw")) == sha_qemu(img)
+        assert sha_file(os.path.join(top, VOL, "s1", "disk.raw")) == \
+            sha_qemu(os.path.join(i100, "snap-s1-" + VOL))
+        assert sha_file(os.path.join(top, "base-100-disk-2.qcow2", "inside", "disk.raw")) == \
+            sha_qemu(os.path.join(i100, "base-100-disk-2.qcow2"), "inside")
+        # mkdir/rmdir: a chain volume stays a chain, others get internal snapshots
+        os.mkdir(os.path.join(top, VOL, "s2"))
+        assert os.path.exists(os.path.join(i100, "snap-s2-" + VOL))
+        os.mkdir(os.path.join(top, "vm-102-disk-0.qcow2", "snapA"))
+        assert qemu_snapshots(os.path.join(root, "images", "102", "vm-102-disk-0.qcow2")) == ["snapA"]
+        assert sha_file(os.path.join(top, "vm-102-disk-0.qcow2", "snapA", "disk.raw")) == \
+            sha_file(os.path.join(top, "vm-102-disk-0.qcow2", "current", "disk.raw"))
+        st = os.stat(os.path.join(top, "vm-102-disk-0.qcow2", "snapA", "disk.raw"))
+        assert abs(st.st_mtime - time.time()) < 60
+        with pytest.raises(OSError) as e:
+            os.mkdir(os.path.join(top, "vm-100-disk-1.raw", "s1"))
+        assert e.value.errno == errno.EOPNOTSUPP
+        os.rmdir(os.path.join(top, VOL, "s1"))
+        os.rmdir(os.path.join(top, "vm-102-disk-0.qcow2", "snapA"))
+        assert sorted(os.listdir(os.path.join(top, VOL))) == ["current", "s2"]
+        assert qemu_snapshots(os.path.join(root, "images", "102", "vm-102-disk-0.qcow2")) == []
+        # a new disk shows without a remount
+        q("qemu-img", "create", "-f", "qcow2", os.path.join(i100, "vm-100-disk-3.qcow2"), "1M")
+        end = time.monotonic() + 10
+        while "vm-100-disk-3.qcow2" not in os.listdir(top):
+            assert time.monotonic() < end
+            time.sleep(0.2)
+    finally:
+        m.stop()
+    for f in os.listdir(i100):
+        if f.endswith(".qcow2"):
+            qemu_check(os.path.join(i100, f))
+
+
+def test_mounted_crash_then_remount_recovers(tmp):
+    root, cfg, img = take_chain(tmp, ("s1",))
+    before = chain_views(root)
+    m = Mount(root, os.path.join(tmp, "mnt"), binary=CRASH_DAEMON, env={"VSTORFS_CRASH_AT": "dir-mkdir-renamed"})
+    try:
+        with pytest.raises(OSError):
+            os.mkdir(os.path.join(m.mnt, "vz", VOL, "s2"))
+    finally:
+        m.stop()
+    m = Mount(root, os.path.join(tmp, "mnt"))
+    try:
+        top = os.path.join(m.mnt, "vz", VOL)
+        assert sorted(os.listdir(top)) == ["current", "s1", "s2"]
+        assert sha_file(os.path.join(top, "s2", "disk.raw")) == before["current"]
+        assert sha_file(os.path.join(top, "s1", "disk.raw")) == before["s1"]
+    finally:
+        log = m.stop()
+    assert "finishing interrupted snapshot s2" in log
+    no_leftovers(root)
