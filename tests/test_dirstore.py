@@ -736,3 +736,18 @@ def test_mounted_crash_then_remount_recovers(tmp):
         log = m.stop()
     assert "finishing interrupted snapshot s2" in log
     no_leftovers(root)
+
+
+def test_no_sanitizer_reports(tmp):
+    """make test-asan points DIRSTORE at build-asan/dirstore: nothing the store logs may be a sanitizer report."""
+    root = pve_store(tmp)
+    cfg = storage_cfg(tmp, root, "\tsnapshot-as-volume-chain 1")
+    img = os.path.join(root, "images", "100", VOL)
+    errs = []
+    for args in (("mkdir", root, VOL, "s1"), ("mkdir", root, "vm-102-disk-0.qcow2", "i1"),
+                 ("ls", root), ("cat", root, VOL, "s1"), ("map", root, VOL, "current"),
+                 ("rmdir", root, VOL, "s1"), ("rmdir", root, "vm-102-disk-0.qcow2", "i1")):
+        errs.append(ds(*args, cfg=cfg).stderr.decode())
+    qemu_check(img)
+    for e in errs:
+        assert "Sanitizer" not in e and "runtime error:" not in e, e
