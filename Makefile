@@ -14,7 +14,7 @@ CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 LDFLAGS += -fsanitize=address,undefined
 endif
 
-CORE_SRC  := $(wildcard common/*.c chain/*.c store/*.c lvm/*.c rbd/*.c)
+CORE_SRC  := $(wildcard common/*.c chain/*.c store/*.c lvm/*.c dir/*.c rbd/*.c)
 FS_SRC    := $(wildcard fs/*.c)
 TOOL_SRC  := $(wildcard tools/*.c)
 CORE_OBJ  := $(CORE_SRC:%.c=$(BUILD)/%.o)

@@ -1,0 +1,113 @@
+/*
+ * dir_recover: at mount, before the first scan, finish or undo every
+ * operation a crash interrupted. The intent files (".vstorfs-intent-<vol>")
+ * say which; dir_snapshot.c and dir_isnap_ops.c know how. Leftovers of the
+ * atomic small-file writes ("*.part") go too.
+ */
+#include "dir/dir_snapshot.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+
+static int recover_dir(struct store *s, const char *dir)
+{
+	struct dir_store_priv *p = s->priv;
+	int fd = dir_opendir_fd(p->rootfd, dir), rc = 0;
+	struct dirent *de;
+	char **names = NULL;
+	int n = 0;
+	DIR *d;
+
+	if (fd < 0)
+		return 0;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -errno;
+	}
+	while ((de = readdir(d))) {
+		size_t l = strlen(de->d_name);
+
+		if (!strncmp(de->d_name, ".vstorfs-", 9) && l > 5 && !strcmp(de->d_name + l - 5, ".part")) {
+			unlinkat(dirfd(d), de->d_name, 0);
+			continue;
+		}
+		if (strncmp(de->d_name, DIR_INTENT_PREFIX, strlen(DIR_INTENT_PREFIX)) ||
+		    l <= strlen(DIR_INTENT_PREFIX) + strlen(DIR_INTENT_SUFFIX) ||
+		    strcmp(de->d_name + l - strlen(DIR_INTENT_SUFFIX), DIR_INTENT_SUFFIX))
+			continue;
+		char **v = realloc(names, (size_t)(n + 1) * sizeof(*v));
+
+		if (!v || !(v[n] = strdup(de->d_name))) {
+			names = v ? v : names;
+			rc = -ENOMEM;
+			break;
+		}
+		names = v;
+		n++;
+	}
+	closedir(d);
+	for (int i = 0; i < n; i++) {
+		struct dir_op_paths np;
+		char rel[PATH_MAX], *text = NULL;
+		int r;
+
+		snprintf(rel, sizeof(rel), "%s%s%s", dir, dir[0] ? "/" : "", names[i]);
+		{
+			char vol[NAME_MAX + 1];
+			size_t vl = strlen(names[i]) - strlen(DIR_INTENT_PREFIX) - strlen(DIR_INTENT_SUFFIX);
+
+			snprintf(vol, sizeof(vol), "%.*s", (int)vl, names[i] + strlen(DIR_INTENT_PREFIX));
+			r = dir_op_paths(&np, dir, vol);
+		}
+		if (r == 0)
+			r = dir_read_small(p->rootfd, rel, &text);
+		if (r == 0) {
+			r = dir_recover_chain(s, &np, text);
+			if (r == 1)
+				r = dir_recover_isnap(s, &np, text);
+			if (r == 1) {
+				vlog(LOG_ERR, "%s/%s: unknown intent \"%.60s\": leaving it for an administrator",
+				     s->name, rel, text);
+				r = -EIO;
+			}
+		}
+		if (r < 0) {
+			vlog(LOG_ERR, "%s/%s: recovering an interrupted snapshot operation failed: %s",
+			     s->name, rel, strerror(-r));
+			rc = -EIO;
+		}
+		free(text);
+		free(names[i]);
+	}
+	free(names);
+	return rc;
+}
+
+int dir_recover(struct store *s)
+{
+	struct dir_op op;
+	struct dir_scan sc;
+	int rc;
+
+	if (s->cfg && s->cfg->read_only)
+		return 0;
+	rc = dir_op_begin(&op, s, false);
+	if (rc == 0)
+		rc = dir_layout_scan(s, &sc);
+	if (rc == 0) {
+		for (int i = 0; i < sc.ndirs; i++)
+			if (recover_dir(s, sc.dirs[i]) < 0)
+				rc = -EIO;
+		dir_scan_release(&sc);
+	}
+	dir_op_end(&op);
+	return rc;
+}

@@ -1,0 +1,894 @@
+/*
+ * dir_snapshot: mkdir/rmdir of snapshot views in a directory store, and
+ * the recovery of interrupted ones.
+ *
+ * Two kinds of snapshot:
+ *  - Proxmox volume chains (storage.cfg says "snapshot-as-volume-chain 1"
+ *    for this path, or the volume already has snap-* layers): the volume
+ *    file V becomes S = snap-<snap>-<V> and a fresh overlay backed by the
+ *    bare name S (qcow2 v3, extended L2, 128 KiB clusters, metadata
+ *    preallocated) takes V's name; rmdir merges S with its child C by
+ *    commit (S then takes C's name) or rebase (C points at S's parent, S is
+ *    removed), the file names Proxmox's own steps end in.
+ *  - internal snapshots everywhere else (dir_isnap_ops.c).
+ *
+ * Crash safety. Files have no tags, so the intent goes into a file next to
+ * the volume, ".vstorfs-intent-<V>.op", written atomically (tmp, fsync,
+ * rename, fsync of the directory) before the first change and removed
+ * (then the directory fsync'd) after the last. Every step in between is one
+ * rename(2) or image writes ordered as qemu orders them, each made durable
+ * before the next. A crash leaves the intent file; dir_recover() (run
+ * before the first scan) reads it and, from what exists, finishes or undoes
+ * the operation. The intent travels with the directory (a copied or
+ * NFS-mounted store recovers on the next host that mounts it).
+ *
+ * Volume-chain mkdir (intent "mkdir-chain <snap> <time>"):
+ *   A  T = .vstorfs-new-<V>.tmp holds the overlay backed by S, flushed
+ *   B  V renamed to S
+ *   C  T renamed to V
+ *   D  the taken time recorded (.vstorfs-snaps-<V>), intent removed
+ * Recovery: T and V, no S (A): remove T. S and T, no V (B): rename T to V.
+ * S and V (C): record, done.
+ *
+ * Volume-chain rmdir (intent "rmdir-commit <snap> <S> <C>" or
+ * "rmdir-rebase <snap> <S> <C> <backing string of S or ->"):
+ *   commit: merge C's data into S; rename S over C (atomic).
+ *   rebase: merge S's data into C; C's backing string set to S's; unlink S.
+ * Recovery: S gone: done. Otherwise commit again (a merge re-run changes no
+ * byte any view reads) / rebase again unless C already points past S.
+ */
+#include "dir/dir_store.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "chain/merge.h"
+#include "chain/qcow2_create.h"
+#include "chain/qcow2_writer.h"
+#include "common/crash.h"
+#include "common/log.h"
+#include "dir/dir_snapshot.h"
+
+#define LOCK_TIMEOUT_S 60
+#define PVE_LOCK_DIR "/var/lock/pve-manager"
+#define OWN_LOCK_DIR "/run/lock/vstorfs"
+
+/* ---- names ---- */
+
+static int path_in(char *out, size_t len, const char *dir, const char *prefix, const char *name,
+		   const char *suffix)
+{
+	int n = snprintf(out, len, "%s%s%s%s%s", dir, dir[0] ? "/" : "", prefix, name, suffix);
+
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+int dir_op_paths(struct dir_op_paths *n, const char *dir, const char *vol)
+{
+	if (path_in(n->vol, sizeof(n->vol), dir, "", vol, "") ||
+	    path_in(n->scratch, sizeof(n->scratch), dir, DIR_SCRATCH_PREFIX, vol, DIR_SCRATCH_SUFFIX) ||
+	    path_in(n->intent, sizeof(n->intent), dir, DIR_INTENT_PREFIX, vol, DIR_INTENT_SUFFIX) ||
+	    path_in(n->times, sizeof(n->times), dir, DIR_SNAPTIMES_PREFIX, vol, DIR_SNAPTIMES_SUFFIX))
+		return -ENAMETOOLONG;
+	snprintf(n->dir, sizeof(n->dir), "%s", dir);
+	snprintf(n->name, sizeof(n->name), "%s", vol);
+	return 0;
+}
+
+int dir_op_snap_path(const struct dir_op_paths *n, const char *snap, char *out, size_t len)
+{
+	char base[NAME_MAX + 1];
+
+	if (dir_pve_snap_name(n->name, snap, base, sizeof(base)))
+		return -EINVAL;
+	return path_in(out, len, n->dir, "", base, "");
+}
+
+bool dir_exists(int rootfd, const char *rel)
+{
+	struct stat st;
+
+	return fstatat(rootfd, rel, &st, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+/* ---- the sidecar of taken times: "<snap> <seconds>" lines ---- */
+
+static int times_read(struct store *s, const char *rel, char **text)
+{
+	struct dir_store_priv *p = s->priv;
+	int rc = dir_read_small(p->rootfd, rel, text);
+
+	return rc == -ENOENT ? 0 : rc;
+}
+
+int64_t dir_snaptime_get(struct store *s, const char *dir, const char *vol, const char *snap)
+{
+	struct dir_op_paths n;
+	char *text = NULL, *line, *save = NULL;
+	int64_t t = 0;
+
+	if (dir_op_paths(&n, dir, vol) || times_read(s, n.times, &text) || !text)
+		return 0;
+	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char name[64];
+		long long v;
+
+		if (sscanf(line, "%63s %lld", name, &v) == 2 && !strcmp(name, snap))
+			t = v;
+	}
+	free(text);
+	return t;
+}
+
+/* Set (t > 0) or drop (t == 0) the entry of snap. */
+int dir_snaptime_set(struct store *s, const struct dir_op_paths *n, const char *snap, int64_t t)
+{
+	struct dir_store_priv *p = s->priv;
+	char *text = NULL, *line, *save = NULL, *out;
+	size_t len = 0, cap;
+	int rc = times_read(s, n->times, &text);
+
+	if (rc)
+		return rc;
+	cap = (text ? strlen(text) : 0) + 128;
+	out = malloc(cap);
+	if (!out) {
+		free(text);
+		return -ENOMEM;
+	}
+	out[0] = 0;
+	for (line = text ? strtok_r(text, "\n", &save) : NULL; line; line = strtok_r(NULL, "\n", &save)) {
+		char name[64];
+
+		if (sscanf(line, "%63s", name) == 1 && strcmp(name, snap))
+			len += (size_t)snprintf(out + len, cap - len, "%s\n", line);
+	}
+	if (t > 0)
+		len += (size_t)snprintf(out + len, cap - len, "%s %" PRId64 "\n", snap, t);
+	free(text);
+	if (len == 0) {
+		rc = unlinkat(p->rootfd, n->times, 0) && errno != ENOENT ? -errno : 0;
+		if (rc == 0)
+			rc = dir_fsync_parent(p->rootfd, n->times);
+	} else {
+		rc = dir_write_file_atomic(p->rootfd, n->times, out, len);
+	}
+	free(out);
+	return rc;
+}
+
+/* ---- begin / end ---- */
+
+static bool shared_fs(int fd)
+{
+	struct statfs sfs;
+
+	if (fstatfs(fd, &sfs))
+		return false;
+	switch ((unsigned long)sfs.f_type) {
+	case 0x6969: case 0x517B: case 0xFF534D42: case 0xFE534D42: case 0x00c36400:
+		return true;
+	}
+	return false;
+}
+
+static int take_lock(struct store *s, const struct dir_pve_cfg *pc)
+{
+	struct dir_store_priv *p = s->priv;
+	char path[600];
+	const char *dir = pc->storeid[0] ? PVE_LOCK_DIR : OWN_LOCK_DIR;
+	uint64_t h = 1469598103934665603ULL;
+	int fd;
+
+	mkdir(dir, 0755);
+	if (pc->storeid[0]) {
+		snprintf(path, sizeof(path), "%s/pve-storage-%s", dir, pc->storeid);
+	} else {
+		for (const char *c = p->realpath; *c; c++)
+			h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+		snprintf(path, sizeof(path), "%s/dir-%s-%016" PRIx64 ".lock", dir, s->name, h);
+	}
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		int rc = -errno;
+
+		vlog(LOG_ERR, "lock %s: %s", path, strerror(errno));
+		return rc;
+	}
+	for (int waited = 0;; waited++) {
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+			return fd;
+		if (errno != EWOULDBLOCK || waited >= LOCK_TIMEOUT_S * 10) {
+			int err = errno == EWOULDBLOCK ? EBUSY : errno;
+
+			vlog(LOG_ERR, "lock %s: %s", path,
+			     err == EBUSY ? "held by another process (timed out)" : strerror(err));
+			close(fd);
+			return -err;
+		}
+		usleep(100000);
+	}
+}
+
+int dir_op_begin(struct dir_op *op, struct store *s, bool writing)
+{
+	struct dir_store_priv *p = s->priv;
+	const char *cfgpath = s->cfg && s->cfg->pve_storage_cfg ? s->cfg->pve_storage_cfg
+								  : "/etc/pve/storage.cfg";
+	int rc;
+
+	memset(op, 0, sizeof(*op));
+	op->s = s;
+	op->p = p;
+	op->lockfd = -1;
+	if (writing && s->cfg && s->cfg->read_only)
+		return -EROFS;
+	rc = dir_pve_cfg_find(cfgpath, p->path, p->realpath, &op->pc);
+	if (rc < 0)
+		return rc;
+	if (writing && (op->pc.shared || shared_fs(p->rootfd)) && !(s->cfg && s->cfg->shared_snapshots)) {
+		vlog(LOG_ERR, "%s: %s is shared storage: snapshots there are Proxmox's to take "
+		     "(mount with -o shared_snapshots to override)", s->name,
+		     op->pc.storeid[0] ? op->pc.storeid : p->path);
+		return -EBUSY;
+	}
+	op->lockfd = take_lock(s, &op->pc);
+	if (op->lockfd < 0)
+		return op->lockfd;
+	return s->ops->scan(s, &op->l);
+}
+
+void dir_op_end(struct dir_op *op)
+{
+	if (op->l)
+		op->s->ops->listing_free(op->s, op->l);
+	op->l = NULL;
+	if (op->lockfd >= 0)
+		close(op->lockfd);
+	op->lockfd = -1;
+}
+
+/* ---- busy: qemu holds OFD locks on bytes 100 + permission bit; WRITE is bit 1 ---- */
+
+int dir_file_busy(struct store *s, const char *rel)
+{
+	struct dir_store_priv *p = s->priv;
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 101, .l_len = 1 };
+	int fd = dir_openat(p->rootfd, rel, O_RDONLY, 0), busy;
+
+	if (fd < 0)
+		return fd == -ENOENT ? 0 : fd;
+	busy = fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
+	close(fd);
+	if (busy)
+		vlog(LOG_ERR, "%s/%s: another process has it open for writing (a running VM?): refusing",
+		     s->name, rel);
+	return busy ? -EBUSY : 0;
+}
+
+/* The listing's entry for volume, or NULL. */
+const struct store_volume *dir_find_volume(const struct store_listing *l, const char *volume)
+{
+	int lo = 0, hi = l->nvols - 1;
+
+	while (lo <= hi) {
+		int mid = (lo + hi) / 2, c = strcmp(l->vols[mid].name, volume);
+
+		if (!c)
+			return &l->vols[mid];
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return NULL;
+}
+
+static const struct dir_wpriv *vinfo(const struct store_view *v)
+{
+	return v->priv;
+}
+
+static int chain_busy(struct store *s, const struct store_volume *vol)
+{
+	int rc = 0;
+
+	for (int i = 0; i < vol->nviews && !rc; i++)
+		if (!vinfo(&vol->views[i])->is_isnap)
+			rc = dir_file_busy(s, vinfo(&vol->views[i])->rel);
+	return rc;
+}
+
+static bool has_chain_views(const struct store_volume *vol)
+{
+	for (int i = 1; i < vol->nviews; i++)
+		if (!vinfo(&vol->views[i])->is_isnap)
+			return true;
+	return false;
+}
+
+/* ---- volume-chain mkdir ---- */
+
+static int write_intent(struct dir_op *op, const struct dir_op_paths *n, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int write_intent(struct dir_op *op, const struct dir_op_paths *n, const char *fmt, ...)
+{
+	char buf[2048];
+	va_list ap;
+	int len;
+
+	va_start(ap, fmt);
+	len = vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (len < 0 || (size_t)len >= sizeof(buf))
+		return -ENAMETOOLONG;
+	return dir_write_file_atomic(op->p->rootfd, n->intent, buf, (size_t)len);
+}
+
+int dir_intent_clear(struct store *s, const struct dir_op_paths *n)
+{
+	struct dir_store_priv *p = s->priv;
+
+	if (unlinkat(p->rootfd, n->intent, 0) && errno != ENOENT)
+		return -errno;
+	return dir_fsync_parent(p->rootfd, n->intent);
+}
+
+static int rename_noreplace(int rootfd, const char *from, const char *to)
+{
+	if (renameat2(rootfd, from, rootfd, to, RENAME_NOREPLACE) == 0)
+		return dir_fsync_parent(rootfd, to);
+	if (errno == EINVAL || errno == ENOSYS) {
+		/* Filesystems without RENAME_NOREPLACE (NFS): check, then rename, under our lock. */
+		if (dir_exists(rootfd, to))
+			return -EEXIST;
+		if (renameat(rootfd, from, rootfd, to) == 0)
+			return dir_fsync_parent(rootfd, to);
+	}
+	return -errno;
+}
+
+/* Write the overlay for `backing` into the scratch file, durably. */
+static int build_overlay(struct dir_op *op, const struct dir_op_paths *n, const char *backing,
+			 uint64_t vsize, mode_t mode)
+{
+	struct layer_io *io;
+	uint64_t size = qcow2_overlay_size(vsize);
+	int fd, rc;
+
+	if (!size)
+		return -EINVAL;
+	fd = dir_openat(op->p->rootfd, n->scratch, O_RDWR | O_CREAT | O_EXCL, mode & 0777);
+	if (fd < 0)
+		return fd;
+	rc = ftruncate(fd, (off_t)size) ? -errno : 0;
+	if (rc == 0 && (!strcmp(op->pc.preallocation, "falloc") || !strcmp(op->pc.preallocation, "full")))
+		rc = fallocate(fd, 0, 0, (off_t)size) ? -errno : 0;
+	if (rc == 0 && fsync(fd))
+		rc = -errno;
+	close(fd);
+	if (rc == 0)
+		rc = file_io_open(op->p->rootfd, op->s->name, n->scratch, true, &io);
+	if (rc == 0) {
+		rc = qcow2_overlay_create(io, vsize, backing, "qcow2");
+		layer_close(io);
+	}
+	if (rc == 0)
+		rc = dir_fsync_parent(op->p->rootfd, n->scratch);
+	if (rc) {
+		vlog(LOG_ERR, "%s/%s: writing the overlay failed: %s", op->s->name, n->scratch, strerror(-rc));
+		unlinkat(op->p->rootfd, n->scratch, 0);
+	}
+	return rc;
+}
+
+static int take_chain(struct dir_op *op, const struct store_volume *vol, const char *snap)
+{
+	const struct dir_wpriv *cur = vinfo(&vol->views[0]);
+	struct dir_op_paths n;
+	char srel[PATH_MAX], sbase[NAME_MAX + 1], *dir = strdup(cur->rel), *slash;
+	struct stat st;
+	int64_t now = time(NULL);
+	int rc;
+
+	if (!dir)
+		return -ENOMEM;
+	slash = strrchr(dir, '/');
+	if (slash)
+		*slash = 0;
+	else
+		dir[0] = 0;
+	rc = dir_op_paths(&n, dir, vol->name);
+	free(dir);
+	if (rc || dir_op_snap_path(&n, snap, srel, sizeof(srel)) ||
+	    dir_pve_snap_name(vol->name, snap, sbase, sizeof(sbase)))
+		return -EINVAL;
+	if (dir_exists(op->p->rootfd, srel))
+		return -EEXIST;
+	if (dir_exists(op->p->rootfd, n.scratch) || dir_exists(op->p->rootfd, n.intent)) {
+		vlog(LOG_ERR, "%s/%s: an unfinished snapshot operation is in the way: remount to recover it",
+		     op->s->name, n.vol);
+		return -EBUSY;
+	}
+	if (dir_fstatat(op->p->rootfd, n.vol, &st))
+		return -ENOENT;
+	if ((rc = write_intent(op, &n, "mkdir-chain %s %" PRId64 "\n", snap, now)))
+		return rc;
+	crash_point("dir-mkdir-intent");
+	if ((rc = build_overlay(op, &n, sbase, vol->views[0].size, st.st_mode)))
+		goto undo_intent;
+	crash_point("dir-mkdir-written");
+	if ((rc = rename_noreplace(op->p->rootfd, n.vol, srel)))
+		goto undo_scratch;
+	crash_point("dir-mkdir-renamed");
+	if ((rc = rename_noreplace(op->p->rootfd, n.scratch, n.vol))) {
+		renameat(op->p->rootfd, srel, op->p->rootfd, n.vol);
+		dir_fsync_parent(op->p->rootfd, n.vol);
+		goto undo_scratch;
+	}
+	crash_point("dir-mkdir-swapped");
+	/* The snapshot exists now; the rest is bookkeeping that recovery redoes. */
+	if (dir_snaptime_set(op->s, &n, snap, now) || dir_intent_clear(op->s, &n))
+		vlog(LOG_WARNING, "%s/%s: intent file left behind; the next mount finishes it",
+		     op->s->name, n.vol);
+	vlog(LOG_NOTICE, "%s/%s: took snapshot %s (layer %s)", op->s->name, n.vol, snap, srel);
+	return 0;
+
+undo_scratch:
+	unlinkat(op->p->rootfd, n.scratch, 0);
+undo_intent:
+	dir_intent_clear(op->s, &n);
+	return rc;
+}
+
+/* ---- volume-chain rmdir ---- */
+
+struct rm {
+	char s[PATH_MAX], c[PATH_MAX], p[PATH_MAX];  /* p: "" when S has no backing */
+	char *s_backing;                              /* S's backing string, NULL if none */
+	struct chain *view_s, *view_c, *view_p;
+	struct layer_io *wio;
+	struct qcow2_writer *w;
+	char label[PATH_MAX + 200];
+};
+
+static void rm_release(struct rm *r)
+{
+	qcow2_writer_close(r->w);
+	r->w = NULL;
+	layer_close(r->wio);
+	r->wio = NULL;
+	if (r->view_s)
+		chain_put(r->view_s);
+	if (r->view_c)
+		chain_put(r->view_c);
+	if (r->view_p)
+		chain_put(r->view_p);
+	r->view_s = r->view_c = r->view_p = NULL;
+}
+
+static int open_whole(struct store *s, const char *rel, struct chain **out)
+{
+	int rc = dir_open_chain(s, rel, NULL, CHAIN_FMT_QCOW2, out);
+
+	if (rc == 0 && chain_is_broken(*out)) {
+		vlog(LOG_ERR, "%s/%s: the chain below is broken: refusing to merge", s->name, rel);
+		chain_put(*out);
+		*out = NULL;
+		rc = -EIO;
+	}
+	return rc;
+}
+
+static int rm_open_views(struct store *s, struct rm *r)
+{
+	int rc = open_whole(s, r->s, &r->view_s);
+
+	if (!rc)
+		rc = open_whole(s, r->c, &r->view_c);
+	if (!rc && r->p[0])
+		rc = open_whole(s, r->p, &r->view_p);
+	return rc;
+}
+
+static int rm_open_writer(struct store *s, struct rm *r, bool commit)
+{
+	struct dir_store_priv *p = s->priv;
+	int rc = file_io_open(p->rootfd, s->name, commit ? r->s : r->c, true, &r->wio);
+
+	if (rc)
+		return rc;
+	return qcow2_writer_open(r->wio, (qcow2_fill_fn)merge_fill_from_view,
+				 commit ? r->view_s : r->view_c, &r->w);
+}
+
+/* Open the writer and grow the file so the merge fits (files grow; LVs do not). */
+static int rm_prepare(struct store *s, struct rm *r, bool commit)
+{
+	uint64_t need, room;
+	int rc = rm_open_writer(s, r, commit);
+
+	if (!rc)
+		rc = commit ? merge_commit_need(r->view_c, r->w, &need)
+			    : merge_rebase_need(r->view_c, r->view_s, r->w, &need);
+	if (!rc && need > (room = qcow2_writer_room(r->w)))
+		rc = file_io_grow(r->wio, r->wio->size + (need - room));
+	if (rc) {
+		qcow2_writer_close(r->w);
+		r->w = NULL;
+		layer_close(r->wio);
+		r->wio = NULL;
+	}
+	return rc;
+}
+
+static int commit_steps(struct store *s, struct rm *r)
+{
+	struct dir_store_priv *p = s->priv;
+	int rc = merge_commit(r->view_c, r->w, r->label);
+
+	if (rc)
+		return rc;
+	crash_point("dir-rmdir-commit-merged");
+	rm_release(r);
+	if (renameat(p->rootfd, r->s, p->rootfd, r->c))
+		return -errno;
+	if ((rc = dir_fsync_parent(p->rootfd, r->c)))
+		return rc;
+	crash_point("dir-rmdir-commit-renamed");
+	return 0;
+}
+
+static int rebase_steps(struct store *s, struct rm *r)
+{
+	struct dir_store_priv *p = s->priv;
+	int rc = merge_rebase(r->view_c, r->view_s, r->view_p, r->w, r->label);
+
+	if (rc)
+		return rc;
+	crash_point("dir-rmdir-rebase-copied");
+	if ((rc = qcow2_writer_set_backing(r->w, r->s_backing)))
+		return rc;
+	crash_point("dir-rmdir-rebase-relinked");
+	rm_release(r);
+	if (unlinkat(p->rootfd, r->s, 0) && errno != ENOENT)
+		return -errno;
+	if ((rc = dir_fsync_parent(p->rootfd, r->s)))
+		return rc;
+	crash_point("dir-rmdir-rebase-removed");
+	return 0;
+}
+
+/* Does any image file of the store other than `child` have `rel` as its backing? */
+static bool other_children(struct store *s, const char *rel, const char *child)
+{
+	struct dir_store_priv *p = s->priv;
+	struct dir_scan sc;
+	bool hit = false;
+
+	if (dir_layout_scan(s, &sc))
+		return true;
+	for (int d = 0; d < sc.ndirs && !hit; d++) {
+		int fd = dir_opendir_fd(p->rootfd, sc.dirs[d]);
+		DIR *dh = fd >= 0 ? fdopendir(fd) : NULL;
+		struct dirent *de;
+
+		if (!dh) {
+			if (fd >= 0)
+				close(fd);
+			continue;
+		}
+		while (!hit && (de = readdir(dh))) {
+			char f[PATH_MAX], *b = NULL;
+			enum chain_layer_format fmt;
+			uint64_t vs;
+
+			if (de->d_name[0] == '.' || (de->d_type != DT_REG && de->d_type != DT_UNKNOWN))
+				continue;
+			snprintf(f, sizeof(f), "%s%s%s", sc.dirs[d], sc.dirs[d][0] ? "/" : "", de->d_name);
+			if (!strcmp(f, child) || !strcmp(f, rel))
+				continue;
+			if (dir_probe_backing(s, f, &b, NULL, &fmt, &vs) == 0 && b && !strcmp(b, rel)) {
+				vlog(LOG_ERR, "%s/%s: %s also reads through it: refusing to remove it",
+				     s->name, rel, f);
+				hit = true;
+			}
+			free(b);
+		}
+		closedir(dh);
+	}
+	dir_scan_release(&sc);
+	return hit;
+}
+
+static int remove_chain(struct dir_op *op, const struct store_volume *vol, int vi)
+{
+	struct store *s = op->s;
+	const char *snap = vol->views[vi].name;
+	struct dir_op_paths n;
+	struct rm r;
+	struct merge_plan plan;
+	char *dir, *slash, *prel = NULL;
+	enum chain_layer_format fmt;
+	uint64_t vs;
+	bool commit;
+	int rc;
+
+	memset(&r, 0, sizeof(r));
+	snprintf(r.s, sizeof(r.s), "%s", vinfo(&vol->views[vi])->rel);
+	/* The child: the next newer chain view's layer, or the volume's own file. */
+	snprintf(r.c, sizeof(r.c), "%s", vinfo(&vol->views[0])->rel);
+	for (int i = vi + 1; i < vol->nviews; i++)
+		if (!vinfo(&vol->views[i])->is_isnap) {
+			snprintf(r.c, sizeof(r.c), "%s", vinfo(&vol->views[i])->rel);
+			break;
+		}
+	dir = strdup(r.s);
+	if (!dir)
+		return -ENOMEM;
+	slash = strrchr(dir, '/');
+	if (slash)
+		*slash = 0;
+	else
+		dir[0] = 0;
+	rc = dir_op_paths(&n, dir, vol->name);
+	free(dir);
+	if (rc)
+		return rc;
+	if (dir_exists(op->p->rootfd, n.intent)) {
+		vlog(LOG_ERR, "%s/%s: an unfinished snapshot operation is in the way: remount to recover it",
+		     s->name, n.vol);
+		return -EBUSY;
+	}
+	if (other_children(s, r.s, r.c))
+		return -EBUSY;
+	if ((rc = dir_probe_backing(s, r.s, &prel, &r.s_backing, &fmt, &vs)))
+		return rc;
+	if (r.s_backing && !prel) {
+		vlog(LOG_ERR, "%s/%s: backing file %s is outside the store: refusing to merge", s->name,
+		     r.s, r.s_backing);
+		free(r.s_backing);
+		return -EIO;
+	}
+	if (prel)
+		snprintf(r.p, sizeof(r.p), "%s", prel);
+	free(prel);
+	snprintf(r.label, sizeof(r.label), "%s/%s: deleting snapshot %s", s->name, n.vol, snap);
+	if ((rc = rm_open_views(s, &r)) || (rc = merge_measure(r.view_c, r.view_s, &plan)))
+		goto out;
+	commit = plan.commit_bytes <= plan.rebase_bytes && chain_size(r.view_s) >= chain_size(r.view_c);
+	if ((rc = rm_prepare(s, &r, commit)))
+		goto out;
+	vlog(LOG_NOTICE, "%s by %s (%s moves %llu bytes, the other way %llu)", r.label,
+	     commit ? "committing the child into it" : "rebasing the child onto its parent",
+	     commit ? "commit" : "rebase",
+	     (unsigned long long)(commit ? plan.commit_bytes : plan.rebase_bytes),
+	     (unsigned long long)(commit ? plan.rebase_bytes : plan.commit_bytes));
+	if (commit)
+		rc = write_intent(op, &n, "rmdir-commit %s %s %s\n", snap, r.s, r.c);
+	else
+		rc = write_intent(op, &n, "rmdir-rebase %s %s %s %s\n", snap, r.s, r.c,
+				  r.s_backing ? r.s_backing : "-");
+	if (rc)
+		goto out;
+	crash_point(commit ? "dir-rmdir-commit-intent" : "dir-rmdir-rebase-intent");
+	rc = commit ? commit_steps(s, &r) : rebase_steps(s, &r);
+	if (rc == 0) {
+		dir_snaptime_set(s, &n, snap, 0);
+		dir_intent_clear(s, &n);
+		vlog(LOG_NOTICE, "%s: done", r.label);
+	}
+out:
+	rm_release(&r);
+	free(r.s_backing);
+	return rc;
+}
+
+/* ---- recovery of one intent file ---- */
+
+int dir_recover_chain(struct store *s, const struct dir_op_paths *n, char *intent)
+{
+	struct dir_store_priv *p = s->priv;
+	char kind[32], snap[64], a[PATH_MAX], b[PATH_MAX], c[PATH_MAX];
+	long long t = 0;
+	int rc;
+
+	if (sscanf(intent, "%31s", kind) != 1)
+		return -EINVAL;
+	if (!strcmp(kind, "mkdir-chain")) {
+		char srel[PATH_MAX];
+		bool have_v, have_s, have_t;
+
+		if (sscanf(intent, "%*s %63s %lld", snap, &t) != 2 || dir_op_snap_path(n, snap, srel, sizeof(srel)))
+			return -EINVAL;
+		have_v = dir_exists(p->rootfd, n->vol);
+		have_s = dir_exists(p->rootfd, srel);
+		have_t = dir_exists(p->rootfd, n->scratch);
+		if (have_v && !have_s) {
+			vlog(LOG_NOTICE, "%s/%s: undoing interrupted snapshot %s (nothing else was changed)",
+			     s->name, n->vol, snap);
+			if (have_t && unlinkat(p->rootfd, n->scratch, 0))
+				return -errno;
+		} else if (!have_v && have_s && have_t) {
+			vlog(LOG_NOTICE, "%s/%s: finishing interrupted snapshot %s (renaming the new overlay)",
+			     s->name, n->vol, snap);
+			if ((rc = rename_noreplace(p->rootfd, n->scratch, n->vol)))
+				return rc;
+			if ((rc = dir_snaptime_set(s, n, snap, t)))
+				return rc;
+		} else if (have_v && have_s && !have_t) {
+			vlog(LOG_NOTICE, "%s/%s: finishing interrupted snapshot %s", s->name, n->vol, snap);
+			if ((rc = dir_snaptime_set(s, n, snap, t)))
+				return rc;
+		} else {
+			vlog(LOG_ERR, "%s/%s: interrupted snapshot %s: volume %s, snapshot %s, overlay %s: "
+			     "leaving it for an administrator", s->name, n->vol, snap,
+			     have_v ? "present" : "missing", have_s ? "present" : "missing",
+			     have_t ? "present" : "missing");
+			return -EIO;
+		}
+		dir_fsync_parent(p->rootfd, n->vol);
+		return dir_intent_clear(s, n);
+	}
+	if (!strcmp(kind, "rmdir-commit") || !strcmp(kind, "rmdir-rebase")) {
+		bool commit = kind[6] == 'c';
+		struct rm r;
+
+		memset(&r, 0, sizeof(r));
+		if (sscanf(intent, "%*s %63s %4095s %4095s %4095s", snap, a, b, c) != (commit ? 3 : 4))
+			return -EINVAL;
+		snprintf(r.label, sizeof(r.label), "%s/%s: finishing interrupted deletion of snapshot %s",
+			 s->name, n->vol, snap);
+		if (!dir_exists(p->rootfd, a)) {
+			vlog(LOG_NOTICE, "%s (only the bookkeeping was left)", r.label);
+		} else {
+			snprintf(r.s, sizeof(r.s), "%s", a);
+			snprintf(r.c, sizeof(r.c), "%s", b);
+			if (!commit && strcmp(c, "-")) {
+				char *prel = NULL;
+
+				r.s_backing = strdup(c);
+				if (!r.s_backing || dir_backing_resolve(&p->backing, r.s, c, &prel)) {
+					free(r.s_backing);
+					return -EIO;
+				}
+				snprintf(r.p, sizeof(r.p), "%s", prel);
+				free(prel);
+			}
+			rc = 0;
+			if (!commit) {
+				char *now = NULL, *raw = NULL;
+				enum chain_layer_format fmt;
+				uint64_t vs;
+
+				rc = dir_probe_backing(s, r.c, &now, &raw, &fmt, &vs);
+				if (rc == 0 && (r.p[0] ? now && !strcmp(now, r.p) : !raw)) {
+					vlog(LOG_NOTICE, "%s (child already relinked: removing %s)", r.label, r.s);
+					if (unlinkat(p->rootfd, r.s, 0) && errno != ENOENT)
+						rc = -errno;
+					else
+						rc = dir_fsync_parent(p->rootfd, r.s);
+					free(now);
+					free(raw);
+					free(r.s_backing);
+					if (rc)
+						return rc;
+					goto done;
+				}
+				free(now);
+				free(raw);
+			}
+			vlog(LOG_NOTICE, "%s (%s again)", r.label, commit ? "commit" : "rebase");
+			if (!rc)
+				rc = rm_open_views(s, &r);
+			if (!rc)
+				rc = rm_prepare(s, &r, commit);
+			if (!rc)
+				rc = commit ? commit_steps(s, &r) : rebase_steps(s, &r);
+			rm_release(&r);
+			free(r.s_backing);
+			if (rc)
+				return rc;
+		}
+done:
+		dir_snaptime_set(s, n, snap, 0);
+		return dir_intent_clear(s, n);
+	}
+	return 1; /* not a chain intent */
+}
+
+/* ---- the store ops ---- */
+
+int dir_snapshot_take(struct store *s, const char *volume, const char *snap,
+		      const struct store_progress *prog)
+{
+	struct dir_op op;
+	const struct store_volume *vol;
+	const struct dir_vpriv *vp;
+	int rc;
+
+	(void)prog;
+	if (!dir_snap_name_valid(snap) || !strcmp(snap, "current"))
+		return -EINVAL;
+	rc = dir_op_begin(&op, s, true);
+	if (rc)
+		goto out;
+	vol = dir_find_volume(op.l, volume);
+	if (!vol) {
+		rc = -ENOENT;
+		goto out;
+	}
+	vp = vol->priv;
+	for (int i = 0; i < vol->nviews; i++)
+		if (!strcmp(vol->views[i].name, snap)) {
+			rc = -EEXIST;
+			goto out;
+		}
+	if (vp->fmt == DIR_VFMT_RAW) {
+		rc = -EOPNOTSUPP;
+		goto out;
+	}
+	if (vp->fmt != DIR_VFMT_QCOW2) {
+		rc = -EIO;
+		goto out;
+	}
+	if ((rc = chain_busy(s, vol)))
+		goto out;
+	if (vp->pve && (op.pc.volume_chain || has_chain_views(vol)))
+		rc = take_chain(&op, vol, snap);
+	else
+		rc = dir_isnap_take(&op, vol, snap);
+out:
+	dir_op_end(&op);
+	return rc;
+}
+
+int dir_snapshot_remove(struct store *s, const char *volume, const char *snap,
+			const struct store_progress *prog)
+{
+	struct dir_op op;
+	const struct store_volume *vol;
+	const struct dir_vpriv *vp;
+	int rc, vi;
+
+	(void)prog;
+	if (!strcmp(snap, "current"))
+		return -EBUSY;
+	rc = dir_op_begin(&op, s, true);
+	if (rc)
+		goto out;
+	vol = dir_find_volume(op.l, volume);
+	if (!vol) {
+		rc = -ENOENT;
+		goto out;
+	}
+	vp = vol->priv;
+	for (vi = 1; vi < vol->nviews && strcmp(vol->views[vi].name, snap); vi++)
+		;
+	if (vi >= vol->nviews) {
+		rc = vp->fmt == DIR_VFMT_RAW ? -EOPNOTSUPP : -ENOENT;
+		goto out;
+	}
+	if ((rc = chain_busy(s, vol)))
+		goto out;
+	if (vinfo(&vol->views[vi])->is_isnap)
+		rc = dir_isnap_remove(&op, vol, vi);
+	else
+		rc = remove_chain(&op, vol, vi);
+out:
+	dir_op_end(&op);
+	return rc;
+}

@@ -1,0 +1,52 @@
+/*
+ * dir_snapshot: what the directory store's snapshot operations share
+ * (dir_snapshot.c: volume chains, dir_isnap_ops.c: internal snapshots,
+ * dir_recover.c: recovery).
+ */
+#ifndef VSTORFS_DIR_SNAPSHOT_H
+#define VSTORFS_DIR_SNAPSHOT_H
+
+#include <limits.h>
+
+#include "dir/dir_store.h"
+
+/* One operation: the lock held, a fresh listing taken under it. */
+struct dir_op {
+	struct store *s;
+	struct dir_store_priv *p;
+	struct dir_pve_cfg pc;
+	int lockfd;
+	struct store_listing *l;
+};
+
+int dir_op_begin(struct dir_op *op, struct store *s, bool writing);
+void dir_op_end(struct dir_op *op);
+
+/* The files an operation on volume <name> in directory <dir> touches. */
+struct dir_op_paths {
+	char dir[PATH_MAX];
+	char name[NAME_MAX + 1];
+	char vol[PATH_MAX];       /* <dir>/<name> */
+	char scratch[PATH_MAX];   /* <dir>/.vstorfs-new-<name>.tmp */
+	char intent[PATH_MAX];    /* <dir>/.vstorfs-intent-<name>.op */
+	char times[PATH_MAX];     /* <dir>/.vstorfs-snaps-<name>.times */
+};
+
+int dir_op_paths(struct dir_op_paths *n, const char *dir, const char *vol);
+int dir_op_snap_path(const struct dir_op_paths *n, const char *snap, char *out, size_t len);
+bool dir_exists(int rootfd, const char *rel);
+int dir_intent_clear(struct store *s, const struct dir_op_paths *n);
+int dir_snaptime_set(struct store *s, const struct dir_op_paths *n, const char *snap, int64_t t);
+/* -EBUSY (logged) when a process holds rel open for writing (qemu's OFD lock). */
+int dir_file_busy(struct store *s, const char *rel);
+const struct store_volume *dir_find_volume(const struct store_listing *l, const char *volume);
+
+/* Internal snapshots (dir_isnap_ops.c). */
+int dir_isnap_take(struct dir_op *op, const struct store_volume *vol, const char *snap);
+int dir_isnap_remove(struct dir_op *op, const struct store_volume *vol, int view);
+
+/* Recovery of one intent file's operation: 0 done, 1 not this kind, <0 failed. */
+int dir_recover_chain(struct store *s, const struct dir_op_paths *n, char *intent);
+int dir_recover_isnap(struct store *s, const struct dir_op_paths *n, char *intent);
+
+#endif

@@ -1,0 +1,386 @@
+/*
+ * file_io: the bytes of one image file as a layer_io, opened confined below
+ * the store's root directory fd. See dir_internal.h.
+ *
+ * Confinement: openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS) lets a
+ * symlink point anywhere below the root and refuses everything else
+ * (absolute targets, ".." above the root, /proc magic links). Kernels
+ * without openat2 get a walk of our own, one component at a time with
+ * O_NOFOLLOW, refusing every symlink and "..": stricter, never looser.
+ */
+#include "dir/dir_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/openat2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "common/log.h"
+
+static int have_openat2 = -1; /* -1 unknown, 0 no, 1 yes */
+
+static int walk_open(int rootfd, const char *rel, int flags, mode_t mode)
+{
+	char *copy = strdup(rel), *save = NULL, *comp, *next;
+	int dirfd = -1, fd = -1;
+
+	if (!copy)
+		return -ENOMEM;
+	dirfd = fcntl(rootfd, F_DUPFD_CLOEXEC, 0);
+	if (dirfd < 0) {
+		free(copy);
+		return -errno;
+	}
+	comp = strtok_r(copy, "/", &save);
+	while (comp) {
+		next = strtok_r(NULL, "/", &save);
+		if (!strcmp(comp, "..")) {
+			fd = -EXDEV;
+			break;
+		}
+		if (!strcmp(comp, ".")) {
+			comp = next;
+			continue;
+		}
+		if (next) {
+			int nfd = openat(dirfd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+			if (nfd < 0) {
+				fd = errno == ENOTDIR ? -ELOOP : -errno;
+				break;
+			}
+			close(dirfd);
+			dirfd = nfd;
+		} else {
+			fd = openat(dirfd, comp, flags | O_NOFOLLOW | O_CLOEXEC, mode);
+			if (fd < 0)
+				fd = -errno;
+		}
+		comp = next;
+	}
+	if (fd == -1) /* rel was only "." components */
+		fd = -EINVAL;
+	close(dirfd);
+	free(copy);
+	return fd;
+}
+
+int dir_openat(int rootfd, const char *rel, int flags, mode_t mode)
+{
+	struct open_how how = { 0 };
+	long fd;
+
+	if (!rel[0] || rel[0] == '/')
+		return -EXDEV;
+	if (have_openat2 != 0) {
+		how.flags = (uint64_t)(flags | O_CLOEXEC);
+		how.mode = (flags & O_CREAT) ? mode : 0;
+		how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+		fd = syscall(SYS_openat2, rootfd, rel, &how, sizeof(how));
+		if (fd >= 0) {
+			have_openat2 = 1;
+			return (int)fd;
+		}
+		if (errno != ENOSYS)
+			return -errno;
+		have_openat2 = 0;
+	}
+	return walk_open(rootfd, rel, flags, mode);
+}
+
+int dir_opendir_fd(int rootfd, const char *rel)
+{
+	if (!rel[0] || !strcmp(rel, ".")) {
+		/* A fresh open, not a dup: a dup would share the root fd's directory offset. */
+		int fd = openat(rootfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+		return fd < 0 ? -errno : fd;
+	}
+	return dir_openat(rootfd, rel, O_RDONLY | O_DIRECTORY, 0);
+}
+
+int dir_fstatat(int rootfd, const char *rel, struct stat *st)
+{
+	int fd = dir_openat(rootfd, rel, O_PATH, 0), rc = 0;
+
+	if (fd < 0)
+		return fd;
+	if (fstat(fd, st))
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
+int64_t dir_birth_time(int fd)
+{
+	struct statx stx;
+
+	if (statx(fd, "", AT_EMPTY_PATH, STATX_BTIME | STATX_MTIME, &stx) == 0) {
+		if (stx.stx_mask & STATX_BTIME)
+			return stx.stx_btime.tv_sec;
+		return stx.stx_mtime.tv_sec;
+	}
+	return 0;
+}
+
+struct file_io {
+	struct layer_io io;
+	int fd;
+	char *rel;
+	char *name;
+	char id[64];
+	bool grow;
+};
+
+static int fio_pread(struct layer_io *io, void *buf, size_t len, uint64_t off)
+{
+	struct file_io *f = (struct file_io *)io;
+
+	if (off > io->size || len > io->size - off)
+		return -EIO;
+	while (len) {
+		ssize_t n = pread(f->fd, buf, len, (off_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0) {
+			/* The file shrank under us: the rest reads as zeros, as qemu
+			 * reads past EOF of a growing image file. */
+			memset(buf, 0, len);
+			return 0;
+		}
+		buf = (char *)buf + n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+static int fio_map_fd(struct layer_io *io, uint64_t off, uint64_t *len, int *fd, uint64_t *fd_off)
+{
+	struct file_io *f = (struct file_io *)io;
+
+	if (off > io->size || *len > io->size - off)
+		return -EIO;
+	*fd = f->fd;
+	*fd_off = off;
+	return 0;
+}
+
+static int fio_pwrite(struct layer_io *io, const void *buf, size_t len, uint64_t off)
+{
+	struct file_io *f = (struct file_io *)io;
+
+	if (f->grow && off + len > io->size && off + len >= off) {
+		if (ftruncate(f->fd, (off_t)(off + len)))
+			return -errno;
+		io->size = off + len;
+	}
+	if (off > io->size || len > io->size - off)
+		return -EIO;
+	while (len) {
+		ssize_t n = pwrite(f->fd, buf, len, (off_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		buf = (const char *)buf + n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+static int fio_flush(struct layer_io *io)
+{
+	struct file_io *f = (struct file_io *)io;
+
+	return fdatasync(f->fd) ? -errno : 0;
+}
+
+static void fio_close(struct layer_io *io)
+{
+	struct file_io *f = (struct file_io *)io;
+
+	close(f->fd);
+	free(f->rel);
+	free(f->name);
+	free(f);
+}
+
+static const struct layer_io_ops fio_ro_ops = {
+	.pread = fio_pread, .map_fd = fio_map_fd, .close = fio_close,
+};
+static const struct layer_io_ops fio_rw_ops = {
+	.pread = fio_pread, .map_fd = fio_map_fd, .close = fio_close,
+	.pwrite = fio_pwrite, .flush = fio_flush,
+};
+
+int file_io_open_grow(int rootfd, const char *label_prefix, const char *rel, struct layer_io **out)
+{
+	int rc = file_io_open(rootfd, label_prefix, rel, true, out);
+
+	if (rc == 0)
+		((struct file_io *)*out)->grow = true;
+	return rc;
+}
+
+int file_io_open(int rootfd, const char *label_prefix, const char *rel, bool rw,
+		 struct layer_io **out)
+{
+	struct file_io *f;
+	struct stat st;
+	int fd = dir_openat(rootfd, rel, rw ? O_RDWR : O_RDONLY, 0);
+
+	*out = NULL;
+	if (fd < 0)
+		return fd;
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+		int rc = S_ISREG(st.st_mode) ? -errno : -EINVAL;
+
+		close(fd);
+		return rc;
+	}
+	f = calloc(1, sizeof(*f));
+	if (!f || !(f->rel = strdup(rel)) || asprintf(&f->name, "%s/%s", label_prefix, rel) < 0) {
+		if (f) {
+			free(f->rel);
+			free(f);
+		}
+		close(fd);
+		return -ENOMEM;
+	}
+	f->fd = fd;
+	snprintf(f->id, sizeof(f->id), "%ju:%ju", (uintmax_t)st.st_dev, (uintmax_t)st.st_ino);
+	f->io.ops = rw ? &fio_rw_ops : &fio_ro_ops;
+	f->io.size = (uint64_t)st.st_size;
+	f->io.name = f->name;
+	f->io.id = f->id;
+	f->io.ctime = dir_birth_time(fd);
+	*out = &f->io;
+	return 0;
+}
+
+const char *file_io_rel(struct layer_io *io)
+{
+	if (!io || (io->ops != &fio_ro_ops && io->ops != &fio_rw_ops))
+		return NULL;
+	return ((struct file_io *)io)->rel;
+}
+
+int file_io_fd(struct layer_io *io)
+{
+	return file_io_rel(io) ? ((struct file_io *)io)->fd : -1;
+}
+
+int file_io_grow(struct layer_io *io, uint64_t size)
+{
+	struct file_io *f = (struct file_io *)io;
+
+	if (!file_io_rel(io))
+		return -EINVAL;
+	if (size <= io->size)
+		return 0;
+	if (ftruncate(f->fd, (off_t)size))
+		return -errno;
+	io->size = size;
+	return 0;
+}
+
+/* ---- small durable files ---- */
+
+static char *parent_of(const char *rel)
+{
+	const char *slash = strrchr(rel, '/');
+
+	return slash ? strndup(rel, (size_t)(slash - rel)) : strdup(".");
+}
+
+int dir_fsync_parent(int rootfd, const char *rel)
+{
+	char *p = parent_of(rel);
+	int fd, rc = 0;
+
+	if (!p)
+		return -ENOMEM;
+	fd = dir_opendir_fd(rootfd, p);
+	free(p);
+	if (fd < 0)
+		return fd;
+	if (fsync(fd) && errno != EINVAL)
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
+int dir_write_file_atomic(int rootfd, const char *rel, const char *data, size_t len)
+{
+	char *tmp = NULL;
+	int fd, rc = 0;
+
+	if (asprintf(&tmp, "%s.part", rel) < 0)
+		return -ENOMEM;
+	fd = dir_openat(rootfd, tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	if (fd < 0) {
+		free(tmp);
+		return fd;
+	}
+	while (len && rc == 0) {
+		ssize_t n = write(fd, data, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			rc = n < 0 ? -errno : -EIO;
+		else {
+			data += n;
+			len -= (size_t)n;
+		}
+	}
+	if (rc == 0 && fsync(fd))
+		rc = -errno;
+	close(fd);
+	if (rc == 0 && renameat(rootfd, tmp, rootfd, rel))
+		rc = -errno;
+	if (rc == 0)
+		rc = dir_fsync_parent(rootfd, rel);
+	if (rc)
+		unlinkat(rootfd, tmp, 0);
+	free(tmp);
+	return rc;
+}
+
+int dir_read_small(int rootfd, const char *rel, char **out)
+{
+	char *buf;
+	ssize_t n, got = 0;
+	int fd = dir_openat(rootfd, rel, O_RDONLY, 0);
+
+	*out = NULL;
+	if (fd < 0)
+		return fd;
+	buf = malloc(65536);
+	if (!buf) {
+		close(fd);
+		return -ENOMEM;
+	}
+	while ((n = read(fd, buf + got, 65535 - (size_t)got)) > 0)
+		got += n;
+	close(fd);
+	if (n < 0) {
+		free(buf);
+		return -EIO;
+	}
+	buf[got] = 0;
+	*out = buf;
+	return 0;
+}
