@@ -33,7 +33,8 @@ import json, os, sys
 src, dst, ranges = sys.argv[1:]
 size = os.stat(src).st_size
 copied = 0
-with open(src, "rb") as s, open(dst, "ab+") as d:
+# not "a" mode: Linux appends every pwrite of an O_APPEND file at the end
+with open(src, "rb") as s, open(os.open(dst, os.O_RDWR | os.O_CREAT, 0o600), "rb+") as d:
     d.truncate(size)
     for r in json.load(open(ranges)):
         pos, end = r["offset"], r["offset"] + r["length"]

@@ -175,7 +175,8 @@ def make_partitioned_disk(workdir, label):
         script = "label: gpt\n1M,20M,L\n,20M,L\n"
         parts = {1: (MiB, 20 * MiB), 2: (21 * MiB, 20 * MiB)}
     else:
-        script = "label: dos\n1M,16M,83\n,40M,5\n,10M,83\n,10M,83\n"
+        script = ("label: dos\nstart=2048,size=32768,type=83\nstart=34816,size=81920,type=5\n"
+                  "start=36864,size=20480,type=83\nstart=59392,size=20480,type=83\n")
         parts = {1: (MiB, 16 * MiB)}
     run(["sfdisk", "-q", disk], input=script.encode())
     table = json.loads(run(["sfdisk", "-J", disk]).stdout)["partitiontable"]
