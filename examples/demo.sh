@@ -1,7 +1,10 @@
 #!/bin/bash
 # vstorfs demo: a Proxmox VE 9 style qcow2-on-LVM disk with two snapshots,
-# shown as a read-only filesystem; an old snapshot is loop-mounted and read.
-# Run as root after the build: `make demo`. Everything is thrown away at the end.
+# a Proxmox directory storage whose disk has a qcow2 internal snapshot and,
+# when the ceph packages are there, an RBD pool on a throwaway one-node Ceph
+# cluster, all shown as one read-only filesystem; old snapshots are read,
+# taken and deleted. Run as root after the build: `make demo`. Everything is
+# thrown away at the end.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -13,10 +16,13 @@ loop=""
 mnt=$work/mnt
 inner=$work/inner
 
+ceph_dir=""
 cleanup() {
 	set +e
 	mountpoint -q "$inner" && umount "$inner"
 	mountpoint -q "$mnt" && { umount "$mnt" || umount -l "$mnt"; }
+	# the demo's own cluster, by the PIDs in its pid files
+	[ -n "$ceph_dir" ] && (cd "$repo/tests" && python3 -c "import cephlib, sys; c = cephlib.Cluster(sys.argv[1]); c.osd_id = 0; c.destroy()" "$ceph_dir")
 	if [ -n "$loop" ]; then
 		lvm_ vgremove -f -y "$vg" >/dev/null 2>&1
 		losetup -d "$loop"
@@ -110,8 +116,38 @@ done
 lvm_ lvs -o lv_name,lv_size,lv_tags "$vg" 2>/dev/null
 rm -f "$work"/v?.raw
 
-say "Mount it: mount.vstorfs $vg $mnt -o devices=$loop"
-"$repo/mount.vstorfs" "$vg" "$mnt" -o "devices=$loop"
+say "A Proxmox directory storage: images/200/vm-200-disk-0.qcow2 with internal snapshot 'monday'"
+vz=$work/vz
+mkdir -p "$vz/images/200"
+dvol=vm-200-disk-0.qcow2
+fs_image "$work/d1.raw" "monday's file"
+qemu-img convert -q -f raw -O qcow2 "$work/d1.raw" "$vz/images/200/$dvol"
+qemu-img snapshot -c monday "$vz/images/200/$dvol"
+fs_image "$work/d2.raw" "tuesday's file"
+qemu-img convert -q -n -f raw -O qcow2 "$work/d2.raw" "$vz/images/200/$dvol"
+qemu-img snapshot -l "$vz/images/200/$dvol" | sed 's/^/  /'
+rm -f "$work"/d?.raw
+
+sources="$vg,$vz"
+opts="devices=$loop"
+if command -v ceph-mon >/dev/null && command -v rbd >/dev/null; then
+	say "A throwaway one-node Ceph cluster (memstore) with an RBD image and a snapshot"
+	ceph_dir=$(mktemp -d /var/tmp/vstorfs-demo-ceph.XXXXXX)
+	(cd "$repo/tests" && python3 -c "import cephlib, sys; c = cephlib.Cluster(sys.argv[1]); c.create()" "$ceph_dir")
+	rbd_() { rbd -c "$ceph_dir/ceph.conf" --id admin "$@"; }
+	fs_image "$work/r1.raw" "from ceph"
+	rbd_ import --no-progress "$work/r1.raw" rbd/vm-300-disk-0
+	rbd_ snap create rbd/vm-300-disk-0@first
+	rm -f "$work/r1.raw"
+	rbd_ snap ls rbd/vm-300-disk-0 | sed 's/^/  /'
+	sources="$sources,rbd:rbd"
+	opts="$opts,ceph_conf=$ceph_dir/ceph.conf,ceph_keyring=$ceph_dir/keyring"
+else
+	say "(no ceph packages: the RBD part is skipped; make deps installs them)"
+fi
+
+say "Mount it: mount.vstorfs $sources $mnt -o ${opts//$work/...}"
+"$repo/mount.vstorfs" "$sources" "$mnt" -o "$opts"
 ( cd "$mnt" && find . | sort | sed 's/^\.\///' | grep -v '^\.$' | while read -r p; do
 	if [ -f "$p" ]; then printf '%-60s %s bytes\n' "$p" "$(stat -c %s "$p")"; else echo "$p/"; fi
 done )
@@ -140,6 +176,35 @@ mount -o loop,ro -t ext4 "$mnt/$vg/$vol/after-upgrade/disk.raw" "$inner"
 echo "after-upgrade still reads: hello.txt = $(cat "$inner/hello.txt")"
 umount "$inner"
 lvs --driverloaded n --devices "$loop" -o lv_name,lv_tags "$vg" 2>/dev/null
+
+say "Backup files: what changed between the two LVM snapshots, in rbd diff's JSON"
+echo "nightly/changed-since/after-upgrade.json: $(head -c 300 "$mnt/$vg/$vol/nightly/changed-since/after-upgrade.json")"
+echo "allocated.json of after-upgrade: $(head -c 200 "$mnt/$vg/$vol/after-upgrade/allocated.json")..."
+
+say "The directory store: the internal snapshot 'monday' is a view"
+ls "$mnt/vz/$dvol"
+mount -o loop,ro -t ext4 "$mnt/vz/$dvol/monday/disk.raw" "$inner"
+echo "monday:  hello.txt = $(cat "$inner/hello.txt")"
+umount "$inner"
+mount -o loop,ro -t ext4 "$mnt/vz/$dvol/current/disk.raw" "$inner"
+echo "current: hello.txt = $(cat "$inner/hello.txt")"
+umount "$inner"
+mkdir "$mnt/vz/$dvol/tuesday"
+rmdir "$mnt/vz/$dvol/monday"
+echo "after mkdir tuesday, rmdir monday: qemu-img snapshot -l says"
+qemu-img snapshot -l "$vz/images/200/$dvol" | sed 's/^/  /'
+qemu-img check "$vz/images/200/$dvol" | sed 's/^/  qemu-img check: /'
+
+if [ -n "$ceph_dir" ]; then
+	say "The RBD pool: image vm-300-disk-0 with its snapshot 'first'"
+	ls "$mnt/rbd/vm-300-disk-0"
+	mount -o loop,ro -t ext4 "$mnt/rbd/vm-300-disk-0/first/disk.raw" "$inner"
+	echo "first: hello.txt = $(cat "$inner/hello.txt")"
+	umount "$inner"
+	mkdir "$mnt/rbd/vm-300-disk-0/second"
+	echo "rbd snap ls after mkdir second:"
+	rbd_ snap ls rbd/vm-300-disk-0 | sed 's/^/  /'
+fi
 
 say "Unmount (this ends the daemon) and clean up"
 umount "$mnt"

@@ -11,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/prctl.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "fs/catalog.h"
@@ -47,8 +49,55 @@ static int fuse_args_build(const struct fs_options *o, struct fuse_args *args, c
 	return rc ? -1 : 0;
 }
 
+/*
+ * Fork; the parent exits with the child's verdict, written to *ready_fd by
+ * daemon_ready() (or nothing at all if the child dies first: failure).
+ */
+static int daemon_fork(int *ready_fd)
+{
+	int p[2];
+	char ok = 0;
+	pid_t pid;
+
+	if (pipe(p))
+		return -1;
+	pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid > 0) {
+		close(p[1]);
+		_exit(read(p[0], &ok, 1) == 1 && ok == 'y' ? 0 : 1);
+	}
+	close(p[0]);
+	*ready_fd = p[1];
+	if (setsid() < 0)
+		return -1;
+	return 0;
+}
+
+static void daemon_ready(int ready_fd)
+{
+	int null = open("/dev/null", O_RDWR);
+
+	if (chdir("/")) {
+		/* nothing depends on the cwd: the mountpoint path is absolute */
+	}
+	if (null >= 0) {
+		dup2(null, 0);
+		dup2(null, 1);
+		dup2(null, 2);
+		if (null > 2)
+			close(null);
+	}
+	if (write(ready_fd, "y", 1) != 1) {
+		/* the parent is gone; serving goes on */
+	}
+	close(ready_fd);
+}
+
 int main(int argc, char **argv)
 {
+	int ready_fd = -1;
 	struct fs_options o;
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	struct fuse_session *se = NULL;
@@ -62,6 +111,10 @@ int main(int argc, char **argv)
 		vlog(LOG_ERR, "out of memory");
 		goto out;
 	}
+	if (!o.foreground && daemon_fork(&ready_fd) < 0) {
+		vlog(LOG_ERR, "cannot fork: %s", strerror(errno));
+		goto out;
+	}
 	if (fs_catalog_start(&o) < 0)
 		goto out;
 	se = fuse_session_new(&args, fs_ops(&o), sizeof(struct fuse_lowlevel_ops), NULL);
@@ -71,10 +124,10 @@ int main(int argc, char **argv)
 		goto out_session;
 	if (fuse_session_mount(se, o.mountpoint))
 		goto out_handlers;
-	if (fuse_daemonize(o.foreground))
-		goto out_unmount;
-	if (!o.foreground)
+	if (!o.foreground) {
 		vlog_init(false, o.debug);
+		daemon_ready(ready_fd);
+	}
 	/* A loop device over disk.raw writes back through us: never let our
 	 * own allocations wait on that writeback. */
 	if (prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0))

@@ -9,6 +9,7 @@ import json
 import os
 import random
 import subprocess
+import threading
 import time
 
 import pytest
@@ -517,3 +518,30 @@ def _preadv_ok(fd, buf):
         return os.preadv(fd, [buf], 0) == len(buf)
     except OSError:
         return False
+
+
+def test_tree_daemonized_mount_reads(ceph_cluster, images, tmp_path):
+    """mount.vstorfs forks the daemon: librados' threads must start in the
+    process that serves (threads do not survive a fork), or every read hangs."""
+    from conftest import REPO
+    if not daemon_has_store_seam():
+        pytest.skip("the daemon does not serve rbd: sources yet")
+    c = ceph_cluster
+    mnt = str(tmp_path / "mnt-bg")
+    os.makedirs(mnt)
+    r = subprocess.run([os.path.join(REPO, "mount.vstorfs"), "rbd:" + POOL, mnt, "-o",
+                        "ceph_conf=%s,ceph_id=admin" % c.conf], capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    try:
+        done = {}
+
+        def read():
+            import hashlib
+            with open(os.path.join(mnt, POOL, "vm-100-disk-0", "current", "disk.raw"), "rb") as f:
+                done["sha"] = hashlib.sha256(f.read()).hexdigest()
+        t = threading.Thread(target=read, daemon=True)
+        t.start()
+        t.join(60)
+        assert done.get("sha") == c.export_sha256("%s/vm-100-disk-0" % POOL), "read hung or differed"
+    finally:
+        subprocess.run(["umount", "-l", mnt], capture_output=True)
