@@ -1161,7 +1161,7 @@ def read_rows(targets, ceil_copy, ceil_splice, seq_names, rand_names, part, res_
         fns = {n: (lambda p=p: dd_seq(p, direct=direct)) for n, p in seq_t.items()}
         if extra_seq and not direct:
             fns.update(extra_seq)
-        med_, runs_ = interleaved(fns, lambda fn: fn(), SEQ_RUNS)
+        med_, runs_ = interleaved(fns, lambda fn: fn(), RUNS)
         res_part[key + "_MiBps"], res_part[key + "_MiBps_runs"] = med_, runs_
         log("%s %s: %s" % (part, key, {k: round(v) for k, v in med_.items()}))
         comps = {n: med_[n] for n in seq_names if n in med_}
