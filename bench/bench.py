@@ -1888,7 +1888,7 @@ def main():
                 PARTS[part](workdir, logdir, res)
                 res.setdefault("part_s", {})[part] = round(time.monotonic() - t, 1)
     except BaseException:
-        for f in sorted(os.listdir(logdir)):
+        for f in sorted(os.listdir(logdir)) if os.path.isdir(logdir) else []:
             txt = open(os.path.join(logdir, f), errors="replace").read()[-3000:]
             if txt.strip():
                 print("--- %s (tail)\n%s" % (f, txt), file=sys.stderr)
