@@ -55,6 +55,7 @@ class Cleanup:
     def __init__(self):
         self.procs = []      # (Popen, mountpoint or None)
         self.vgs = []
+        self.clusters = []   # tests/cephlib.py clusters (daemons stopped by pid file)
         self.dirs = []
         self.done = False
 
@@ -87,6 +88,11 @@ class Cleanup:
         for p, mnt in reversed(list(self.procs)):
             try:
                 self.stop(p, mnt, timeout=10)
+            except Exception as e:  # pragma: no cover
+                print("cleanup:", e, file=sys.stderr)
+        for c in reversed(list(self.clusters)):
+            try:
+                c.destroy()
             except Exception as e:  # pragma: no cover
                 print("cleanup:", e, file=sys.stderr)
         for vg in reversed(list(self.vgs)):
@@ -287,11 +293,11 @@ SPARSE_PREALLOC_VOL = "vm-100-disk-2.qcow2"
 DISK = 2 * GiB
 
 
-def rand_writes(rnd, srcfile, n, sizes, zero_frac=0.1):
+def rand_writes(rnd, srcfile, n, sizes, zero_frac=0.1, disk=DISK):
     cmds = []
     for _ in range(n):
         ln = rnd.choice(sizes)
-        off = rnd.randrange(0, (DISK - ln) // 4096) * 4096
+        off = rnd.randrange(0, (disk - ln) // 4096) * 4096
         if rnd.random() < zero_frac:
             cmds.append("write -z %d %d" % (off, ln))
         else:
@@ -392,9 +398,9 @@ def dd_seq_direct(path):
     return dd_seq(path, direct=True)
 
 
-def fio_rand(path, jobs):
+def fio_rand(path, jobs, runtime=5):
     p = run(["fio", "--name=r", "--filename=" + path, "--rw=randread", "--bs=4k",
-             "--direct=1", "--numjobs=%d" % jobs, "--time_based", "--runtime=5",
+             "--direct=1", "--numjobs=%d" % jobs, "--time_based", "--runtime=%d" % runtime,
              "--ioengine=psync", "--group_reporting", "--output-format=json"])
     out = p.stdout.decode()
     return json.loads(out[out.index("{"):])["jobs"][0]["read"]["iops"]
@@ -1059,6 +1065,634 @@ def bench_snap(workdir, logdir, res):
     destroy_vg(vgv)
 
 
+# -- new parts: file chain (dir store), backup, RBD ---------------------------------
+#
+# Each part reports rows of {label, unit, vstorfs, competitors {name: value},
+# ceiling (passthrough FUSE server, same reader) or None, lower_is_better};
+# the table prints vstorfs against the best competitor and the ceiling.
+
+NEW_FIO_RUNTIME = 3         # seconds per fio run in the new parts (5 in `main`)
+
+
+def start_vstorfs_src(source, mnt, logdir, opts=""):
+    """vstorfs on any SOURCE (a directory store, rbd:<pool>), foreground."""
+    os.makedirs(mnt, exist_ok=True)
+    lf = open(vstorfs_log(logdir, mnt), "ab")
+    argv = [VSTORFS, source, mnt, "-f"] + (["-o", opts] if opts else [])
+    p = subprocess.Popen(argv, stdout=lf, stderr=lf, stdin=subprocess.DEVNULL)
+    lf.close()
+    CLEAN.add_proc(p, mnt)
+    wait_mount(mnt, p)
+    return p
+
+
+def qsd_start_nodes(nodes, top, export_file, logdir, env=None):
+    """qemu-storage-daemon with the given blockdev nodes, `top` exported over FUSE."""
+    open(export_file, "w").close()
+    argv = ["qemu-storage-daemon"]
+    for b in nodes:
+        argv += ["--blockdev", json.dumps(b)]
+    argv += ["--export", "type=fuse,id=e,node-name=%s,mountpoint=%s" % (top, export_file)]
+    lf = open(os.path.join(logdir, "qsd-%s.log" % os.path.basename(export_file)), "ab")
+    p = subprocess.Popen(argv, stdout=lf, stderr=lf, stdin=subprocess.DEVNULL, env=env)
+    lf.close()
+    CLEAN.add_proc(p, export_file)
+    wait_mount(export_file, p)
+    return p
+
+
+def spot_check(paths, ref, size, n=100, seed=7):
+    """Every path reads what `ref` reads at n random MiB (+ first and last)."""
+    rnd = random.Random(seed)
+    offs = [0, size - MiB] + [rnd.randrange(0, size - MiB) for _ in range(n)]
+    fds = {name: os.open(p, os.O_RDONLY) for name, p in list(paths.items()) + [("ref", ref)]}
+    try:
+        for off in offs:
+            want = os.pread(fds["ref"], MiB, off)
+            for name in paths:
+                if os.pread(fds[name], MiB, off) != want:
+                    raise RuntimeError("%s differs from the reference at %d" % (name, off))
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+
+def row(label, unit, vstorfs, comps, ceiling=None, lower_is_better=False, note=None,
+        runs=None):
+    r = {"label": label, "unit": unit, "vstorfs": vstorfs, "competitors": comps,
+         "ceiling": ceiling, "lower_is_better": lower_is_better}
+    if note:
+        r["note"] = note
+    if runs:
+        r["runs"] = runs
+    return r
+
+
+def row_ratios(r):
+    """(best competitor name, its value, vstorfs x best, vstorfs / ceiling) as
+    speed factors: > 1 means vstorfs is faster, whatever the unit."""
+    v = r["vstorfs"]
+    comps = {k: x for k, x in r["competitors"].items() if x is not None}
+    best = bestv = xb = xc = None
+    if comps and v:
+        pick = min if r["lower_is_better"] else max
+        best = pick(comps, key=comps.get)
+        bestv = comps[best]
+        xb = bestv / v if r["lower_is_better"] else v / bestv
+    if r["ceiling"] and v:
+        xc = r["ceiling"] / v if r["lower_is_better"] else v / r["ceiling"]
+    return best, bestv, xb, xc
+
+
+def read_rows(targets, ceil_copy, ceil_splice, seq_names, rand_names, part, res_part,
+              fio_runtime=NEW_FIO_RUNTIME, extra_seq=None, extra_rand=None):
+    """Sequential (buffered and O_DIRECT dd bs=1M) and random 4k (fio, 1 and
+    4 jobs) reads of every target, interleaved rounds, like `main`.
+    targets: {name: path} including "vstorfs"; ceil_copy/ceil_splice: the
+    passthrough servers' files. extra_seq/extra_rand: {name: fn()} for
+    non-file competitors (rbd export, fio's rbd engine), measured in the
+    same rounds. Returns the rows."""
+    seq_t = dict(targets, ceiling_copy=ceil_copy, ceiling_splice=ceil_splice)
+    for path in seq_t.values():
+        dd_seq(path)                            # unmeasured first pass
+    rows = []
+    for direct, key, label in ((False, "seq", "seq read, dd bs=1M (MiB/s)"),
+                               (True, "seqd", "seq read, dd bs=1M O_DIRECT (MiB/s)")):
+        fns = {n: (lambda p=p: dd_seq(p, direct=direct)) for n, p in seq_t.items()}
+        if extra_seq and not direct:
+            fns.update(extra_seq)
+        med_, runs_ = interleaved(fns, lambda fn: fn(), RUNS)
+        res_part[key + "_MiBps"], res_part[key + "_MiBps_runs"] = med_, runs_
+        log("%s %s: %s" % (part, key, {k: round(v) for k, v in med_.items()}))
+        comps = {n: med_[n] for n in seq_names if n in med_}
+        if extra_seq and not direct:
+            comps.update({n: med_[n] for n in extra_seq})
+        rows.append(row(label, "MiB/s", med_["vstorfs"], comps,
+                        max(med_["ceiling_copy"], med_["ceiling_splice"]), runs=runs_))
+    for jobs in (1, 4):
+        fns = {n: (lambda p=p: fio_rand(p, jobs, fio_runtime))
+               for n, p in dict(targets, ceiling_copy=ceil_copy).items()}
+        if extra_rand:
+            fns.update({n: (lambda f=f: f(jobs)) for n, f in extra_rand.items()})
+        med_, runs_ = interleaved(fns, lambda fn: fn(), RUNS)
+        key = "rand4k_iops_%djob%s" % (jobs, "s" if jobs > 1 else "")
+        res_part[key], res_part[key + "_runs"] = med_, runs_
+        log("%s rand %d job(s): %s" % (part, jobs, {k: round(v) for k, v in med_.items()}))
+        comps = {n: med_[n] for n in rand_names if n in med_}
+        r = row("random 4k, fio %d job%s (IOPS)" % (jobs, "s" if jobs > 1 else ""), "IOPS",
+                med_["vstorfs"], comps, med_["ceiling_copy"], runs=runs_)
+        for n in (extra_rand or {}):
+            r.setdefault("references", {})[n] = med_[n]
+        rows.append(r)
+    return rows
+
+
+# -- part `dir`: a Proxmox-dir qcow2 chain of files, internal snapshots --------------
+
+DIR_DISK = GiB
+DIR_VOL = "vm-100-disk-0.qcow2"
+ISNAP_VOL = "vm-101-disk-0.qcow2"
+ISNAP_DISK = 64 * GiB
+
+
+def build_dir_store(workdir):
+    """store/images/100: snap-s1-<vol> (base, 64k clusters, preallocation=
+    metadata) <- snap-s2-<vol> <- <vol> (overlays: extended L2, 128k,
+    preallocation=metadata), the shape and data mix of `main` on 1 GiB, as a
+    Proxmox dir storage with snapshot-as-volume-chain names it; images/101:
+    a 64 GiB qcow2 (no preallocation) with 1 GiB written in 64 pieces."""
+    t = time.monotonic()
+    store = os.path.join(workdir, "vz")
+    d = os.path.join(store, "images", "100")
+    os.makedirs(d)
+    src = os.path.join(workdir, "dir-random.bin")
+    with open(src, "wb") as f:
+        f.write(os.urandom(32 * MiB))
+    rnd = random.Random(43)
+    base, mid = "snap-s1-" + DIR_VOL, "snap-s2-" + DIR_VOL
+    lvmlib.qemu_img("create", "-q", "-f", "qcow2", "-o", "cluster_size=65536," + BASE_OPTS,
+                    base, str(DIR_DISK), cwd=d)
+    cmds = []
+    for r in range(DIR_DISK // (32 * MiB)):
+        x = rnd.random()
+        off = r * 32 * MiB + rnd.randrange(0, 8) * MiB
+        ln = rnd.randrange(4, 25) * MiB
+        if x < 0.55:
+            cmds.append("write -s %s %d %d" % (src, off, ln))
+        elif x < 0.7:
+            cmds.append("write -z %d %d" % (off, ln))
+    lvmlib.qemu_io(base, *cmds, cwd=d)
+    sizes = [4096, 16384, 65536, 131072, 512 * 1024, MiB, 4 * MiB]
+    for lower, upper in ((base, mid), (mid, DIR_VOL)):
+        lvmlib.qemu_img("create", "-q", "-f", "qcow2", "-o", OVERLAY_OPTS, "-b", lower,
+                        "-F", "qcow2", upper, str(DIR_DISK), cwd=d)
+        lvmlib.qemu_io(upper, *rand_writes(rnd, src, 150, sizes, disk=DIR_DISK), cwd=d)
+    d1 = os.path.join(store, "images", "101")
+    os.makedirs(d1)
+    lvmlib.qemu_img("create", "-q", "-f", "qcow2", ISNAP_VOL, str(ISNAP_DISK), cwd=d1)
+    lvmlib.qemu_io(ISNAP_VOL, *["write -s %s %d %d" % (src, k * GiB + (k % 7) * 32 * MiB,
+                                                       16 * MiB) for k in range(64)], cwd=d1)
+    os.unlink(src)
+    log("dir fixture built in %.1fs" % (time.monotonic() - t))
+    return store, d, [base, mid, DIR_VOL], os.path.join(d1, ISNAP_VOL)
+
+
+def bench_dir(workdir, logdir, res):
+    store, d, layers, isnap_img = build_dir_store(workdir)
+    r = res["dir"] = {"disk_GiB": DIR_DISK / GiB, "layers": layers,
+                      "isnap_disk_GiB": ISNAP_DISK / GiB}
+    flat = os.path.join(workdir, "dir-flat.raw")
+    run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", "-S", "0", DIR_VOL, flat], cwd=d)
+    for lv in layers:
+        warm(os.path.join(d, lv), [(0, os.path.getsize(os.path.join(d, lv)))])
+    warm(flat, [(0, DIR_DISK)])
+    os.sync()
+    mnt = os.path.join(workdir, "mnt-dir")
+    vp = start_vstorfs_src(store, mnt, logdir)
+    vpath = os.path.join(mnt, os.path.basename(store), DIR_VOL, "current", "disk.raw")
+    qfile = os.path.join(workdir, "qsd-dir.raw")
+    # qemu opens the chain by its backing strings, every file with aio=threads
+    # through the same page cache
+    qp = qsd_start_nodes([{"driver": "qcow2", "node-name": "top", "read-only": True,
+                           "file": {"driver": "file", "filename": os.path.join(d, DIR_VOL),
+                                    "aio": "threads"}}], "top", qfile, logdir)
+    pmnt, smnt = os.path.join(workdir, "mnt-dir-pt"), os.path.join(workdir, "mnt-dir-pts")
+    pp = passthrough_start(workdir, flat, pmnt, logdir)
+    sp = passthrough_start(workdir, flat, smnt, logdir, splice=True)
+    targets = {"vstorfs": vpath, "qsd": qfile}
+    allp = dict(targets, ceiling_copy=os.path.join(pmnt, "disk.raw"),
+                ceiling_splice=os.path.join(smnt, "disk.raw"))
+    for name, path in allp.items():
+        assert os.path.getsize(path) == DIR_DISK, (name, os.path.getsize(path))
+    spot_check(allp, flat, DIR_DISK)
+    log("dir: content of vstorfs, qsd and the passthrough spot-checked against qemu-img convert")
+    rows = read_rows(targets, allp["ceiling_copy"], allp["ceiling_splice"], ["qsd"], ["qsd"],
+                     "dir", r)
+    r["rss_kib_after_reads"] = rss_kib(vp.pid)
+    CLEAN.stop(sp, smnt)
+    CLEAN.stop(pp, pmnt)
+    CLEAN.stop(qp, qfile)
+    os.unlink(flat)
+
+    # internal snapshots: mkdir/rmdir through vstorfs on the image in the
+    # store, qemu-img snapshot -c/-d on a copy of the same image, alternating
+    copy = os.path.join(workdir, "isnap-copy.qcow2")
+    run(["cp", "--sparse=always", isnap_img, copy])
+    os.sync()
+    vol = os.path.join(mnt, os.path.basename(store), ISNAP_VOL)
+    mk, rm, qc, qd = [], [], [], []
+    for i in range(SNAP_RUNS):
+        name = "bench%d" % i
+        t = time.monotonic()
+        os.mkdir(os.path.join(vol, name))
+        mk.append(time.monotonic() - t)
+        t = time.monotonic()
+        os.rmdir(os.path.join(vol, name))
+        rm.append(time.monotonic() - t)
+        qc.append(timed(["qemu-img", "snapshot", "-c", name, copy]))
+        qd.append(timed(["qemu-img", "snapshot", "-d", name, copy]))
+    CLEAN.stop(vp, mnt)
+    chk = run(["qemu-img", "check", "--output=json", isnap_img], check=False)
+    r["isnap"] = {"mkdir_s": mk, "rmdir_s": rm, "qemu_img_c_s": qc, "qemu_img_d_s": qd,
+                  "qemu_img_check_rc": chk.returncode}
+    log("dir isnap: mkdir %s rmdir %s / qemu-img -c %s -d %s (check rc %d)" % (
+        ["%.3f" % x for x in mk], ["%.3f" % x for x in rm], ["%.3f" % x for x in qc],
+        ["%.3f" % x for x in qd], chk.returncode))
+    rows.append(row("internal snapshot mkdir, 64 GiB / 1 GiB written (s)", "s", median(mk),
+                    {"qemu-img snapshot -c": median(qc)}, lower_is_better=True,
+                    runs={"vstorfs": mk, "qemu-img snapshot -c": qc}))
+    rows.append(row("internal snapshot rmdir (s)", "s", median(rm),
+                    {"qemu-img snapshot -d": median(qd)}, lower_is_better=True,
+                    runs={"vstorfs": rm, "qemu-img snapshot -d": qd}))
+    r["rows"] = rows
+
+
+# -- part `backup`: changed-since on 1 TiB, examples/incremental-backup.sh ---------
+
+BK_DISK = 1 << 40
+BK_VOL = "vm-200-disk-0.qcow2"
+BK_SAMPLE = 2 * GiB            # the full-read reference reads this much of each view
+BK_CMP_SAMPLE = 64 * GiB       # the cmp reference compares the data ranges below this
+INC_VOL = "vm-201-disk-0.qcow2"
+INC_DISK = 2 * GiB
+
+
+def qemu_map_ranges(img, cwd):
+    """[(start, length, depth)] of qemu-img map --output=json where it reports
+    data that is not zero."""
+    out = json.loads(run(["qemu-img", "map", "--output=json", "-U", img], cwd=cwd).stdout)
+    return [(e["start"], e["length"], e.get("depth", 0)) for e in out
+            if e.get("data") and not e.get("zero")]
+
+
+def merge_ranges(rs):
+    out = []
+    for a, n in sorted(rs):
+        if out and a <= out[-1][0] + out[-1][1]:
+            out[-1][1] = max(out[-1][1], a + n - out[-1][0])
+        else:
+            out.append([a, n])
+    return out
+
+
+def build_backup_store(workdir):
+    """bk/images/200: snap-s1-<vol> (1 TiB, 64k clusters, preallocation=
+    metadata, 1 GiB of data: 1 MiB at every GiB) <- <vol> (extended L2, 128k,
+    preallocation=metadata, 1 GiB changed: 1 MiB at every GiB, elsewhere);
+    bk/images/201: a 4 GiB chain for the backup script."""
+    t = time.monotonic()
+    store = os.path.join(workdir, "bk")
+    d = os.path.join(store, "images", "200")
+    os.makedirs(d)
+    base = "snap-s1-" + BK_VOL
+    lvmlib.qemu_img("create", "-q", "-f", "qcow2", "-o", "cluster_size=65536," + BASE_OPTS,
+                    base, str(BK_DISK), cwd=d)
+    ngib = BK_DISK // GiB
+    lvmlib.qemu_io(base, *["write -P 0x%02x %d %d" % (1 + k % 250, k * GiB + 64 * MiB, MiB)
+                           for k in range(ngib)], cwd=d)
+    lvmlib.qemu_img("create", "-q", "-f", "qcow2", "-o", OVERLAY_OPTS, "-b", base, "-F", "qcow2",
+                    BK_VOL, str(BK_DISK), cwd=d)
+    lvmlib.qemu_io(BK_VOL, *["write -P 0x%02x %d %d" % (1 + (k * 7) % 250,
+                                                        k * GiB + (128 + k % 512) * MiB, MiB)
+                             for k in range(ngib)], cwd=d)
+    d2 = os.path.join(store, "images", "201")
+    os.makedirs(d2)
+    ibase = "snap-s0-" + INC_VOL
+    lvmlib.qemu_img("create", "-q", "-f", "qcow2", "-o", "cluster_size=65536," + BASE_OPTS,
+                    ibase, str(INC_DISK), cwd=d2)
+    lvmlib.qemu_io(ibase, *["write -P 0x21 %d %d" % (k * 256 * MiB, 24 * MiB)
+                            for k in range(INC_DISK // (256 * MiB))], cwd=d2)
+    lvmlib.qemu_img("create", "-q", "-f", "qcow2", "-o", OVERLAY_OPTS, "-b", ibase, "-F", "qcow2",
+                    INC_VOL, str(INC_DISK), cwd=d2)
+    lvmlib.qemu_io(INC_VOL, *["write -P 0x22 %d %d" % (k * 256 * MiB + 100 * MiB, 8 * MiB)
+                              for k in range(INC_DISK // (256 * MiB))], cwd=d2)
+    os.sync()
+    log("backup fixture built in %.1fs" % (time.monotonic() - t))
+    return store, d, d2
+
+
+def read_json_file(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = []
+        while True:
+            b = os.read(fd, MiB)
+            if not b:
+                break
+            chunks.append(b)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def bench_backup(workdir, logdir, res):
+    store, d, d2 = build_backup_store(workdir)
+    r = res["backup"] = {"disk_GiB": BK_DISK / GiB}
+    layer_files = [os.path.join(d, f) for f in ("snap-s1-" + BK_VOL, BK_VOL)]
+    for f in layer_files:
+        warm(f, file_data_ranges(f))
+    mnt = os.path.join(workdir, "mnt-bk")
+    vdir = os.path.join(mnt, os.path.basename(store), BK_VOL)
+    cs = os.path.join(vdir, "current", "changed-since", "s1.json")
+    # changed-since: a fresh daemon each run (nothing of the chain cached in
+    # vstorfs; the image files are in the page cache), then once more with the
+    # layer files dropped from the page cache too
+    first, again, rss = [], [], []
+    for i in range(RUNS + 1):
+        cold = i == RUNS
+        if cold:
+            for f in layer_files:
+                drop_file_cache(f)
+        p = start_vstorfs_src(store, mnt, logdir)
+        t = time.monotonic()
+        text = read_json_file(cs)
+        dt = time.monotonic() - t
+        if cold:
+            r["changed_since_cold_page_cache_s"] = dt
+        else:
+            first.append(dt)
+            t = time.monotonic()
+            read_json_file(cs)
+            again.append(time.monotonic() - t)
+        rss.append(rss_kib(p.pid))
+        CLEAN.stop(p, mnt)
+    ranges = json.loads(text)
+    changed = sum(x["length"] for x in ranges)
+    # what qemu says changed: the ranges of the top layer (depth 0) in qemu-img map
+    qm = []
+    for _ in range(RUNS):
+        t = time.monotonic()
+        top = [(a, n) for a, n, dep in qemu_map_ranges(BK_VOL, d) if dep == 0]
+        qm.append(time.monotonic() - t)
+    qtop = merge_ranges(top)
+    r["changed_since_equals_qemu_map_top"] = merge_ranges(
+        (x["offset"], x["length"]) for x in ranges if x["exists"] == "true") == qtop
+    r.update({"changed_since_first_s": median(first), "changed_since_first_runs": first,
+              "changed_since_again_s": median(again), "changed_since_MiB": changed / MiB,
+              "changed_since_ranges": len(ranges), "rss_kib_after_changed_since": max(rss),
+              "qemu_img_map_s": median(qm), "qemu_img_map_runs": qm,
+              "qemu_img_map_top_MiB": sum(n for _, n in qtop) / MiB})
+    log("backup: changed-since %s s (again %.3f s, cold page cache %.3f s), %.0f MiB in %d "
+        "ranges, RSS %.1f MiB; qemu-img map %.2f s (top layer %.0f MiB)" % (
+            ["%.3f" % x for x in first], median(again), r["changed_since_cold_page_cache_s"],
+            changed / MiB, len(ranges), max(rss) / 1024, median(qm),
+            r["qemu_img_map_top_MiB"]))
+
+    # references that read bytes, through the same mount
+    p = start_vstorfs_src(store, mnt, logdir)
+    views = {v: os.path.join(vdir, v, "disk.raw") for v in ("s1", "current")}
+    # (a) reading both views in full: BK_SAMPLE of each (the same density of
+    # data as the whole disk: 1 MiB per GiB and layer), extrapolated to 1 TiB
+    # each; no compare: a lower bound of any full cmp
+    full = {}
+    for v, path in views.items():
+        drop_file_cache(path)
+        t = time.monotonic()
+        run(["dd", "if=" + path, "of=/dev/null", "bs=1M", "count=%d" % (BK_SAMPLE // MiB)])
+        full[v] = BK_SAMPLE / (time.monotonic() - t) / MiB
+    full_s = sum(BK_DISK / MiB / x for x in full.values())
+    # (b) cmp of the allocated parts only: the non-zero data ranges qemu-img
+    # map reports for either view, read from both views and compared
+    t = time.monotonic()
+    rs = merge_ranges([(a, n) for a, n, _ in qemu_map_ranges("snap-s1-" + BK_VOL, d)] +
+                      [(a, n) for a, n, _ in qemu_map_ranges(BK_VOL, d)])
+    t_map = time.monotonic() - t
+    rs = [(a, min(n, BK_CMP_SAMPLE - a)) for a, n in rs if a < BK_CMP_SAMPLE]
+    t = time.monotonic()
+    fds = {v: os.open(path, os.O_RDONLY) for v, path in views.items()}
+    differ = 0
+    try:
+        for a, n in rs:
+            for o in range(a, a + n, 4 * MiB):
+                m = min(4 * MiB, a + n - o)
+                if os.pread(fds["s1"], m, o) != os.pread(fds["current"], m, o):
+                    differ += m
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    # the maps are timed whole; reading and comparing the data ranges below
+    # BK_CMP_SAMPLE (the data is spread evenly) is extrapolated to the disk
+    alloc_cmp_s = t_map + (time.monotonic() - t) * BK_DISK / BK_CMP_SAMPLE
+    r.update({"alloc_cmp_sample_GiB": BK_CMP_SAMPLE / GiB, "alloc_cmp_maps_s": t_map,"full_read_sample_GiB": BK_SAMPLE / GiB, "full_read_MiBps": full,
+              "full_read_both_extrapolated_s": full_s, "alloc_cmp_s": alloc_cmp_s,
+              "alloc_cmp_read_MiB": sum(n for _, n in rs) / MiB * BK_DISK / BK_CMP_SAMPLE,
+              "alloc_cmp_differ_MiB": differ / MiB})
+    log("backup: full read %s MiB/s -> both views of 1 TiB in %.0f s (extrapolated); "
+        "cmp of the %.0f MiB qemu-img map calls data: %.2f s (extrapolated)" % (
+            {k: round(v) for k, v in full.items()}, full_s, r["alloc_cmp_read_MiB"],
+            alloc_cmp_s))
+    CLEAN.stop(p, mnt)
+
+    # examples/incremental-backup.sh on the 4 GiB volume: a first (full) run,
+    # 64 MiB written into the live volume, a second run
+    p = start_vstorfs_src(store, mnt, logdir)
+    ivol = os.path.join(mnt, os.path.basename(store), INC_VOL)
+    backup = os.path.join(workdir, "backup-201.raw")
+    script = os.path.join(REPO, "examples", "incremental-backup.sh")
+    inc = {"script": "examples/incremental-backup.sh"}
+    for k in ("first", "second"):
+        if k == "second":
+            lvmlib.qemu_io(INC_VOL, *["write -P 0x23 %d %d" % (j * 512 * MiB + 200 * MiB, 8 * MiB)
+                                      for j in range(INC_DISK // (512 * MiB))], cwd=d2)
+        t = time.monotonic()
+        p_ = subprocess.run(["bash", script, ivol, backup], capture_output=True)
+        dt = time.monotonic() - t
+        if p_.returncode and k == "first" and b"differ" in p_.stdout + p_.stderr:
+            # the script opens the backup "ab+" (O_APPEND): Linux pwrite()
+            # then appends whatever the offset, and its own cmp fails. Run a
+            # copy that opens it without O_APPEND (the only change) instead.
+            log("backup: examples/incremental-backup.sh fails its own cmp (%s); running a copy "
+                "that opens the backup without O_APPEND" % p_.stdout.decode().strip()[-200:])
+            for v in os.listdir(ivol):
+                if v.startswith("backup-"):
+                    os.rmdir(os.path.join(ivol, v))
+            os.unlink(backup)
+            text = open(script).read()
+            assert 'open(dst, "ab+")' in text
+            script = os.path.join(workdir, "incremental-backup-noappend.sh")
+            with open(script, "w") as f:
+                f.write(text.replace('open(dst, "ab+")',
+                                     'open(dst, "rb+" if os.path.exists(dst) else "wb+")'))
+            inc["script"] = "examples/incremental-backup.sh without O_APPEND"
+            inc["original_failed"] = p_.stdout.decode()[-500:]
+            t = time.monotonic()
+            p_ = subprocess.run(["bash", script, ivol, backup], capture_output=True)
+            dt = time.monotonic() - t
+        if p_.returncode:
+            raise RuntimeError("%s failed: %s %s" % (script, p_.stdout.decode()[-500:],
+                                                     p_.stderr.decode()[-500:]))
+        out = p_.stdout.decode()
+        m = re.search(r"copied (\d+) of (\d+) bytes", out)
+        inc[k] = {"s": dt, "copied_bytes": int(m.group(1)), "disk_bytes": int(m.group(2))}
+    cur = os.path.join(ivol, "current", "disk.raw")
+    cps = []
+    for _ in range(RUNS):
+        out = os.path.join(workdir, "cp-201.raw")
+        drop_file_cache(cur)
+        t = time.monotonic()
+        run(["cp", "--sparse=always", cur, out])
+        run(["sync", out])
+        cps.append(time.monotonic() - t)
+        os.unlink(out)
+    CLEAN.stop(p, mnt)
+    inc["cp_sparse_s"], inc["cp_sparse_runs"] = median(cps), cps
+    r["incremental"] = inc
+    log("backup: incremental-backup.sh %s; cp --sparse=always + sync %.2f s" % (
+        {k: (round(v["s"], 2), v["copied_bytes"] // MiB) for k, v in inc.items()
+         if isinstance(v, dict)}, median(cps)))
+    r["incremental"]["disk_GiB"] = INC_DISK / GiB
+    r["rows"] = [
+        row("changed-since/s1.json, 1 TiB, fresh mount (s)", "s", r["changed_since_first_s"],
+            {"qemu-img map (top layer)": r["qemu_img_map_s"],
+             "cmp of map's data ranges (extrap.)": alloc_cmp_s,
+             "read both views in full (extrap.)": full_s}, lower_is_better=True),
+        row("incremental-backup.sh, 2nd run, %d GiB disk (s)" % (INC_DISK // GiB), "s", inc["second"]["s"],
+            {"cp --sparse=always + sync": inc["cp_sparse_s"]}, lower_is_better=True,
+            note="%s; includes mkdir, its full cmp of the disk and the rmdir merge" % inc["script"]),
+    ]
+
+
+# -- part `rbd`: a throwaway Ceph cluster ---------------------------------------------
+
+RBD_IMG = "vm-300-disk-0"
+RBD_SIZE = GiB
+
+
+def bench_rbd(workdir, logdir, res):
+    import cephlib
+    miss = cephlib.missing_binaries()
+    if miss:
+        log("rbd: skipped, missing %s" % miss)
+        res["rbd"] = {"skipped": "missing %s" % miss}
+        return
+    t = time.monotonic()
+    c = cephlib.Cluster(os.path.join(workdir, "ceph"))
+    os.makedirs(c.dir)
+    CLEAN.clusters.append(c)
+    c.create()
+    spec = "%s/%s" % (c.pool, RBD_IMG)
+    c.rbd("create", "--size", str(RBD_SIZE // MiB), spec)
+    c.rbd("bench", "--io-type", "write", "--io-size", "4M", "--io-threads", "4",
+          "--io-total", str(RBD_SIZE), "--io-pattern", "seq", spec, timeout=600)
+    flat = os.path.join(workdir, "rbd-flat.raw")
+    c.export(spec, flat)
+    warm(flat, [(0, RBD_SIZE)])
+    log("rbd: cluster and %d MiB image in %.1fs" % (RBD_SIZE // MiB, time.monotonic() - t))
+    r = res["rbd"] = {"image_MiB": RBD_SIZE / MiB, "memstore_bytes": cephlib.MEMSTORE_BYTES}
+    mnt = os.path.join(workdir, "mnt-rbd")
+    vp = start_vstorfs_src("rbd:" + c.pool, mnt, logdir, "ceph_conf=%s,ceph_id=admin,"
+                           "ceph_keyring=%s" % (c.conf, c.keyring))
+    vpath = os.path.join(mnt, c.pool, RBD_IMG, "current", "disk.raw")
+    qfile = os.path.join(workdir, "qsd-rbd.raw")
+    # qemu's rbd driver with its defaults (cache.direct=off: librbd's cache on)
+    qp = qsd_start_nodes([{"driver": "rbd", "node-name": "top", "pool": c.pool,
+                           "image": RBD_IMG, "conf": c.conf, "user": "admin",
+                           "read-only": True}], "top", qfile, logdir)
+    pmnt, smnt = os.path.join(workdir, "mnt-rbd-pt"), os.path.join(workdir, "mnt-rbd-pts")
+    pp = passthrough_start(workdir, flat, pmnt, logdir)
+    sp = passthrough_start(workdir, flat, smnt, logdir, splice=True)
+    targets = {"vstorfs": vpath, "qsd": qfile}
+    spot_check(targets, flat, RBD_SIZE, n=50)
+    log("rbd: vstorfs and qsd spot-checked against rbd export")
+
+    def rbd_export():
+        t = time.monotonic()
+        subprocess.run(["rbd", "-c", c.conf, "--id", "admin", "export", "--no-progress", spec,
+                        "-"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        return RBD_SIZE / (time.monotonic() - t) / MiB
+
+    fio_env = dict(os.environ, CEPH_CONF=c.conf)
+
+    def fio_librbd(jobs):
+        p = run(["fio", "--name=r", "--ioengine=rbd", "--clientname=admin", "--pool=" + c.pool,
+                 "--rbdname=" + RBD_IMG, "--rw=randread", "--bs=4k", "--iodepth=1",
+                 "--numjobs=%d" % jobs, "--time_based", "--runtime=%d" % NEW_FIO_RUNTIME,
+                 "--group_reporting", "--output-format=json"], env=fio_env)
+        out = p.stdout.decode()
+        return json.loads(out[out.index("{"):])["jobs"][0]["read"]["iops"]
+
+    rows = read_rows(targets, os.path.join(pmnt, "disk.raw"), os.path.join(smnt, "disk.raw"),
+                     ["qsd"], ["qsd"], "rbd", r, extra_seq={"rbd export": rbd_export},
+                     extra_rand={"librbd (fio rbd engine)": fio_librbd})
+    r["rss_kib_after_reads"] = rss_kib(vp.pid)
+    r["rows"] = rows
+    for p_, m_ in ((sp, smnt), (pp, pmnt), (qp, qfile), (vp, mnt)):
+        CLEAN.stop(p_, m_)
+    os.unlink(flat)
+    c.destroy()
+    CLEAN.clusters.remove(c)
+
+
+def new_targets(res):
+    t = []
+    rb = res.get("rbd", {})
+    if "seq_MiBps" in rb:
+        s = rb["seq_MiBps"]
+        x = s["vstorfs"] / s["rbd export"]
+        t.append(("rbd: seq read >= 90% of rbd export", "%.0f%%" % (100 * x), x >= 0.9))
+        x = s["vstorfs"] / s["qsd"]
+        t.append(("rbd: seq read ahead of qsd", "%.2fx" % x, x > 1))
+        for key, label in (("rand4k_iops_1job", "1 job"), ("rand4k_iops_4jobs", "4 jobs")):
+            x = rb[key]["vstorfs"] / rb[key]["qsd"]
+            t.append(("rbd: random 4k ahead of qsd (%s)" % label, "%.2fx" % x, x > 1))
+    return t
+
+
+def new_table(res):
+    L = []
+    for part, title in (("dir", "file chain, directory store (1 GiB, 3 qcow2 files)"),
+                        ("backup", "backup"), ("rbd", "RBD (1 GiB image, memstore cluster)")):
+        rows = res.get(part, {}).get("rows")
+        if not rows:
+            continue
+        L.append("%-52s %9s  %-36s %9s %8s %8s" % (title, "vstorfs", "best competitor", "ceiling",
+                                                  "vs best", "vs ceil"))
+        for r in rows:
+            best, bestv, xb, xc = row_ratios(r)
+            fmt = (lambda x: "%9.3f" % x) if r["unit"] == "s" else (lambda x: "%9.0f" % x)
+            L.append("  %-50s %s  %-36s %9s %8s %8s" % (
+                r["label"], fmt(r["vstorfs"]),
+                ("%s %s" % (best, fmt(bestv).strip())) if best else "-",
+                fmt(r["ceiling"]) if r["ceiling"] else "-",
+                "%.2fx" % xb if xb else "-", "%.0f%%" % (100 * xc) if xc else "-"))
+            others = {k: v for k, v in r["competitors"].items() if k != best}
+            others.update(r.get("references", {}))
+            if others:
+                L.append("    also: " + ", ".join("%s %s" % (k, fmt(v).strip())
+                                                  for k, v in others.items()))
+            if r.get("note"):
+                L.append("    (" + r["note"] + ")")
+        if part == "backup":
+            b = res["backup"]
+            inc = b["incremental"]
+            L.append("  changed-since: %.0f MiB in %d ranges, again %.3f s, with the layer files "
+                     "out of the page cache %.3f s; daemon RSS %.1f MiB" % (
+                         b["changed_since_MiB"], b["changed_since_ranges"],
+                         b["changed_since_again_s"], b["changed_since_cold_page_cache_s"],
+                         b["rss_kib_after_changed_since"] / 1024))
+            L.append("  full read = %g GiB of each view by dd bs=1M (%s MiB/s), extrapolated to "
+                     "1 TiB each, no compare" % (b["full_read_sample_GiB"], "/".join(
+                         "%.0f" % v for v in b["full_read_MiBps"].values())))
+            L.append("  cmp of map's data ranges = qemu-img map of both chains (%.1f s) + read and "
+                     "compare the %.0f MiB it calls data in both views (measured below %g GiB, "
+                     "extrapolated)" % (b["alloc_cmp_maps_s"], b["alloc_cmp_read_MiB"],
+                                        b["alloc_cmp_sample_GiB"]))
+            L.append("  incremental-backup.sh: 1st run copied %.0f MiB in %.2f s, 2nd run %.0f MiB "
+                     "(%.1f%% of the %.0f MiB disk) in %.2f s" % (
+                         inc["first"]["copied_bytes"] / MiB, inc["first"]["s"],
+                         inc["second"]["copied_bytes"] / MiB,
+                         100.0 * inc["second"]["copied_bytes"] / inc["second"]["disk_bytes"],
+                         inc["second"]["disk_bytes"] / MiB, inc["second"]["s"]))
+        if part in ("dir", "rbd") and "rss_kib_after_reads" in res[part]:
+            L.append("  daemon RSS after the reads: %.1f MiB" % (
+                res[part]["rss_kib_after_reads"] / 1024))
+        L.append("  ceiling = passthrough FUSE server over the flattened bytes in the page cache"
+                 "; vs best/ceil > 1 = vstorfs faster" if part != "backup" else
+                 "  vs best > 1 = vstorfs faster")
+        L.append("")
+    return "\n".join(L)
+
+
 # -- targets and the table ---------------------------------------------------------
 
 def seq_ceiling(res, key="seq_MiBps"):
@@ -1210,17 +1844,26 @@ def table(res):
         L.append("other")
         L += ["  %-62s %s" % o for o in other]
         L.append("")
-    t = targets(res)
+    new = new_table(res)
+    if new:
+        L.append(new)
+    t = targets(res) + new_targets(res)
     if t:
         L.append("targets")
         L += ["  %-62s %-42s %s" % (name, val, "met" if ok else "MISSED") for name, val, ok in t]
     return "\n".join(L)
 
 
+PARTS = {"main": bench_main, "many": bench_many, "snap": bench_snap,
+         "dir": bench_dir, "backup": bench_backup, "rbd": bench_rbd}
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", default="main,many,snap",
-                    help="comma list of parts: main (seq/rand/sparse/ttfb), many, snap")
+    ap.add_argument("--only", default=",".join(PARTS),
+                    help="comma list of parts: main (seq/rand/sparse/ttfb), many, snap, "
+                    "dir (file chain, internal snapshots), backup (changed-since, "
+                    "incremental-backup.sh), rbd (Ceph)")
     ap.add_argument("--out", default=os.path.join(HERE, "results.json"))
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -1235,21 +1878,24 @@ def main():
                        "loadavg_at_start": os.getloadavg()},
            "runs_per_measure": RUNS, "runs_seq": SEQ_RUNS, "runs_snap": SNAP_RUNS}
     parts = args.only.split(",")
+    bad = [p for p in parts if p not in PARTS]
+    if bad:
+        sys.exit("unknown part(s) %s; parts: %s" % (",".join(bad), ",".join(PARTS)))
     try:
-        if "main" in parts:
-            bench_main(workdir, logdir, res)
-        if "many" in parts:
-            bench_many(workdir, logdir, res)
-        if "snap" in parts:
-            bench_snap(workdir, logdir, res)
+        for part in PARTS:
+            if part in parts:
+                t = time.monotonic()
+                PARTS[part](workdir, logdir, res)
+                res.setdefault("part_s", {})[part] = round(time.monotonic() - t, 1)
     except BaseException:
-        for f in sorted(os.listdir(logdir)):
+        for f in sorted(os.listdir(logdir)) if os.path.isdir(logdir) else []:
             txt = open(os.path.join(logdir, f), errors="replace").read()[-3000:]
             if txt.strip():
                 print("--- %s (tail)\n%s" % (f, txt), file=sys.stderr)
         raise
     res["total_s"] = round(time.monotonic() - T0, 1)
-    res["targets"] = [{"target": n, "measured": v, "met": ok} for n, v, ok in targets(res)]
+    res["targets"] = [{"target": n, "measured": v, "met": ok}
+                      for n, v, ok in targets(res) + new_targets(res)]
     with open(args.out, "w") as f:
         json.dump(res, f, indent=1, sort_keys=True)
     tab = table(res)
