@@ -290,6 +290,13 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
 		conn->want |= FUSE_CAP_SPLICE_WRITE | (conn->capable & FUSE_CAP_SPLICE_MOVE);
 	conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
+	/* Without it the kernel serialises lookups in a directory, and finding
+	 * a view's partitions (a lookup of part<N>.raw opening the view's own
+	 * disk.raw through the mount, fs/partition_cache.h) would wait for itself. */
+	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	else
+		fs_partitions_init(NULL);
 	conn->max_readahead = 1 << 20;
 }
 

@@ -90,7 +90,9 @@ static int probe(const char *store, const char *volume, const struct store_view 
 	char *path;
 	int fd, rc;
 
-	if (!mnt || asprintf(&path, "%s/%s/%s/%s/disk.raw", mnt, store, volume, view->name) < 0)
+	if (!mnt)
+		return -EOPNOTSUPP;
+	if (asprintf(&path, "%s/%s/%s/%s/disk.raw", mnt, store, volume, view->name) < 0)
 		return -ENOMEM;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {

@@ -15,6 +15,7 @@
 #include "common/partitions.h"
 #include "store/store.h"
 
+/* NULL: no partition files (a kernel without parallel directory operations). */
 void fs_partitions_init(const char *mountpoint);
 /* A copy of the table (release with partitions_release), or a negative errno. */
 int fs_partitions(const char *store, const char *volume, const struct store_view *view,
