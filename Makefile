@@ -24,7 +24,7 @@ TOOLS     := $(TOOL_SRC:tools/%.c=$(BUILD)/%)
 PREFIX  ?= /usr/local
 PYTEST  ?= /usr/bin/python3 -m pytest
 
-.PHONY: all deps test test-asan demo bench install clean crash fuzz
+.PHONY: all deps test test-asan demo bench install clean crash fuzz fuzz-snapshot
 all: $(BUILD)/vstorfs $(TOOLS)
 ifeq ($(BUILD),build)
 all: vstorfs
@@ -68,13 +68,34 @@ fuzz: build-fuzz/fuzz_chain
 		-rss_limit_mb=2048 -jobs=$(FUZZ_JOBS) -workers=$(FUZZ_JOBS) -artifact_prefix=../fuzz/regressions/ \
 		corpus seeds ../fuzz/regressions
 
+# The snapshot table parser and create/delete/reclaim over hostile images (fuzz/fuzz_snapshot.c).
+SNAPFUZZ_SRC := fuzz/fuzz_snapshot.c $(wildcard chain/*.c) $(wildcard common/*.c)
+
+build-fuzz/fuzz_snapshot: $(SNAPFUZZ_SRC) $(wildcard chain/*.h common/*.h)
+	@mkdir -p $(dir $@)
+	clang -O1 -g -fsanitize=fuzzer,address,undefined -std=gnu11 -D_GNU_SOURCE -I. -o $@ $(SNAPFUZZ_SRC) -lz -lzstd -pthread
+
+$(BUILD)/fuzz-snapshot-replay: fuzz/replay.c $(SNAPFUZZ_SRC) $(wildcard chain/*.h common/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -std=gnu11 -D_GNU_SOURCE \
+		-Wall -Wextra -Werror -I. -o $@ fuzz/replay.c $(SNAPFUZZ_SRC) -lz -lzstd -pthread
+
+fuzz-snapshot: build-fuzz/fuzz_snapshot
+	@mkdir -p build-fuzz/snap-corpus build-fuzz/snap-seeds fuzz/regressions-snapshot
+	/usr/bin/python3 fuzz/make_snap_seeds.py build-fuzz/snap-seeds
+	cd build-fuzz && ./fuzz_snapshot -max_total_time=$(FUZZ_SECONDS) -max_len=1048576 -timeout=20 \
+		-rss_limit_mb=2048 -jobs=1 -workers=1 -artifact_prefix=../fuzz/regressions-snapshot/ \
+		snap-corpus snap-seeds ../fuzz/regressions-snapshot
+
+fuzz: fuzz-snapshot
+
 deps:
 	@.ci/install-deps
 
 # A daemon that kills itself at a named step ($$VSTORFS_CRASH_AT), for crash-safety tests.
 CRASH_BUILD ?= build-crash
 crash:
-	$(MAKE) BUILD=$(CRASH_BUILD) EXTRA_CFLAGS=-DVSTORFS_CRASH_HOOKS $(CRASH_BUILD)/vstorfs
+	$(MAKE) BUILD=$(CRASH_BUILD) EXTRA_CFLAGS=-DVSTORFS_CRASH_HOOKS $(CRASH_BUILD)/vstorfs $(CRASH_BUILD)/qcow2snap
 
 test: deps
 	$(MAKE) all crash $(BUILD)/fuzz-replay

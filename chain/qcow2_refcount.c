@@ -50,7 +50,8 @@ static uint64_t rc_read(const uint8_t *b, uint64_t i, unsigned order)
 			v = v << 8 | b[i * (bits / 8) + k];
 		return v;
 	}
-	return (b[i * bits / 8] >> ((8 - bits) - (i * bits) % 8)) & ((1u << bits) - 1);
+	/* Narrow refcounts fill each byte from its least significant bit (qemu's get_refcount_ro0..2). */
+	return (b[i * bits / 8] >> ((i * bits) % 8)) & ((1u << bits) - 1);
 }
 
 static void rc_write(uint8_t *b, uint64_t i, unsigned order, uint64_t v)
@@ -62,7 +63,7 @@ static void rc_write(uint8_t *b, uint64_t i, unsigned order, uint64_t v)
 			b[i * (bits / 8) + k] = v;
 		return;
 	}
-	unsigned shift = (8 - bits) - (i * bits) % 8;
+	unsigned shift = (i * bits) % 8;
 	uint8_t mask = ((1u << bits) - 1) << shift;
 
 	b[i * bits / 8] = (b[i * bits / 8] & ~mask) | ((v << shift) & mask);
@@ -153,6 +154,19 @@ int qmeta_rc_add(struct qmeta *m, uint64_t cluster, int64_t delta)
 static bool block_present(const struct qmeta *m, uint64_t b)
 {
 	return b < m->rt_n && (m->rb[b] || (m->rt[b] & QCOW2_OFFSET_MASK));
+}
+
+uint64_t qmeta_rc_end(const struct qmeta *m)
+{
+	uint64_t end = m->nclusters;
+
+	for (uint64_t b = m->rt_n; b-- > 0;)
+		if (block_present(m, b)) {
+			if ((b + 1) * m->rpb > end)
+				end = (b + 1) * m->rpb;
+			break;
+		}
+	return end;
 }
 
 /* First run of len free clusters at or after from. */
@@ -382,6 +396,43 @@ static bool table_ok(const struct qmeta *m, uint64_t off, uint64_t bytes)
 	return !bytes || (off % m->cs == 0 && off <= m->io->size && bytes <= m->io->size - off);
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * Refcount blocks inside the layer and all different: so the blocks held in
+ * memory never exceed the layer's size, whatever the table says.
+ */
+static int distinct_blocks(struct qmeta *m)
+{
+	uint64_t *offs = malloc((m->rt_n + 1) * 8), n = 0;
+	int rc = 0;
+
+	if (!offs)
+		return -ENOMEM;
+	for (uint64_t b = 0; b < m->rt_n; b++) {
+		uint64_t off = m->rt[b] & QCOW2_OFFSET_MASK;
+
+		if (!off)
+			continue;
+		if (off % m->cs || off / m->cs >= m->nclusters) {
+			rc = qmeta_fail(m, -EIO, "refcount block outside the image");
+			break;
+		}
+		offs[n++] = off;
+	}
+	qsort(offs, n, 8, cmp_u64);
+	for (uint64_t i = 1; !rc && i < n; i++)
+		if (offs[i] == offs[i - 1])
+			rc = qmeta_fail(m, -EIO, "two refcount table entries name one block");
+	free(offs);
+	return rc;
+}
+
 int qmeta_open(struct layer_io *io, unsigned flags, struct qmeta **out)
 {
 	struct qmeta *m = calloc(1, sizeof(*m));
@@ -457,6 +508,8 @@ int qmeta_open(struct layer_io *io, unsigned flags, struct qmeta **out)
 		goto out;
 	for (uint64_t i = 0; i < m->rt_n; i++)
 		m->rt[i] = qcow2_be64(tab + 8 * i);
+	if ((rc = distinct_blocks(m)))
+		goto out;
 	rc = qsnap_parse(io, &m->h, snap_off, &m->snaps);
 	if (rc)
 		qmeta_fail(m, rc, m->snaps.error);
@@ -748,15 +801,19 @@ int qmeta_count_refs(struct qmeta *m, uint32_t **refs_out, struct qcow2_check_re
 			if (l2 && l2 % m->cs == 0 && l2 / m->cs < m->nclusters)
 				rc = copied_check(&k, l2 / m->cs, m->l1[i]);
 		}
-	for (uint64_t c = 0; res && !rc && c < m->nclusters; c++) {
-		uint64_t v;
+	for (uint64_t c = 0, end = qmeta_rc_end(m); res && !rc && c < end; c++) {
+		uint64_t v, refs = c < m->nclusters ? k.refs[c] : 0;
 
+		if (c >= m->nclusters && !block_present(m, c / m->rpb)) {
+			c = (c / m->rpb + 1) * m->rpb - 1;
+			continue;
+		}
 		if ((rc = qmeta_rc_get(m, c, &v)))
 			break;
-		if (v < k.refs[c])
-			error_at(&k, "cluster %llu refcount=%llu reference=%llu", c, v, k.refs[c]);
-		else if (v > k.refs[c])
-			res->leaks++;
+		if (v < refs)
+			error_at(&k, "cluster %llu refcount=%llu reference=%llu", c, v, refs);
+		else if (v > refs)
+			res->leaks++;   /* past the end of the layer too: a crash before the first write there */
 	}
 out:
 	if (rc && rc != -ENOMEM && !k.r->errors)

@@ -55,6 +55,8 @@ void qmeta_close(struct qmeta *m);
 int qmeta_fail(struct qmeta *m, int err, const char *why);
 
 int qmeta_rc_get(struct qmeta *m, uint64_t cluster, uint64_t *v);
+/* One past the last cluster that may have a refcount (refcount blocks may describe clusters past the end). */
+uint64_t qmeta_rc_end(const struct qmeta *m);
 /* Add delta; -ERANGE past rmax or below 0, -EIO when the block is missing for a non-zero result. */
 int qmeta_rc_add(struct qmeta *m, uint64_t cluster, int64_t delta);
 /* Allocate n contiguous clusters (refcount 1, in memory): host offset in *off. */
@@ -79,9 +81,6 @@ int qmeta_write_l1(struct qmeta *m);
  * and active COPIED flags when r is given (errors, leaks, copied_errors).
  */
 int qmeta_count_refs(struct qmeta *m, uint32_t **refs, struct qcow2_check_result *r);
-
-/* Largest refcount among clusters referenced by the active L1 (for overflow checks). */
-int qmeta_check_and_load(struct qmeta *m, struct qcow2_check_result *r, uint32_t **refs);
 
 /*
  * Call fn for every reference the L1 table `l1` (n entries) holds: its L2

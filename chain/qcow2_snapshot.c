@@ -590,13 +590,13 @@ int qcow2_reclaim(struct layer_io *io, unsigned flags, struct qcow2_check_result
 		return rc;
 	if ((rc = qmeta_count_refs(m, &refs, NULL)))
 		goto out;
-	for (uint64_t c = 0; c < m->nclusters; c++) {
-		uint64_t v;
+	for (uint64_t c = 0, end = qmeta_rc_end(m); c < end; c++) {
+		uint64_t v, n = c < m->nclusters ? refs[c] : 0;
 
 		if ((rc = qmeta_rc_get(m, c, &v)))
 			goto out;
-		if (v > refs[c]) {
-			if ((rc = qmeta_rc_add(m, c, -(int64_t)(v - refs[c]))))
+		if (v > n) {
+			if ((rc = qmeta_rc_add(m, c, -(int64_t)(v - n))))
 				goto out;
 			r->leaked_clusters_freed++;
 		}

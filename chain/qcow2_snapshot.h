@@ -82,27 +82,43 @@ int qcow2_snapshot_find(const struct qcow2_snapshot_list *l, const char *name);
  * 7.2 rewrites them (extra data widened to 24 bytes, unknown extra kept).
  *
  * The image is first checked (qcow2_check): structural errors refuse
- * with -EIO before anything is written. Steps, each flushed before the
- * next, with a crash point after each ("snapshot-create:<step>"):
- *   l1-copied   refcounts of the new L1 clusters, then the L1 copy
- *   refcounts   every cluster the active L1 reaches +1
- *   l2-copied   COPIED cleared in the active L2 tables
- *   l1-copied-flags  ... and in the active L1 table
- *   table       the new snapshot table in new clusters
- *   header      nb_snapshots + table offset switched in one write
- *   (then the old table's clusters are freed)
- * A crash at any step leaks at most, reads the same in every view, and
- * qcow2_reclaim() repairs it completely.
+ * with -EIO before anything is written, as does a refcount that would
+ * overflow (-ERANGE). Steps, each flushed before the next, with a crash
+ * point after each ("snapshot-create:<step>"):
+ *   refcounts  new clusters for the L1 copy (and the table) and +1 for
+ *              everything the active L1 reaches (L2 tables, data and
+ *              compressed clusters, preallocated ones of extended L2 too)
+ *   l1-copy    the active L1 copied, flags and all (as qemu copies it)
+ *   l2-flags   COPIED cleared in the active L2 tables
+ *   l1-flags   ... and in the active L1 table
+ *   table      the new snapshot table in new clusters
+ *   header     nb_snapshots + table offset switched in one 12-byte write
+ *   done       the old table's clusters freed
+ * A crash at any step leaks at most and reads the same in every view.
+ * Between "refcounts" and "l1-flags" qemu-img check also reports
+ * OFLAG_COPIED errors for entries still flagged whose refcount is 2, the
+ * second reference being the leak (qemu's own snapshot -c has the same
+ * window; no order avoids it, as a refcount and its COPIED flag live in
+ * different clusters). qcow2_reclaim() repairs every such state.
  */
 int qcow2_snapshot_create(struct layer_io *io, const char *name, unsigned flags);
 
 /*
- * `qemu-img snapshot -d NAME` (the first snapshot so named): a new table
- * without the entry, then the header switch, then the old table freed;
- * COPIED set in the active L1/L2 entries whose refcount becomes 1; then
- * the refcounts of everything the snapshot's L1 reached dropped and its
- * L1 clusters freed. Crash points "snapshot-delete:<step>": table, header,
- * old-table-freed, copied-flags. Checked first like create.
+ * `qemu-img snapshot -d NAME` (the first snapshot so named), checked first
+ * like create. Steps and crash points ("snapshot-delete:<step>"):
+ *   table     a new table without the entry, in new clusters
+ *   header    nb_snapshots + table offset switched (the snapshot is gone)
+ *   l2-flags  COPIED set in the active L2 entries whose refcount will be 1
+ *   l1-flags  ... and in the active L1 entries
+ *   done      refcounts of everything the snapshot's L1 reached dropped,
+ *             its L1 clusters and the old table freed
+ * qemu drops the refcounts first and sets COPIED after; setting COPIED
+ * first means a crash in between leaves COPIED on clusters whose second
+ * reference is a leak (safe to write in place), which `qemu-img check -r
+ * leaks` alone repairs, where qemu's order needs `-r all`. qemu also
+ * rewrites COPIED in the deleted snapshot's L2 tables shared with other
+ * snapshots; that flag means nothing outside the active tables, so they
+ * are left alone here.
  */
 int qcow2_snapshot_delete(struct layer_io *io, const char *name, unsigned flags);
 
