@@ -103,7 +103,7 @@ bool dir_exists(int rootfd, const char *rel)
 	return fstatat(rootfd, rel, &st, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
-/* ---- the sidecar of taken times: "<snap> <seconds>" lines ---- */
+/* ---- the sidecar of taken times: "<snap> <nanoseconds since the epoch>" lines ---- */
 
 static int times_read(struct store *s, const char *rel, char **text)
 {
@@ -401,11 +401,15 @@ static int take_chain(struct dir_op *op, const struct store_volume *vol, const c
 	struct dir_op_paths n;
 	char srel[PATH_MAX], sbase[NAME_MAX + 1], *dir = strdup(cur->rel), *slash;
 	struct stat st;
-	int64_t now = time(NULL);
+	struct timespec ts;
+	int64_t now;
 	int rc;
 
 	if (!dir)
 		return -ENOMEM;
+	/* The taken time in nanoseconds: the snapshot's ident, new when a name is reused. */
+	clock_gettime(CLOCK_REALTIME, &ts);
+	now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 	slash = strrchr(dir, '/');
 	if (slash)
 		*slash = 0;

@@ -344,11 +344,11 @@ static int pve_chain_views(struct store *s, struct store_volume *vol, const stru
 
 			if (t <= 0) {
 				file_used(p, found[i].above, NULL, &btime);
-				t = btime;
+				t = btime * 1000000000;
 			}
 			if (asprintf(&ident, "ext:%s@%s@%" PRId64, c->rel, found[i].snap, t) < 0)
 				ident = NULL;
-			rc = add_view(vol, found[i].snap, ident, found[i].vsize, t, used, true,
+			rc = add_view(vol, found[i].snap, ident, found[i].vsize, t / 1000000000, used, true,
 				      found[i].rel, CHAIN_FMT_QCOW2, NULL);
 		}
 		free(found[i].snap);
