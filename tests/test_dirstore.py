@@ -759,3 +759,27 @@ def test_no_sanitizer_reports(tmp):
     qemu_check(img)
     for e in errs:
         assert "Sanitizer" not in e and "runtime error:" not in e, e
+
+
+def test_mixed_source_vg_and_directories(tmp):
+    """SOURCE pve-like VG,/path,/path: each directory is a store named by its basename."""
+    import conftest
+    from conftest import disk_path
+    e = conftest.Env()
+    try:
+        vg = e.vg(npvs=1, pv_size=256 * MiB)
+        ch = e.chain(vg)
+        v = ch.qcow2("vm-100-disk-0.qcow2", 8 * MiB)
+        v.write(0, MiB, 0x61)
+        ch.sync()
+        root = pve_store(tmp)
+        nova = os.path.join(tmp, "nfs1")
+        os.makedirs(nova)
+        q("qemu-img", "create", "-f", "qcow2", os.path.join(nova, "lib.qcow2"), "2M")
+        d = e.mount("%s,%s,%s" % (vg.name, root, nova), vg.loops)
+        assert sorted(os.listdir(d.mnt)) == sorted([vg.name, "vz", "nfs1"])
+        assert sha_file(disk_path(d.mnt, "vz", VOL)) == sha_qemu(os.path.join(root, "images", "100", VOL))
+        assert os.listdir(os.path.join(d.mnt, "nfs1")) == ["lib.qcow2"]
+        assert os.path.getsize(disk_path(d.mnt, vg.name, "vm-100-disk-0.qcow2")) == 8 * MiB
+    finally:
+        e.close()
