@@ -783,3 +783,43 @@ def test_mixed_source_vg_and_directories(tmp):
         assert os.path.getsize(disk_path(d.mnt, vg.name, "vm-100-disk-0.qcow2")) == 8 * MiB
     finally:
         e.close()
+
+
+def pve_volume_snapshot(d, vol, snap):
+    """Proxmox's volume_snapshot with snapshot-as-volume-chain, as Plugin.pm runs it."""
+    os.rename(os.path.join(d, vol), os.path.join(d, "snap-%s-%s" % (snap, vol)))
+    q("qemu-img", "create", "-F", "qcow2", "-b", "snap-%s-%s" % (snap, vol), "-f", "qcow2",
+      os.path.join(d, vol), "-o", "extended_l2=on,cluster_size=128k,preallocation=metadata")
+
+
+def test_proxmox_made_chain_then_vstorfs_and_back(tmp):
+    root = pve_store(tmp)
+    cfg = storage_cfg(tmp, root, "\tsnapshot-as-volume-chain 1")
+    d = os.path.join(root, "images", "100")
+    img = os.path.join(d, VOL)
+    pve_volume_snapshot(d, VOL, "pve1")
+    qio(img, "write -P 0xa7 2M 3M")
+    pve_volume_snapshot(d, VOL, "pve2")
+    qio(img, "write -P 0xa8 4M 1M")
+    ls = listing(root, cfg)
+    assert list(ls[VOL]) == ["current", "pve1", "pve2"]
+    assert sha_view(root, VOL, "pve1") == sha_qemu(os.path.join(d, "snap-pve1-" + VOL))
+    before = chain_views(root, cfg)
+    # vstorfs takes one more and removes one of Proxmox's
+    ds("mkdir", root, VOL, "ours", cfg=cfg)
+    ds("rmdir", root, VOL, "pve2", cfg=cfg)
+    after = chain_views(root, cfg)
+    assert after["pve1"] == before["pve1"] and after["current"] == before["current"]
+    assert after["ours"] == before["current"]
+    # Proxmox deletes the oldest the way volume_snapshot_delete does: qemu-img commit of the
+    # child, then the snapshot file renamed to the child's name
+    info = json.loads(q("qemu-img", "info", "--output=json", img).stdout)
+    child = img if info["backing-filename"] == "snap-pve1-" + VOL else os.path.join(d, "snap-ours-" + VOL)
+    q("qemu-img", "commit", child)
+    os.rename(os.path.join(d, "snap-pve1-" + VOL), child)
+    final = chain_views(root, cfg)
+    assert list(final) == ["current", "ours"]
+    assert final["current"] == before["current"] == sha_qemu(img)
+    for f in os.listdir(d):
+        if f.endswith(".qcow2"):
+            qemu_check(os.path.join(d, f))
