@@ -58,6 +58,11 @@ int dir_write_file_atomic(int rootfd, const char *rel, const char *data, size_t 
 /* Read a small file (< 64 KiB) into a malloc'd NUL-terminated string. */
 int dir_read_small(int rootfd, const char *rel, char **out);
 
+/* ---- dir_overlay.c: Proxmox's overlay on "preallocation off" storages ---- */
+uint64_t dir_overlay_sparse_size(uint64_t vsize);   /* 0: too large for this layout */
+int dir_overlay_create_sparse(struct layer_io *io, uint64_t vsize, const char *backing,
+			      const char *backing_format);
+
 /* ---- dir_backing.c: backing strings resolved inside the store ---- */
 
 struct dir_backing {

@@ -366,7 +366,8 @@ static int build_overlay(struct dir_op *op, const struct dir_op_paths *n, const 
 			 uint64_t vsize, mode_t mode)
 {
 	struct layer_io *io;
-	uint64_t size = qcow2_overlay_size(vsize);
+	bool sparse = !strcmp(op->pc.preallocation, "off") && dir_overlay_sparse_size(vsize);
+	uint64_t size = sparse ? dir_overlay_sparse_size(vsize) : qcow2_overlay_size(vsize);
 	int fd, rc;
 
 	if (!size)
@@ -383,7 +384,8 @@ static int build_overlay(struct dir_op *op, const struct dir_op_paths *n, const 
 	if (rc == 0)
 		rc = file_io_open(op->p->rootfd, op->s->name, n->scratch, true, &io);
 	if (rc == 0) {
-		rc = qcow2_overlay_create(io, vsize, backing, "qcow2");
+		rc = sparse ? dir_overlay_create_sparse(io, vsize, backing, "qcow2")
+			    : qcow2_overlay_create(io, vsize, backing, "qcow2");
 		layer_close(io);
 	}
 	if (rc == 0)

@@ -823,3 +823,26 @@ def test_proxmox_made_chain_then_vstorfs_and_back(tmp):
     for f in os.listdir(d):
         if f.endswith(".qcow2"):
             qemu_check(os.path.join(d, f))
+
+
+@pytest.mark.parametrize("prealloc", ["off", "metadata", "falloc"])
+def test_volume_chain_overlay_preallocation(tmp, prealloc):
+    root = pve_store(tmp)
+    cfg = storage_cfg(tmp, root, "\tsnapshot-as-volume-chain 1\n\tpreallocation %s" % prealloc)
+    d = os.path.join(root, "images", "100")
+    img = os.path.join(d, VOL)
+    before = sha_qemu(img)
+    ds("mkdir", root, VOL, "s1", cfg=cfg)
+    ref = os.path.join(tmp, "ref.qcow2")
+    q("qemu-img", "create", "-f", "qcow2", "-F", "qcow2", "-b", "snap-s1-" + VOL, "-u",
+      "-o", "extended_l2=on,cluster_size=128k,preallocation=%s" % prealloc, ref, "32M")
+    assert abs(os.path.getsize(ref) - os.path.getsize(img)) <= (128 * 1024 if prealloc != "off" else 0)
+    if prealloc == "falloc":
+        assert os.stat(img).st_blocks * 512 >= os.path.getsize(img) - 128 * 1024
+    qemu_check(img)
+    assert sha_qemu(img) == before
+    qio(img, "write -P 0x5a 0 3M")
+    assert sha_view(root, VOL, "current") == sha_qemu(img)
+    ds("rmdir", root, VOL, "s1", cfg=cfg)
+    qemu_check(img)
+    assert sha_view(root, VOL, "current") == sha_qemu(img)
