@@ -96,13 +96,6 @@ int dir_op_snap_path(const struct dir_op_paths *n, const char *snap, char *out, 
 	return path_in(out, len, n->dir, "", base, "");
 }
 
-bool dir_exists(int rootfd, const char *rel)
-{
-	struct stat st;
-
-	return fstatat(rootfd, rel, &st, AT_SYMLINK_NOFOLLOW) == 0;
-}
-
 /* ---- the sidecar of taken times: "<snap> <nanoseconds since the epoch>" lines ---- */
 
 static int times_read(struct store *s, const char *rel, char **text)
@@ -159,7 +152,8 @@ int dir_snaptime_set(struct store *s, const struct dir_op_paths *n, const char *
 		len += (size_t)snprintf(out + len, cap - len, "%s %" PRId64 "\n", snap, t);
 	free(text);
 	if (len == 0) {
-		rc = unlinkat(p->rootfd, n->times, 0) && errno != ENOENT ? -errno : 0;
+		rc = dir_unlink(p->rootfd, n->times);
+		rc = rc == -ENOENT ? 0 : rc;
 		if (rc == 0)
 			rc = dir_fsync_parent(p->rootfd, n->times);
 	} else {
@@ -342,23 +336,16 @@ int dir_intent_clear(struct store *s, const struct dir_op_paths *n)
 {
 	struct dir_store_priv *p = s->priv;
 
-	if (unlinkat(p->rootfd, n->intent, 0) && errno != ENOENT)
-		return -errno;
+	int rc = dir_unlink(p->rootfd, n->intent);
+
+	if (rc && rc != -ENOENT)
+		return rc;
 	return dir_fsync_parent(p->rootfd, n->intent);
 }
 
 static int rename_noreplace(int rootfd, const char *from, const char *to)
 {
-	if (renameat2(rootfd, from, rootfd, to, RENAME_NOREPLACE) == 0)
-		return dir_fsync_parent(rootfd, to);
-	if (errno == EINVAL || errno == ENOSYS) {
-		/* Filesystems without RENAME_NOREPLACE (NFS): check, then rename, under our lock. */
-		if (dir_exists(rootfd, to))
-			return -EEXIST;
-		if (renameat(rootfd, from, rootfd, to) == 0)
-			return dir_fsync_parent(rootfd, to);
-	}
-	return -errno;
+	return dir_rename(rootfd, from, to, true);
 }
 
 /* Write the overlay for `backing` into the scratch file, durably. */
@@ -392,7 +379,7 @@ static int build_overlay(struct dir_op *op, const struct dir_op_paths *n, const 
 		rc = dir_fsync_parent(op->p->rootfd, n->scratch);
 	if (rc) {
 		vlog(LOG_ERR, "%s/%s: writing the overlay failed: %s", op->s->name, n->scratch, strerror(-rc));
-		unlinkat(op->p->rootfd, n->scratch, 0);
+		dir_unlink(op->p->rootfd, n->scratch);
 	}
 	return rc;
 }
@@ -441,8 +428,7 @@ static int take_chain(struct dir_op *op, const struct store_volume *vol, const c
 		goto undo_scratch;
 	crash_point("dir-mkdir-renamed");
 	if ((rc = rename_noreplace(op->p->rootfd, n.scratch, n.vol))) {
-		renameat(op->p->rootfd, srel, op->p->rootfd, n.vol);
-		dir_fsync_parent(op->p->rootfd, n.vol);
+		dir_rename(op->p->rootfd, srel, n.vol, true);
 		goto undo_scratch;
 	}
 	crash_point("dir-mkdir-swapped");
@@ -454,7 +440,7 @@ static int take_chain(struct dir_op *op, const struct store_volume *vol, const c
 	return 0;
 
 undo_scratch:
-	unlinkat(op->p->rootfd, n.scratch, 0);
+	dir_unlink(op->p->rootfd, n.scratch);
 undo_intent:
 	dir_intent_clear(op->s, &n);
 	return rc;
@@ -550,9 +536,7 @@ static int commit_steps(struct store *s, struct rm *r)
 		return rc;
 	crash_point("dir-rmdir-commit-merged");
 	rm_release(r);
-	if (renameat(p->rootfd, r->s, p->rootfd, r->c))
-		return -errno;
-	if ((rc = dir_fsync_parent(p->rootfd, r->c)))
+	if ((rc = dir_rename(p->rootfd, r->s, r->c, false)))
 		return rc;
 	crash_point("dir-rmdir-commit-renamed");
 	return 0;
@@ -570,8 +554,8 @@ static int rebase_steps(struct store *s, struct rm *r)
 		return rc;
 	crash_point("dir-rmdir-rebase-relinked");
 	rm_release(r);
-	if (unlinkat(p->rootfd, r->s, 0) && errno != ENOENT)
-		return -errno;
+	if ((rc = dir_unlink(p->rootfd, r->s)) && rc != -ENOENT)
+		return rc;
 	if ((rc = dir_fsync_parent(p->rootfd, r->s)))
 		return rc;
 	crash_point("dir-rmdir-rebase-removed");
@@ -726,8 +710,8 @@ int dir_recover_chain(struct store *s, const struct dir_op_paths *n, char *inten
 		if (have_v && !have_s) {
 			vlog(LOG_NOTICE, "%s/%s: undoing interrupted snapshot %s (nothing else was changed)",
 			     s->name, n->vol, snap);
-			if (have_t && unlinkat(p->rootfd, n->scratch, 0))
-				return -errno;
+			if (have_t && (rc = dir_unlink(p->rootfd, n->scratch)))
+				return rc;
 		} else if (!have_v && have_s && have_t) {
 			vlog(LOG_NOTICE, "%s/%s: finishing interrupted snapshot %s (renaming the new overlay)",
 			     s->name, n->vol, snap);
@@ -783,9 +767,8 @@ int dir_recover_chain(struct store *s, const struct dir_op_paths *n, char *inten
 				rc = dir_probe_backing(s, r.c, &now, &raw, &fmt, &vs);
 				if (rc == 0 && (r.p[0] ? now && !strcmp(now, r.p) : !raw)) {
 					vlog(LOG_NOTICE, "%s (child already relinked: removing %s)", r.label, r.s);
-					if (unlinkat(p->rootfd, r.s, 0) && errno != ENOENT)
-						rc = -errno;
-					else
+					rc = dir_unlink(p->rootfd, r.s);
+					if (rc == 0 || rc == -ENOENT)
 						rc = dir_fsync_parent(p->rootfd, r.s);
 					free(now);
 					free(raw);

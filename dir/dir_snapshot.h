@@ -34,7 +34,6 @@ struct dir_op_paths {
 
 int dir_op_paths(struct dir_op_paths *n, const char *dir, const char *vol);
 int dir_op_snap_path(const struct dir_op_paths *n, const char *snap, char *out, size_t len);
-bool dir_exists(int rootfd, const char *rel);
 int dir_intent_clear(struct store *s, const struct dir_op_paths *n);
 int dir_snaptime_set(struct store *s, const struct dir_op_paths *n, const char *snap, int64_t t);
 /* -EBUSY (logged) when a process holds rel open for writing (qemu's OFD lock). */
