@@ -118,6 +118,8 @@ bench: deps all
 install: all
 	install -D -m 0755 vstorfs $(DESTDIR)$(PREFIX)/sbin/vstorfs
 	install -D -m 0755 mount.vstorfs $(DESTDIR)/sbin/mount.vstorfs
+	install -D -m 0644 man/vstorfs.8 $(DESTDIR)$(PREFIX)/share/man/man8/vstorfs.8
+	ln -sf vstorfs.8 $(DESTDIR)$(PREFIX)/share/man/man8/mount.vstorfs.8
 
 clean:
 	rm -rf build build-asan build-crash build-crash-asan build-fuzz vstorfs

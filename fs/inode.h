@@ -15,7 +15,11 @@
 #define FUSE_USE_VERSION 314
 #include <fuse_lowlevel.h>
 
-enum fs_node_kind { FS_NODE_ROOT, FS_NODE_STORE, FS_NODE_VOLUME, FS_NODE_VIEW, FS_NODE_FILE };
+/* FILE is disk.raw; the others are the backup files of a view (fs/ops.c). */
+enum fs_node_kind {
+	FS_NODE_ROOT, FS_NODE_STORE, FS_NODE_VOLUME, FS_NODE_VIEW, FS_NODE_FILE,
+	FS_NODE_ALLOCATED, FS_NODE_CHANGED_DIR, FS_NODE_CHANGED, FS_NODE_PART,
+};
 
 struct fs_node {
 	fuse_ino_t ino;

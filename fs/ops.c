@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -18,22 +19,83 @@
 
 #include "common/log.h"
 #include "fs/catalog.h"
+#include "fs/extent_cache.h"
+#include "fs/partition_cache.h"
+#include "store/slice_reader.h"
 #include "fs/handles.h"
 #include "fs/options.h"
 
 #define DISK_FILE "disk.raw"
+#define ALLOCATED_FILE "allocated.json"
+#define CHANGED_DIR "changed-since"
+#define JSON_SUFFIX ".json"
 
 static const struct fs_options *opts;
 static time_t mount_time;
 
-/* What a node names in the current catalog; holds a reference on vg. */
+/* What a node names in the current catalog; holds a reference on st. */
 struct target {
 	struct fs_node *node;
 	struct fs_store *st;
 	const struct store_volume *vol;
 	const struct store_view *view;
-	bool stale;   /* the view's name now stands for another top layer than when looked up */
+	const struct store_view *older; /* CHANGED: the view it compares with */
+	int part;                       /* PART: the partition number */
+	bool stale;   /* the view's name now stands for other bytes than when looked up */
 };
+
+/* Views of a volume are current first, then snapshots oldest first: the
+ * views older than v are the snapshots before it (every one for current). */
+static bool is_older(const struct store_volume *vol, const struct store_view *older,
+		     const struct store_view *v)
+{
+	int o = older - vol->views, i = v - vol->views;
+
+	return o >= 1 && (i == 0 || o < i);
+}
+
+/* "s1.json" in changed-since/ -> the view s1, if it is older than t->view. */
+static const struct store_view *older_view(const struct target *t, const char *name)
+{
+	size_t n = strlen(name), m = strlen(JSON_SUFFIX);
+	const struct store_view *o;
+	char *base;
+
+	if (n <= m || strcmp(name + n - m, JSON_SUFFIX) || !(base = strndup(name, n - m)))
+		return NULL;
+	o = store_volume_find_view(t->vol, base);
+	free(base);
+	return o && is_older(t->vol, o, t->view) ? o : NULL;
+}
+
+/* "part3.raw" -> 3; 0 when the name is not a partition file's. */
+static int part_number(const char *name)
+{
+	int n = 0, len = 0;
+
+	if (sscanf(name, "part%d.raw%n", &n, &len) != 1 || name[len] || n <= 0 || name[4] < '1' || name[4] > '9')
+		return 0;
+	return n;
+}
+
+/* The partition t->part of t->view, into *p. */
+static int find_partition(const struct target *t, struct partition *p)
+{
+	struct partition_table pt;
+	int rc = fs_partitions(t->st->store->name, t->vol->name, t->view, &pt);
+
+	if (rc < 0)
+		return rc;
+	rc = -ENOENT;
+	for (int i = 0; i < pt.n; i++) {
+		if (pt.parts[i].number == t->part) {
+			*p = pt.parts[i];
+			rc = 0;
+		}
+	}
+	partitions_release(&pt);
+	return rc;
+}
 
 static void target_release(struct target *t)
 {
@@ -43,7 +105,7 @@ static void target_release(struct target *t)
 
 static int resolve(struct fs_node *n, struct target *t)
 {
-	struct fs_node *path[5];
+	struct fs_node *path[6];
 	int depth = 0;
 
 	memset(t, 0, sizeof(*t));
@@ -73,6 +135,14 @@ static int resolve(struct fs_node *n, struct target *t)
 			 * never reuse the kernel's cache of the old inode. */
 			t->stale = strcmp(t->view->ident, p->ident) != 0;
 			break;
+		case FS_NODE_CHANGED:
+			t->older = older_view(t, p->name);
+			if (!t->older || strcmp(t->older->ident, p->ident))
+				goto gone;
+			break;
+		case FS_NODE_PART:
+			t->part = part_number(p->name);
+			break;
 		default:
 			break;
 		}
@@ -89,6 +159,31 @@ static time_t view_mtime(const struct store_view *v)
 	return v->mtime ? v->mtime : time(NULL);
 }
 
+static bool is_file(enum fs_node_kind k)
+{
+	return k == FS_NODE_FILE || k == FS_NODE_ALLOCATED || k == FS_NODE_CHANGED || k == FS_NODE_PART;
+}
+
+/* Bytes in a file of a view; a JSON file's text is computed (and cached) to know. */
+static uint64_t file_size(const struct target *t)
+{
+	struct partition p;
+	struct blob *b;
+	uint64_t size = 0;
+
+	switch (t->node->kind) {
+	case FS_NODE_FILE:
+		return t->view->size;
+	case FS_NODE_PART:
+		return find_partition(t, &p) == 0 ? p.length : 0;
+	default:
+		if (fs_extents_json(t->st, t->vol, t->view, t->older, &b) == 0)
+			size = b->len;
+		blob_put(b);
+		return size;
+	}
+}
+
 static void fill_attr(const struct target *t, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
@@ -97,11 +192,12 @@ static void fill_attr(const struct target *t, struct stat *st)
 	st->st_gid = opts->gid;
 	st->st_blksize = 65536;
 	st->st_mtime = mount_time;
-	if (t->node->kind == FS_NODE_FILE) {
+	if (is_file(t->node->kind)) {
 		st->st_mode = S_IFREG | (0444 & ~opts->umask);
 		st->st_nlink = 1;
-		st->st_size = t->view->size;
-		st->st_blocks = (t->view->used + 511) / 512;
+		st->st_size = file_size(t);
+		st->st_blocks = t->node->kind == FS_NODE_FILE ? (t->view->used + 511) / 512
+							      : ((uint64_t)st->st_size + 511) / 512;
 		st->st_mtime = view_mtime(t->view);
 	} else {
 		st->st_mode = S_IFDIR | (0555 & ~opts->umask);
@@ -146,11 +242,31 @@ static int child_node(const struct target *t, const char *name, struct fs_node *
 		n = fs_inode_child(t->node, FS_NODE_VIEW, name, v->ident);
 		break;
 	}
-	case FS_NODE_VIEW:
-		if (strcmp(name, DISK_FILE))
+	case FS_NODE_VIEW: {
+		struct partition p;
+		struct target pt = *t;
+
+		if (!strcmp(name, DISK_FILE)) {
+			n = fs_inode_child(t->node, FS_NODE_FILE, name, NULL);
+		} else if (!strcmp(name, ALLOCATED_FILE)) {
+			n = fs_inode_child(t->node, FS_NODE_ALLOCATED, name, NULL);
+		} else if (!strcmp(name, CHANGED_DIR)) {
+			n = fs_inode_child(t->node, FS_NODE_CHANGED_DIR, name, NULL);
+		} else if ((pt.part = part_number(name)) > 0 && find_partition(&pt, &p) == 0) {
+			n = fs_inode_child(t->node, FS_NODE_PART, name, NULL);
+		} else {
 			return -ENOENT;
-		n = fs_inode_child(t->node, FS_NODE_FILE, name, NULL);
+		}
 		break;
+	}
+	case FS_NODE_CHANGED_DIR: {
+		const struct store_view *o = older_view(t, name);
+
+		if (!o)
+			return -ENOENT;
+		n = fs_inode_child(t->node, FS_NODE_CHANGED, name, o->ident);
+		break;
+	}
 	default:
 		return -ENOTDIR;
 	}
@@ -246,48 +362,96 @@ static void dirbuf_free(void *p)
 	free(b);
 }
 
+struct entries {
+	char **names;
+	int n;
+};
+
+static int entries_add(struct entries *e, const char *fmt, const char *arg, int num)
+{
+	char **grown = realloc(e->names, (e->n + 1) * sizeof(*grown));
+	int rc;
+
+	if (!grown)
+		return -ENOMEM;
+	e->names = grown;
+	rc = arg ? asprintf(&e->names[e->n], fmt, arg) : asprintf(&e->names[e->n], fmt, num);
+	if (rc < 0)
+		return -ENOMEM;
+	e->n++;
+	return 0;
+}
+
+static void entries_free(struct entries *e)
+{
+	for (int i = 0; i < e->n; i++)
+		free(e->names[i]);
+	free(e->names);
+}
+
+/* The names a directory lists, in order. */
+static int list_names(const struct target *t, struct entries *e)
+{
+	struct partition_table pt;
+	char **names;
+	int rc = 0;
+
+	switch (t->node->kind) {
+	case FS_NODE_ROOT:
+		if (!(names = fs_catalog_store_names()))
+			return -ENOMEM;
+		for (int i = 0; names[i] && !rc; i++)
+			rc = entries_add(e, "%s", names[i], 0);
+		fs_catalog_free_names(names);
+		return rc;
+	case FS_NODE_STORE:
+		for (int i = 0; i < t->st->listing->nvols && !rc; i++)
+			rc = entries_add(e, "%s", t->st->listing->vols[i].name, 0);
+		return rc;
+	case FS_NODE_VOLUME:
+		for (int i = 0; i < t->vol->nviews && !rc; i++)
+			rc = entries_add(e, "%s", t->vol->views[i].name, 0);
+		return rc;
+	case FS_NODE_VIEW:
+		rc = entries_add(e, "%s", DISK_FILE, 0);
+		if (!rc)
+			rc = entries_add(e, "%s", ALLOCATED_FILE, 0);
+		if (!rc)
+			rc = entries_add(e, "%s", CHANGED_DIR, 0);
+		/* A disk whose table cannot be read now just lists no partition files. */
+		if (!rc && fs_partitions(t->st->store->name, t->vol->name, t->view, &pt) == 0) {
+			for (int i = 0; i < pt.n && !rc; i++)
+				rc = entries_add(e, "part%d.raw", NULL, pt.parts[i].number);
+			partitions_release(&pt);
+		}
+		return rc;
+	case FS_NODE_CHANGED_DIR:
+		for (int i = 0; i < t->vol->nviews && !rc; i++)
+			if (is_older(t->vol, &t->vol->views[i], t->view))
+				rc = entries_add(e, "%s" JSON_SUFFIX, t->vol->views[i].name, 0);
+		return rc;
+	default:
+		return -ENOTDIR;
+	}
+}
+
 static int list_children(fuse_req_t req, const struct target *t, struct dirbuf *b)
 {
-	char **names = NULL;
-	const char *name;
-	int count, rc = 0;
+	struct entries e = { 0 };
+	int rc = list_names(t, &e);
 
-	if (t->node->kind == FS_NODE_ROOT) {
-		names = fs_catalog_store_names();
-		if (!names)
-			return -ENOMEM;
-		for (count = 0; names[count]; count++)
-			;
-	} else if (t->node->kind == FS_NODE_STORE) {
-		count = t->st->listing->nvols;
-	} else if (t->node->kind == FS_NODE_VOLUME) {
-		count = t->vol->nviews;
-	} else {
-		count = 1;
-	}
-	for (int i = 0; i < count && !rc; i++) {
+	for (int i = 0; i < e.n && !rc; i++) {
 		struct fs_node *c;
-		mode_t mode = S_IFDIR;
 
-		if (names)
-			name = names[i];
-		else if (t->node->kind == FS_NODE_STORE)
-			name = t->st->listing->vols[i].name;
-		else if (t->node->kind == FS_NODE_VOLUME)
-			name = t->vol->views[i].name;
-		else {
-			name = DISK_FILE;
-			mode = S_IFREG;
-		}
-		rc = child_node(t, name, &c);
+		rc = child_node(t, e.names[i], &c);
 		if (rc == -ENOENT) { /* vanished between listing and lookup */
 			rc = 0;
 			continue;
 		}
 		if (!rc)
-			rc = dirbuf_add(req, b, name, c->ino, mode);
+			rc = dirbuf_add(req, b, e.names[i], c->ino, is_file(c->kind) ? S_IFREG : S_IFDIR);
 	}
-	fs_catalog_free_names(names);
+	entries_free(&e);
 	return rc;
 }
 
@@ -300,7 +464,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 	if (!n || resolve(n, &t))
 		return (void)fuse_reply_err(req, ENOENT);
-	if (n->kind == FS_NODE_FILE) {
+	if (is_file(n->kind)) {
 		target_release(&t);
 		return (void)fuse_reply_err(req, ENOTDIR);
 	}
@@ -356,18 +520,29 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 struct handle {
 	struct fs_node *node;
 	pthread_mutex_t lock;
-	struct view_reader *reader; /* lock */
+	struct view_reader *reader; /* lock; disk.raw and part<N>.raw */
 	uint64_t generation;        /* lock */
+	struct blob *text;          /* the JSON files: their text as of open */
 };
 
 static int view_reader_of(struct fs_node *n, struct view_reader **out)
 {
+	struct view_reader *disk;
+	struct partition p;
 	struct target t;
 	int rc = resolve(n, &t);
 
 	if (rc)
 		return rc;
-	rc = fs_store_view_reader(t.st, t.vol, t.view, out);
+	rc = fs_store_view_reader(t.st, t.vol, t.view, &disk);
+	if (rc == 0 && n->kind == FS_NODE_PART) {
+		rc = find_partition(&t, &p);
+		if (rc == 0)
+			rc = slice_reader_new(disk, p.start, p.length, out);
+		view_reader_put(disk);
+	} else if (rc == 0) {
+		*out = disk;
+	}
 	target_release(&t);
 	return rc;
 }
@@ -395,6 +570,7 @@ static void handle_free(void *p)
 	struct handle *h = p;
 
 	view_reader_put(h->reader);
+	blob_put(h->text);
 	pthread_mutex_destroy(&h->lock);
 	free(h);
 }
@@ -409,17 +585,26 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (!n || resolve(n, &t))
 		return (void)fuse_reply_err(req, ENOENT);
 	fi->keep_cache = t.view && t.view->snapshot && !t.stale;
-	target_release(&t);
-	if (n->kind != FS_NODE_FILE)
-		return (void)fuse_reply_err(req, EISDIR);
-	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
-		return (void)fuse_reply_err(req, EROFS);
+	if (!is_file(n->kind) || (fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+		target_release(&t);
+		return (void)fuse_reply_err(req, is_file(n->kind) ? EROFS : EISDIR);
+	}
 	h = calloc(1, sizeof(*h));
-	if (!h)
+	if (!h) {
+		target_release(&t);
 		return (void)fuse_reply_err(req, ENOMEM);
+	}
 	h->node = n;
 	h->generation = fs_catalog_generation();
-	rc = view_reader_of(n, &h->reader);
+	if (n->kind == FS_NODE_ALLOCATED || n->kind == FS_NODE_CHANGED) {
+		rc = fs_extents_json(t.st, t.vol, t.view, t.older, &h->text);
+		/* About current the answer may change by the next stat: serve this
+		 * text whole, whatever size the kernel last saw. */
+		fi->direct_io = !t.view->snapshot;
+	} else {
+		rc = view_reader_of(n, &h->reader);
+	}
+	target_release(&t);
 	if (rc) {
 		free(h);
 		return (void)fuse_reply_err(req, -rc);
@@ -561,6 +746,14 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	(void)ino;
 	if (!h)
 		return (void)fuse_reply_err(req, EBADF);
+	if (h->text) {
+		if (off >= 0 && (uint64_t)off < h->text->len)
+			fuse_reply_buf(req, h->text->text + off,
+				       size < h->text->len - off ? size : h->text->len - off);
+		else
+			fuse_reply_buf(req, NULL, 0);
+		return (void)handle_put(fi->fh);
+	}
 	vr = handle_reader(h);
 	handle_put(fi->fh);
 	vsize = vr->size;
@@ -635,6 +828,12 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		return (void)fuse_reply_err(req, EINVAL);
 	if (!(h = handle_get(fi->fh)))
 		return (void)fuse_reply_err(req, EBADF);
+	if (h->text) {
+		res = whence == SEEK_DATA ? off : (off_t)h->text->len;
+		rc = off < 0 || (uint64_t)off >= h->text->len ? -ENXIO : 0;
+		handle_put(fi->fh);
+		return rc ? (void)fuse_reply_err(req, -rc) : (void)fuse_reply_lseek(req, res);
+	}
 	vr = handle_reader(h);
 	handle_put(fi->fh);
 	rc = seek_data_hole(vr, off, whence, &res);
@@ -793,6 +992,7 @@ static const struct fuse_lowlevel_ops ops = {
 const struct fuse_lowlevel_ops *fs_ops(const struct fs_options *o)
 {
 	opts = o;
+	fs_partitions_init(o->mountpoint);
 	mount_time = time(NULL);
 	return &ops;
 }

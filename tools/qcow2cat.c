@@ -5,7 +5,6 @@
  *   qcow2cat [-f auto|qcow2|raw] [-t THREADS] IMAGE [OFFSET LENGTH]
  *   qcow2cat [-f ...] --map IMAGE   (lines: offset length zero|data|copy depth [host_off layer])
  *   qcow2cat --probe IMAGE          (chain_probe_layer: format, size, backing, backing format)
- *   -s SNAP / --snapshot SNAP       read (or map) the view at internal snapshot SNAP of IMAGE
  *   qcow2cat --changed OLDER IMAGE  (chain_changed of IMAGE's chain vs OLDER's, rbd diff JSON;
  *                                    with --compare: chain_changed_compare)
  *   qcow2cat --allocated IMAGE      (chain_allocated, rbd diff JSON)
@@ -13,6 +12,7 @@
  *   --id-by-name: a layer's identity is its file name up to the first '@'
  *     ("img@a.qcow2" and "img@b.qcow2" are one layer seen at two instants;
  *     tests use it to stand for two L1 tables of one image)
+ *   -s SNAP / --snapshot SNAP       read (or map) the view at internal snapshot SNAP of IMAGE
  *
  * Layers are plain files here (a tiny file-backed layer_io). A backing
  * string is resolved relative to the directory of the image that names
@@ -401,9 +401,8 @@ int main(int argc, char **argv)
 	uint64_t off = 0, len = UINT64_MAX, v;
 	struct layer_io *top;
 	struct chain *c;
-	const char *snap = NULL;
 	int opt, map = 0, probe = 0, threads = 1, rc, extents = 0, compare = 0;
-	const char *older = NULL;
+	const char *older = NULL, *snap = NULL;
 
 	vlog_init(true, false);
 	while ((opt = getopt_long(argc, argv, "mf:t:c:s:", opts, NULL)) != -1) {
