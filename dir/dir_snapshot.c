@@ -604,7 +604,14 @@ static bool other_children(struct store *s, const char *rel, const char *child)
 	return hit;
 }
 
-static int remove_chain(struct dir_op *op, const struct store_volume *vol, int vi)
+static void report(const struct store_progress *p, uint64_t done, uint64_t total)
+{
+	if (p && p->report)
+		p->report(p->arg, done, total);
+}
+
+static int remove_chain(struct dir_op *op, const struct store_volume *vol, int vi,
+			const struct store_progress *prog)
 {
 	struct store *s = op->s;
 	const char *snap = vol->views[vi].name;
@@ -675,8 +682,11 @@ static int remove_chain(struct dir_op *op, const struct store_volume *vol, int v
 	if (rc)
 		goto out;
 	crash_point(commit ? "dir-rmdir-commit-intent" : "dir-rmdir-rebase-intent");
+	report(prog, 0, commit ? plan.commit_bytes : plan.rebase_bytes);
 	rc = commit ? commit_steps(s, &r) : rebase_steps(s, &r);
 	if (rc == 0) {
+		report(prog, commit ? plan.commit_bytes : plan.rebase_bytes,
+		       commit ? plan.commit_bytes : plan.rebase_bytes);
 		dir_snaptime_set(s, &n, snap, 0);
 		dir_intent_clear(s, &n);
 		vlog(LOG_NOTICE, "%s: done", r.label);
@@ -853,7 +863,6 @@ int dir_snapshot_remove(struct store *s, const char *volume, const char *snap,
 	const struct dir_vpriv *vp;
 	int rc, vi;
 
-	(void)prog;
 	if (!strcmp(snap, "current"))
 		return -EBUSY;
 	rc = dir_op_begin(&op, s, true);
@@ -876,7 +885,7 @@ int dir_snapshot_remove(struct store *s, const char *volume, const char *snap,
 	if (vinfo(&vol->views[vi])->is_isnap)
 		rc = dir_isnap_remove(&op, vol, vi);
 	else
-		rc = remove_chain(&op, vol, vi);
+		rc = remove_chain(&op, vol, vi, prog);
 out:
 	dir_op_end(&op);
 	return rc;
