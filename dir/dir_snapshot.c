@@ -254,20 +254,29 @@ void dir_op_end(struct dir_op *op)
 	op->lockfd = -1;
 }
 
-/* ---- busy: qemu holds OFD locks on bytes 100 + permission bit; WRITE is bit 1 ---- */
-
+/*
+ * busy: qemu holds shared OFD locks on byte 100 + i for each permission bit
+ * i it holds and on byte 200 + i for each it refuses to share. WRITE is bit
+ * 1: byte 101 held = someone writes the image (a running VM); byte 201 held
+ * = someone forbids writers (a VM reading it as a backing file). qemu-img
+ * snapshot would refuse either; so do we.
+ */
 int dir_file_busy(struct store *s, const char *rel)
 {
 	struct dir_store_priv *p = s->priv;
-	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 101, .l_len = 1 };
-	int fd = dir_openat(p->rootfd, rel, O_RDONLY, 0), busy;
+	int fd = dir_openat(p->rootfd, rel, O_RDONLY, 0), busy = 0;
 
 	if (fd < 0)
 		return fd == -ENOENT ? 0 : fd;
-	busy = fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
+	for (int b = 101; b <= 201 && !busy; b += 100) {
+		struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = b, .l_len = 1 };
+
+		busy = fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
+	}
 	close(fd);
 	if (busy)
-		vlog(LOG_ERR, "%s/%s: another process has it open for writing (a running VM?): refusing",
+		vlog(LOG_ERR, "%s/%s: another process has it open for writing or reads through it "
+		     "(a running VM?): refusing",
 		     s->name, rel);
 	return busy ? -EBUSY : 0;
 }

@@ -846,3 +846,18 @@ def test_volume_chain_overlay_preallocation(tmp, prealloc):
     ds("rmdir", root, VOL, "s1", cfg=cfg)
     qemu_check(img)
     assert sha_view(root, VOL, "current") == sha_qemu(img)
+
+
+def test_busy_backing_file_of_a_running_clone_refused(tmp):
+    root = pve_store(tmp)
+    clone = os.path.join(root, "images", "102", "vm-102-disk-0.qcow2")
+    # the clone open read-write: its backing file (the template) is locked against writers
+    p = subprocess.Popen(["qemu-io", "-f", "qcow2", clone], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    try:
+        time.sleep(0.5)
+        assert ds("mkdir", root, "base-100-disk-2.qcow2", "t1", check=False).returncode == errno.EBUSY
+        ds("mkdir", root, VOL, "other")    # an unrelated volume is not held
+    finally:
+        p.communicate(b"quit\n", timeout=10)
+    ds("mkdir", root, "base-100-disk-2.qcow2", "t1")
