@@ -861,3 +861,24 @@ def test_busy_backing_file_of_a_running_clone_refused(tmp):
     finally:
         p.communicate(b"quit\n", timeout=10)
     ds("mkdir", root, "base-100-disk-2.qcow2", "t1")
+
+
+def test_proxmox_chain_loop_and_escape(tmp):
+    root = pve_store(tmp)
+    d = os.path.join(root, "images", "100")
+    # vm-100-disk-4 -> snap-xx-vm-100-disk-4 -> vm-100-disk-4: a loop through two files
+    q("qemu-img", "create", "-f", "qcow2", "-u", "-F", "qcow2", "-b", "snap-xx-vm-100-disk-4.qcow2",
+      os.path.join(d, "vm-100-disk-4.qcow2"), "1M")
+    q("qemu-img", "create", "-f", "qcow2", "-u", "-F", "qcow2", "-b", "vm-100-disk-4.qcow2",
+      os.path.join(d, "snap-xx-vm-100-disk-4.qcow2"), "1M")
+    # a snap-* layer whose backing leaves the store
+    q("qemu-img", "create", "-f", "qcow2", "-u", "-F", "raw", "-b", "../../../../etc/hostname",
+      os.path.join(d, "snap-yy-vm-100-disk-5.qcow2"), "1M")
+    q("qemu-img", "create", "-f", "qcow2", "-u", "-F", "qcow2", "-b", "snap-yy-vm-100-disk-5.qcow2",
+      os.path.join(d, "vm-100-disk-5.qcow2"), "1M")
+    ls = listing(root)
+    assert sha_view(root, "vm-100-disk-4.qcow2", "current") == "ERR%d" % errno.EIO
+    assert sha_view(root, "vm-100-disk-5.qcow2", "yy") == "ERR%d" % errno.EIO
+    assert sha_view(root, "vm-100-disk-5.qcow2", "current") == "ERR%d" % errno.EIO
+    assert sha_view(root, VOL, "current") == sha_qemu(os.path.join(d, VOL))   # the rest keeps working
+    assert "xx" in ls["vm-100-disk-4.qcow2"]
