@@ -244,6 +244,32 @@ int dir_op_begin(struct dir_op *op, struct store *s, bool writing)
 	return s->ops->scan(s, &op->l);
 }
 
+int dir_op_settle(struct dir_op *op, const struct store_volume **vol, const char *volume)
+{
+	const struct dir_vpriv *vp = (*vol)->priv;
+	const char *base = strrchr(vp->rel, '/');
+	struct dir_op_paths n;
+	int rc;
+
+	if (dir_op_paths(&n, vp->dir, base ? base + 1 : vp->rel) || !dir_exists(op->p->rootfd, n.intent))
+		return 0;
+	vlog(LOG_NOTICE, "%s/%s: an interrupted snapshot operation is pending: finishing it first",
+	     op->s->name, n.vol);
+	if ((rc = dir_file_busy(op->s, vp->rel)))
+		return rc;
+	if (dir_recover_one(op->s, &n) < 0) {
+		vlog(LOG_ERR, "%s/%s: the interrupted snapshot operation cannot be finished yet",
+		     op->s->name, n.vol);
+		return -EBUSY;
+	}
+	op->s->ops->listing_free(op->s, op->l);
+	op->l = NULL;
+	if ((rc = op->s->ops->scan(op->s, &op->l)))
+		return rc;
+	*vol = dir_find_volume(op->l, volume);
+	return *vol ? 0 : -ENOENT;
+}
+
 void dir_op_end(struct dir_op *op)
 {
 	if (op->l)
@@ -839,6 +865,8 @@ int dir_snapshot_take(struct store *s, const char *volume, const char *snap,
 		rc = -ENOENT;
 		goto out;
 	}
+	if ((rc = dir_op_settle(&op, &vol, volume)))
+		goto out;
 	vp = vol->priv;
 	for (int i = 0; i < vol->nviews; i++)
 		if (!strcmp(vol->views[i].name, snap)) {
@@ -882,6 +910,8 @@ int dir_snapshot_remove(struct store *s, const char *volume, const char *snap,
 		rc = -ENOENT;
 		goto out;
 	}
+	if ((rc = dir_op_settle(&op, &vol, volume)))
+		goto out;
 	vp = vol->priv;
 	for (vi = 1; vi < vol->nviews && strcmp(vol->views[vi].name, snap); vi++)
 		;

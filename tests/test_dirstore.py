@@ -553,10 +553,12 @@ def test_vm_writes_between_crash_and_recovery_survive(tmp):
         assert any(f.startswith(".vstorfs-intent-") for f in os.listdir(os.path.dirname(img)))
     finally:
         p.communicate(b"quit\n", timeout=10)
-    ds("recover", root)
+    # the next operation on the volume finishes it first, without a remount
+    ds("--no-recover", "mkdir", root, VOL, "s3")
     no_leftovers(root)
     qemu_check(img)
     assert sha_view(root, VOL, "current") == sha_qemu(img)
+    assert "s3" in qemu_snapshots(img)
 
 
 # -- bad input ----------------------------------------------------------
