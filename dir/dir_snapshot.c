@@ -701,7 +701,8 @@ static int remove_chain(struct dir_op *op, const struct store_volume *vol, int v
 	snprintf(r.label, sizeof(r.label), "%s/%s: deleting snapshot %s", s->name, n.vol, snap);
 	if ((rc = rm_open_views(s, &r)) || (rc = merge_measure(r.view_c, r.view_s, &plan)))
 		goto out;
-	commit = plan.commit_bytes <= plan.rebase_bytes && chain_size(r.view_s) >= chain_size(r.view_c);
+	/* Commit only between layers of one virtual size: S taking C's name must not resize the disk. */
+	commit = plan.commit_bytes <= plan.rebase_bytes && chain_size(r.view_s) == chain_size(r.view_c);
 	if ((rc = rm_prepare(s, &r, commit)))
 		goto out;
 	vlog(LOG_NOTICE, "%s by %s (%s moves %llu bytes, the other way %llu)", r.label,

@@ -884,3 +884,16 @@ def test_proxmox_chain_loop_and_escape(tmp):
     assert sha_view(root, "vm-100-disk-5.qcow2", "current") == "ERR%d" % errno.EIO
     assert sha_view(root, VOL, "current") == sha_qemu(os.path.join(d, VOL))   # the rest keeps working
     assert "xx" in ls["vm-100-disk-4.qcow2"]
+
+
+def test_volume_chain_rmdir_after_resize_keeps_the_size(tmp):
+    root, cfg, img = take_chain(tmp, ("s1",))
+    d = os.path.dirname(img)
+    qio(os.path.join(d, "snap-s1-" + VOL), "write -P 0xee 8M 20M")   # commit would move less...
+    q("qemu-img", "resize", "-f", "qcow2", img, "48M")                # ...but would shrink the disk
+    before = chain_views(root, cfg)
+    ds("rmdir", root, VOL, "s1", cfg=cfg)
+    assert listing(root, cfg)[VOL]["current"]["size"] == 48 * MiB
+    assert chain_views(root, cfg) == {"current": before["current"]}
+    qemu_check(img)
+    assert sha_qemu(img) == before["current"]
