@@ -95,7 +95,7 @@ deps:
 # A daemon that kills itself at a named step ($$VSTORFS_CRASH_AT), for crash-safety tests.
 CRASH_BUILD ?= build-crash
 crash:
-	$(MAKE) BUILD=$(CRASH_BUILD) EXTRA_CFLAGS=-DVSTORFS_CRASH_HOOKS $(CRASH_BUILD)/vstorfs $(CRASH_BUILD)/qcow2snap
+	$(MAKE) BUILD=$(CRASH_BUILD) EXTRA_CFLAGS=-DVSTORFS_CRASH_HOOKS $(CRASH_BUILD)/vstorfs $(CRASH_BUILD)/qcow2snap $(CRASH_BUILD)/dirstore
 
 test: deps
 	$(MAKE) all crash $(BUILD)/fuzz-replay
@@ -103,10 +103,10 @@ test: deps
 
 test-asan: deps
 	$(MAKE) all crash build/fuzz-replay
-	$(MAKE) BUILD=build-asan SAN=1 OPT="-O1 -g" build-asan/vstorfs build-asan/qcow2cat
+	$(MAKE) BUILD=build-asan SAN=1 OPT="-O1 -g" build-asan/vstorfs build-asan/qcow2cat build-asan/dirstore
 	$(MAKE) crash CRASH_BUILD=build-crash-asan SAN=1 OPT="-O1 -g"
 	VSTORFS_BIN=$(CURDIR)/build-asan/vstorfs VSTORFS_CRASH_BIN=$(CURDIR)/build-crash-asan/vstorfs \
-		QCOW2CAT=$(CURDIR)/build-asan/qcow2cat \
+		QCOW2CAT=$(CURDIR)/build-asan/qcow2cat DIRSTORE=$(CURDIR)/build-asan/dirstore DIRSTORE_CRASH=$(CURDIR)/build-crash-asan/dirstore \
 		$(PYTEST) -v tests
 
 demo: deps all

@@ -51,12 +51,23 @@ int file_io_grow(struct layer_io *io, uint64_t size);
 /* Birth time (statx) when the filesystem has it, else mtime. */
 int64_t dir_birth_time(int fd);
 
+/* unlink/rename/lstat-exists of files below root, through their parent opened confined.
+ * dir_rename fsyncs the target's directory; noreplace: -EEXIST if `to` exists. */
+int dir_unlink(int rootfd, const char *rel);
+int dir_rename(int rootfd, const char *from, const char *to, bool noreplace);
+bool dir_exists(int rootfd, const char *rel);
+
 /* fsync the directory containing rel (the root itself for top-level files). */
 int dir_fsync_parent(int rootfd, const char *rel);
 /* Write `data` to rel atomically and durably (tmp file, fsync, rename, fsync dir). */
 int dir_write_file_atomic(int rootfd, const char *rel, const char *data, size_t len);
 /* Read a small file (< 64 KiB) into a malloc'd NUL-terminated string. */
 int dir_read_small(int rootfd, const char *rel, char **out);
+
+/* ---- dir_overlay.c: Proxmox's overlay on "preallocation off" storages ---- */
+uint64_t dir_overlay_sparse_size(uint64_t vsize);   /* 0: too large for this layout */
+int dir_overlay_create_sparse(struct layer_io *io, uint64_t vsize, const char *backing,
+			      const char *backing_format);
 
 /* ---- dir_backing.c: backing strings resolved inside the store ---- */
 

@@ -16,6 +16,26 @@
 
 #include "common/log.h"
 
+int dir_recover_one(struct store *s, const struct dir_op_paths *np)
+{
+	struct dir_store_priv *p = s->priv;
+	char *text = NULL;
+	int r = dir_read_small(p->rootfd, np->intent, &text);
+
+	if (r == 0) {
+		r = dir_recover_chain(s, np, text);
+		if (r == 1)
+			r = dir_recover_isnap(s, np, text);
+		if (r == 1) {
+			vlog(LOG_ERR, "%s/%s: unknown intent \"%.60s\": leaving it for an administrator",
+			     s->name, np->intent, text);
+			r = -EIO;
+		}
+	}
+	free(text);
+	return r;
+}
+
 static int recover_dir(struct store *s, const char *dir)
 {
 	struct dir_store_priv *p = s->priv;
@@ -56,7 +76,7 @@ static int recover_dir(struct store *s, const char *dir)
 	closedir(d);
 	for (int i = 0; i < n; i++) {
 		struct dir_op_paths np;
-		char rel[PATH_MAX], *text = NULL;
+		char rel[PATH_MAX];
 		int r;
 
 		snprintf(rel, sizeof(rel), "%s%s%s", dir, dir[0] ? "/" : "", names[i]);
@@ -68,23 +88,12 @@ static int recover_dir(struct store *s, const char *dir)
 			r = dir_op_paths(&np, dir, vol);
 		}
 		if (r == 0)
-			r = dir_read_small(p->rootfd, rel, &text);
-		if (r == 0) {
-			r = dir_recover_chain(s, &np, text);
-			if (r == 1)
-				r = dir_recover_isnap(s, &np, text);
-			if (r == 1) {
-				vlog(LOG_ERR, "%s/%s: unknown intent \"%.60s\": leaving it for an administrator",
-				     s->name, rel, text);
-				r = -EIO;
-			}
-		}
+			r = dir_recover_one(s, &np);
 		if (r < 0) {
 			vlog(LOG_ERR, "%s/%s: recovering an interrupted snapshot operation failed: %s",
 			     s->name, rel, strerror(-r));
 			rc = -EIO;
 		}
-		free(text);
 		free(names[i]);
 	}
 	free(names);

@@ -96,14 +96,7 @@ int dir_op_snap_path(const struct dir_op_paths *n, const char *snap, char *out, 
 	return path_in(out, len, n->dir, "", base, "");
 }
 
-bool dir_exists(int rootfd, const char *rel)
-{
-	struct stat st;
-
-	return fstatat(rootfd, rel, &st, AT_SYMLINK_NOFOLLOW) == 0;
-}
-
-/* ---- the sidecar of taken times: "<snap> <seconds>" lines ---- */
+/* ---- the sidecar of taken times: "<snap> <nanoseconds since the epoch>" lines ---- */
 
 static int times_read(struct store *s, const char *rel, char **text)
 {
@@ -159,7 +152,8 @@ int dir_snaptime_set(struct store *s, const struct dir_op_paths *n, const char *
 		len += (size_t)snprintf(out + len, cap - len, "%s %" PRId64 "\n", snap, t);
 	free(text);
 	if (len == 0) {
-		rc = unlinkat(p->rootfd, n->times, 0) && errno != ENOENT ? -errno : 0;
+		rc = dir_unlink(p->rootfd, n->times);
+		rc = rc == -ENOENT ? 0 : rc;
 		if (rc == 0)
 			rc = dir_fsync_parent(p->rootfd, n->times);
 	} else {
@@ -250,6 +244,32 @@ int dir_op_begin(struct dir_op *op, struct store *s, bool writing)
 	return s->ops->scan(s, &op->l);
 }
 
+int dir_op_settle(struct dir_op *op, const struct store_volume **vol, const char *volume)
+{
+	const struct dir_vpriv *vp = (*vol)->priv;
+	const char *base = strrchr(vp->rel, '/');
+	struct dir_op_paths n;
+	int rc;
+
+	if (dir_op_paths(&n, vp->dir, base ? base + 1 : vp->rel) || !dir_exists(op->p->rootfd, n.intent))
+		return 0;
+	vlog(LOG_NOTICE, "%s/%s: an interrupted snapshot operation is pending: finishing it first",
+	     op->s->name, n.vol);
+	if ((rc = dir_file_busy(op->s, vp->rel)))
+		return rc;
+	if (dir_recover_one(op->s, &n) < 0) {
+		vlog(LOG_ERR, "%s/%s: the interrupted snapshot operation cannot be finished yet",
+		     op->s->name, n.vol);
+		return -EBUSY;
+	}
+	op->s->ops->listing_free(op->s, op->l);
+	op->l = NULL;
+	if ((rc = op->s->ops->scan(op->s, &op->l)))
+		return rc;
+	*vol = dir_find_volume(op->l, volume);
+	return *vol ? 0 : -ENOENT;
+}
+
 void dir_op_end(struct dir_op *op)
 {
 	if (op->l)
@@ -260,20 +280,29 @@ void dir_op_end(struct dir_op *op)
 	op->lockfd = -1;
 }
 
-/* ---- busy: qemu holds OFD locks on bytes 100 + permission bit; WRITE is bit 1 ---- */
-
+/*
+ * busy: qemu holds shared OFD locks on byte 100 + i for each permission bit
+ * i it holds and on byte 200 + i for each it refuses to share. WRITE is bit
+ * 1: byte 101 held = someone writes the image (a running VM); byte 201 held
+ * = someone forbids writers (a VM reading it as a backing file). qemu-img
+ * snapshot would refuse either; so do we.
+ */
 int dir_file_busy(struct store *s, const char *rel)
 {
 	struct dir_store_priv *p = s->priv;
-	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 101, .l_len = 1 };
-	int fd = dir_openat(p->rootfd, rel, O_RDONLY, 0), busy;
+	int fd = dir_openat(p->rootfd, rel, O_RDONLY, 0), busy = 0;
 
 	if (fd < 0)
 		return fd == -ENOENT ? 0 : fd;
-	busy = fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
+	for (int b = 101; b <= 201 && !busy; b += 100) {
+		struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = b, .l_len = 1 };
+
+		busy = fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
+	}
 	close(fd);
 	if (busy)
-		vlog(LOG_ERR, "%s/%s: another process has it open for writing (a running VM?): refusing",
+		vlog(LOG_ERR, "%s/%s: another process has it open for writing or reads through it "
+		     "(a running VM?): refusing",
 		     s->name, rel);
 	return busy ? -EBUSY : 0;
 }
@@ -342,23 +371,16 @@ int dir_intent_clear(struct store *s, const struct dir_op_paths *n)
 {
 	struct dir_store_priv *p = s->priv;
 
-	if (unlinkat(p->rootfd, n->intent, 0) && errno != ENOENT)
-		return -errno;
+	int rc = dir_unlink(p->rootfd, n->intent);
+
+	if (rc && rc != -ENOENT)
+		return rc;
 	return dir_fsync_parent(p->rootfd, n->intent);
 }
 
 static int rename_noreplace(int rootfd, const char *from, const char *to)
 {
-	if (renameat2(rootfd, from, rootfd, to, RENAME_NOREPLACE) == 0)
-		return dir_fsync_parent(rootfd, to);
-	if (errno == EINVAL || errno == ENOSYS) {
-		/* Filesystems without RENAME_NOREPLACE (NFS): check, then rename, under our lock. */
-		if (dir_exists(rootfd, to))
-			return -EEXIST;
-		if (renameat(rootfd, from, rootfd, to) == 0)
-			return dir_fsync_parent(rootfd, to);
-	}
-	return -errno;
+	return dir_rename(rootfd, from, to, true);
 }
 
 /* Write the overlay for `backing` into the scratch file, durably. */
@@ -366,7 +388,8 @@ static int build_overlay(struct dir_op *op, const struct dir_op_paths *n, const 
 			 uint64_t vsize, mode_t mode)
 {
 	struct layer_io *io;
-	uint64_t size = qcow2_overlay_size(vsize);
+	bool sparse = !strcmp(op->pc.preallocation, "off") && dir_overlay_sparse_size(vsize);
+	uint64_t size = sparse ? dir_overlay_sparse_size(vsize) : qcow2_overlay_size(vsize);
 	int fd, rc;
 
 	if (!size)
@@ -383,14 +406,15 @@ static int build_overlay(struct dir_op *op, const struct dir_op_paths *n, const 
 	if (rc == 0)
 		rc = file_io_open(op->p->rootfd, op->s->name, n->scratch, true, &io);
 	if (rc == 0) {
-		rc = qcow2_overlay_create(io, vsize, backing, "qcow2");
+		rc = sparse ? dir_overlay_create_sparse(io, vsize, backing, "qcow2")
+			    : qcow2_overlay_create(io, vsize, backing, "qcow2");
 		layer_close(io);
 	}
 	if (rc == 0)
 		rc = dir_fsync_parent(op->p->rootfd, n->scratch);
 	if (rc) {
 		vlog(LOG_ERR, "%s/%s: writing the overlay failed: %s", op->s->name, n->scratch, strerror(-rc));
-		unlinkat(op->p->rootfd, n->scratch, 0);
+		dir_unlink(op->p->rootfd, n->scratch);
 	}
 	return rc;
 }
@@ -401,11 +425,15 @@ static int take_chain(struct dir_op *op, const struct store_volume *vol, const c
 	struct dir_op_paths n;
 	char srel[PATH_MAX], sbase[NAME_MAX + 1], *dir = strdup(cur->rel), *slash;
 	struct stat st;
-	int64_t now = time(NULL);
+	struct timespec ts;
+	int64_t now;
 	int rc;
 
 	if (!dir)
 		return -ENOMEM;
+	/* The taken time in nanoseconds: the snapshot's ident, new when a name is reused. */
+	clock_gettime(CLOCK_REALTIME, &ts);
+	now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 	slash = strrchr(dir, '/');
 	if (slash)
 		*slash = 0;
@@ -435,8 +463,7 @@ static int take_chain(struct dir_op *op, const struct store_volume *vol, const c
 		goto undo_scratch;
 	crash_point("dir-mkdir-renamed");
 	if ((rc = rename_noreplace(op->p->rootfd, n.scratch, n.vol))) {
-		renameat(op->p->rootfd, srel, op->p->rootfd, n.vol);
-		dir_fsync_parent(op->p->rootfd, n.vol);
+		dir_rename(op->p->rootfd, srel, n.vol, true);
 		goto undo_scratch;
 	}
 	crash_point("dir-mkdir-swapped");
@@ -448,7 +475,7 @@ static int take_chain(struct dir_op *op, const struct store_volume *vol, const c
 	return 0;
 
 undo_scratch:
-	unlinkat(op->p->rootfd, n.scratch, 0);
+	dir_unlink(op->p->rootfd, n.scratch);
 undo_intent:
 	dir_intent_clear(op->s, &n);
 	return rc;
@@ -544,9 +571,7 @@ static int commit_steps(struct store *s, struct rm *r)
 		return rc;
 	crash_point("dir-rmdir-commit-merged");
 	rm_release(r);
-	if (renameat(p->rootfd, r->s, p->rootfd, r->c))
-		return -errno;
-	if ((rc = dir_fsync_parent(p->rootfd, r->c)))
+	if ((rc = dir_rename(p->rootfd, r->s, r->c, false)))
 		return rc;
 	crash_point("dir-rmdir-commit-renamed");
 	return 0;
@@ -564,8 +589,8 @@ static int rebase_steps(struct store *s, struct rm *r)
 		return rc;
 	crash_point("dir-rmdir-rebase-relinked");
 	rm_release(r);
-	if (unlinkat(p->rootfd, r->s, 0) && errno != ENOENT)
-		return -errno;
+	if ((rc = dir_unlink(p->rootfd, r->s)) && rc != -ENOENT)
+		return rc;
 	if ((rc = dir_fsync_parent(p->rootfd, r->s)))
 		return rc;
 	crash_point("dir-rmdir-rebase-removed");
@@ -614,7 +639,14 @@ static bool other_children(struct store *s, const char *rel, const char *child)
 	return hit;
 }
 
-static int remove_chain(struct dir_op *op, const struct store_volume *vol, int vi)
+static void report(const struct store_progress *p, uint64_t done, uint64_t total)
+{
+	if (p && p->report)
+		p->report(p->arg, done, total);
+}
+
+static int remove_chain(struct dir_op *op, const struct store_volume *vol, int vi,
+			const struct store_progress *prog)
 {
 	struct store *s = op->s;
 	const char *snap = vol->views[vi].name;
@@ -669,7 +701,8 @@ static int remove_chain(struct dir_op *op, const struct store_volume *vol, int v
 	snprintf(r.label, sizeof(r.label), "%s/%s: deleting snapshot %s", s->name, n.vol, snap);
 	if ((rc = rm_open_views(s, &r)) || (rc = merge_measure(r.view_c, r.view_s, &plan)))
 		goto out;
-	commit = plan.commit_bytes <= plan.rebase_bytes && chain_size(r.view_s) >= chain_size(r.view_c);
+	/* Commit only between layers of one virtual size: S taking C's name must not resize the disk. */
+	commit = plan.commit_bytes <= plan.rebase_bytes && chain_size(r.view_s) == chain_size(r.view_c);
 	if ((rc = rm_prepare(s, &r, commit)))
 		goto out;
 	vlog(LOG_NOTICE, "%s by %s (%s moves %llu bytes, the other way %llu)", r.label,
@@ -685,8 +718,11 @@ static int remove_chain(struct dir_op *op, const struct store_volume *vol, int v
 	if (rc)
 		goto out;
 	crash_point(commit ? "dir-rmdir-commit-intent" : "dir-rmdir-rebase-intent");
+	report(prog, 0, commit ? plan.commit_bytes : plan.rebase_bytes);
 	rc = commit ? commit_steps(s, &r) : rebase_steps(s, &r);
 	if (rc == 0) {
+		report(prog, commit ? plan.commit_bytes : plan.rebase_bytes,
+		       commit ? plan.commit_bytes : plan.rebase_bytes);
 		dir_snaptime_set(s, &n, snap, 0);
 		dir_intent_clear(s, &n);
 		vlog(LOG_NOTICE, "%s: done", r.label);
@@ -720,8 +756,8 @@ int dir_recover_chain(struct store *s, const struct dir_op_paths *n, char *inten
 		if (have_v && !have_s) {
 			vlog(LOG_NOTICE, "%s/%s: undoing interrupted snapshot %s (nothing else was changed)",
 			     s->name, n->vol, snap);
-			if (have_t && unlinkat(p->rootfd, n->scratch, 0))
-				return -errno;
+			if (have_t && (rc = dir_unlink(p->rootfd, n->scratch)))
+				return rc;
 		} else if (!have_v && have_s && have_t) {
 			vlog(LOG_NOTICE, "%s/%s: finishing interrupted snapshot %s (renaming the new overlay)",
 			     s->name, n->vol, snap);
@@ -777,9 +813,8 @@ int dir_recover_chain(struct store *s, const struct dir_op_paths *n, char *inten
 				rc = dir_probe_backing(s, r.c, &now, &raw, &fmt, &vs);
 				if (rc == 0 && (r.p[0] ? now && !strcmp(now, r.p) : !raw)) {
 					vlog(LOG_NOTICE, "%s (child already relinked: removing %s)", r.label, r.s);
-					if (unlinkat(p->rootfd, r.s, 0) && errno != ENOENT)
-						rc = -errno;
-					else
+					rc = dir_unlink(p->rootfd, r.s);
+					if (rc == 0 || rc == -ENOENT)
 						rc = dir_fsync_parent(p->rootfd, r.s);
 					free(now);
 					free(raw);
@@ -831,6 +866,8 @@ int dir_snapshot_take(struct store *s, const char *volume, const char *snap,
 		rc = -ENOENT;
 		goto out;
 	}
+	if ((rc = dir_op_settle(&op, &vol, volume)))
+		goto out;
 	vp = vol->priv;
 	for (int i = 0; i < vol->nviews; i++)
 		if (!strcmp(vol->views[i].name, snap)) {
@@ -864,7 +901,6 @@ int dir_snapshot_remove(struct store *s, const char *volume, const char *snap,
 	const struct dir_vpriv *vp;
 	int rc, vi;
 
-	(void)prog;
 	if (!strcmp(snap, "current"))
 		return -EBUSY;
 	rc = dir_op_begin(&op, s, true);
@@ -875,6 +911,8 @@ int dir_snapshot_remove(struct store *s, const char *volume, const char *snap,
 		rc = -ENOENT;
 		goto out;
 	}
+	if ((rc = dir_op_settle(&op, &vol, volume)))
+		goto out;
 	vp = vol->priv;
 	for (vi = 1; vi < vol->nviews && strcmp(vol->views[vi].name, snap); vi++)
 		;
@@ -887,7 +925,7 @@ int dir_snapshot_remove(struct store *s, const char *volume, const char *snap,
 	if (vinfo(&vol->views[vi])->is_isnap)
 		rc = dir_isnap_remove(&op, vol, vi);
 	else
-		rc = remove_chain(&op, vol, vi);
+		rc = remove_chain(&op, vol, vi, prog);
 out:
 	dir_op_end(&op);
 	return rc;

@@ -34,7 +34,6 @@ struct dir_op_paths {
 
 int dir_op_paths(struct dir_op_paths *n, const char *dir, const char *vol);
 int dir_op_snap_path(const struct dir_op_paths *n, const char *snap, char *out, size_t len);
-bool dir_exists(int rootfd, const char *rel);
 int dir_intent_clear(struct store *s, const struct dir_op_paths *n);
 int dir_snaptime_set(struct store *s, const struct dir_op_paths *n, const char *snap, int64_t t);
 /* -EBUSY (logged) when a process holds rel open for writing (qemu's OFD lock). */
@@ -48,5 +47,11 @@ int dir_isnap_remove(struct dir_op *op, const struct store_volume *vol, int view
 /* Recovery of one intent file's operation: 0 done, 1 not this kind, <0 failed. */
 int dir_recover_chain(struct store *s, const struct dir_op_paths *n, char *intent);
 int dir_recover_isnap(struct store *s, const struct dir_op_paths *n, char *intent);
+/* Recover the operation n->intent records (the caller holds the lock): 0 or <0. */
+int dir_recover_one(struct store *s, const struct dir_op_paths *n);
+/* Before an operation on vol: an intent left by a crash that recovery could not
+ * finish at mount (the image was busy then) is finished now, and the listing
+ * rescanned. 0, or -EBUSY when it still cannot be. */
+int dir_op_settle(struct dir_op *op, const struct store_volume **vol, const char *volume);
 
 #endif

@@ -105,7 +105,7 @@ int dir_snapshot_remove(struct store *s, const char *volume, const char *snap,
 			const struct store_progress *p);
 int dir_recover(struct store *s);
 
-/* Per-volume taken times of snap-* views (the sidecar file), for idents and mtimes. */
+/* Per-volume taken times of snap-* views (the sidecar file, nanoseconds; 0 unknown), for idents and mtimes. */
 int64_t dir_snaptime_get(struct store *s, const char *dir, const char *vol, const char *snap);
 
 #endif

@@ -296,6 +296,83 @@ int file_io_grow(struct layer_io *io, uint64_t size)
 	return 0;
 }
 
+/* ---- changes, confined like the opens: the parent opened below the root, then *at(2) on it ---- */
+
+static int open_parent(int rootfd, const char *rel, const char **base)
+{
+	const char *slash = strrchr(rel, '/');
+	char *dir;
+	int fd;
+
+	*base = slash ? slash + 1 : rel;
+	if (!**base || !strcmp(*base, ".") || !strcmp(*base, ".."))
+		return -EINVAL;
+	if (!slash)
+		return dir_opendir_fd(rootfd, "");
+	dir = strndup(rel, (size_t)(slash - rel));
+	if (!dir)
+		return -ENOMEM;
+	fd = dir_opendir_fd(rootfd, dir);
+	free(dir);
+	return fd;
+}
+
+int dir_unlink(int rootfd, const char *rel)
+{
+	const char *base;
+	int fd = open_parent(rootfd, rel, &base), rc = 0;
+
+	if (fd < 0)
+		return fd;
+	if (unlinkat(fd, base, 0))
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
+bool dir_exists(int rootfd, const char *rel)
+{
+	const char *base;
+	struct stat st;
+	int fd = open_parent(rootfd, rel, &base);
+	bool ok;
+
+	if (fd < 0)
+		return false;
+	ok = fstatat(fd, base, &st, AT_SYMLINK_NOFOLLOW) == 0;
+	close(fd);
+	return ok;
+}
+
+int dir_rename(int rootfd, const char *from, const char *to, bool noreplace)
+{
+	const char *bf, *bt;
+	int ff = open_parent(rootfd, from, &bf), tf, rc = 0;
+
+	if (ff < 0)
+		return ff;
+	tf = open_parent(rootfd, to, &bt);
+	if (tf < 0) {
+		close(ff);
+		return tf;
+	}
+	if (renameat2(ff, bf, tf, bt, noreplace ? RENAME_NOREPLACE : 0)) {
+		rc = -errno;
+		if (noreplace && (errno == EINVAL || errno == ENOSYS)) {
+			/* No RENAME_NOREPLACE here (NFS): check, then rename; we hold the storage lock. */
+			struct stat st;
+
+			rc = fstatat(tf, bt, &st, AT_SYMLINK_NOFOLLOW) == 0 ? -EEXIST
+			   : renameat(ff, bf, tf, bt) ? -errno : 0;
+		}
+	}
+	if (rc == 0 && fsync(tf) && errno != EINVAL)
+		rc = -errno;
+	close(ff);
+	close(tf);
+	return rc;
+}
+
 /* ---- small durable files ---- */
 
 static char *parent_of(const char *rel)
@@ -349,12 +426,10 @@ int dir_write_file_atomic(int rootfd, const char *rel, const char *data, size_t 
 	if (rc == 0 && fsync(fd))
 		rc = -errno;
 	close(fd);
-	if (rc == 0 && renameat(rootfd, tmp, rootfd, rel))
-		rc = -errno;
 	if (rc == 0)
-		rc = dir_fsync_parent(rootfd, rel);
+		rc = dir_rename(rootfd, tmp, rel, false);
 	if (rc)
-		unlinkat(rootfd, tmp, 0);
+		dir_unlink(rootfd, tmp);
 	free(tmp);
 	return rc;
 }

@@ -309,7 +309,7 @@ def test_volume_chain_rmdir_keeps_every_other_view(tmp, victim):
     assert sha_qemu(img) == after["current"]
     # the name can be taken again: a new ident
     ds("mkdir", root, VOL, victim, cfg=cfg)
-    assert listing(root, cfg)[VOL][victim]["ident"] != idents[victim] or victim == "s3"
+    assert listing(root, cfg)[VOL][victim]["ident"] != idents[victim]
 
 
 def test_volume_chain_rmdir_refuses_base_of_linked_clone(tmp):
@@ -553,10 +553,12 @@ def test_vm_writes_between_crash_and_recovery_survive(tmp):
         assert any(f.startswith(".vstorfs-intent-") for f in os.listdir(os.path.dirname(img)))
     finally:
         p.communicate(b"quit\n", timeout=10)
-    ds("recover", root)
+    # the next operation on the volume finishes it first, without a remount
+    ds("--no-recover", "mkdir", root, VOL, "s3")
     no_leftovers(root)
     qemu_check(img)
     assert sha_view(root, VOL, "current") == sha_qemu(img)
+    assert "s3" in qemu_snapshots(img)
 
 
 # -- bad input ----------------------------------------------------------
@@ -616,15 +618,23 @@ def test_directory_of_10000_files(tmp):
     assert p.stderr.decode().count("more than") == 1
 
 
-def test_new_files_appear_without_remount(tmp):
+@pytest.mark.parametrize("poll", ["0", "1"])
+def test_new_files_appear_without_remount(tmp, poll):
+    """inotify where the filesystem has it; the stat signature (NFS, CIFS, ...) with VSTORFS_DIR_POLL=1."""
     root = pve_store(tmp)
-    p = subprocess.Popen([need(TOOL), "--no-recover", "watch", root, "3"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE)
-    time.sleep(1.3)
+    img = os.path.join(root, "images", "100", VOL)
+    env = dict(os.environ, VSTORFS_DIR_POLL=poll)
+    p = subprocess.Popen([need(TOOL), "--no-recover", "watch", root, "6"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=env)
+    time.sleep(1.5)
     q("qemu-img", "create", "-f", "qcow2", os.path.join(root, "images", "100", "vm-100-disk-5.qcow2"), "1M")
-    out, _ = p.communicate(timeout=20)
-    assert "1" in out.decode().split()
-    assert "vm-100-disk-5.qcow2" in listing(root)
+    time.sleep(2.2)
+    q("qemu-img", "snapshot", "-c", "outside", img)   # an internal snapshot by someone else
+    out, _ = p.communicate(timeout=30)
+    seen = out.decode().split()
+    assert seen[0] == "0" and seen.count("1") >= 2, seen
+    ls = listing(root)
+    assert "vm-100-disk-5.qcow2" in ls and "outside" in ls[VOL]
 
 
 # -- through the mounted daemon ------------------------------------------
@@ -751,3 +761,139 @@ def test_no_sanitizer_reports(tmp):
     qemu_check(img)
     for e in errs:
         assert "Sanitizer" not in e and "runtime error:" not in e, e
+
+
+def test_mixed_source_vg_and_directories(tmp):
+    """SOURCE pve-like VG,/path,/path: each directory is a store named by its basename."""
+    import conftest
+    from conftest import disk_path
+    e = conftest.Env()
+    try:
+        vg = e.vg(npvs=1, pv_size=256 * MiB)
+        ch = e.chain(vg)
+        v = ch.qcow2("vm-100-disk-0.qcow2", 8 * MiB)
+        v.write(0, MiB, 0x61)
+        ch.sync()
+        root = pve_store(tmp)
+        nova = os.path.join(tmp, "nfs1")
+        os.makedirs(nova)
+        q("qemu-img", "create", "-f", "qcow2", os.path.join(nova, "lib.qcow2"), "2M")
+        d = e.mount("%s,%s,%s" % (vg.name, root, nova), vg.loops)
+        assert sorted(os.listdir(d.mnt)) == sorted([vg.name, "vz", "nfs1"])
+        assert sha_file(disk_path(d.mnt, "vz", VOL)) == sha_qemu(os.path.join(root, "images", "100", VOL))
+        assert os.listdir(os.path.join(d.mnt, "nfs1")) == ["lib.qcow2"]
+        assert os.path.getsize(disk_path(d.mnt, vg.name, "vm-100-disk-0.qcow2")) == 8 * MiB
+    finally:
+        e.close()
+
+
+def pve_volume_snapshot(d, vol, snap):
+    """Proxmox's volume_snapshot with snapshot-as-volume-chain, as Plugin.pm runs it."""
+    os.rename(os.path.join(d, vol), os.path.join(d, "snap-%s-%s" % (snap, vol)))
+    q("qemu-img", "create", "-F", "qcow2", "-b", "snap-%s-%s" % (snap, vol), "-f", "qcow2",
+      os.path.join(d, vol), "-o", "extended_l2=on,cluster_size=128k,preallocation=metadata")
+
+
+def test_proxmox_made_chain_then_vstorfs_and_back(tmp):
+    root = pve_store(tmp)
+    cfg = storage_cfg(tmp, root, "\tsnapshot-as-volume-chain 1")
+    d = os.path.join(root, "images", "100")
+    img = os.path.join(d, VOL)
+    pve_volume_snapshot(d, VOL, "pve1")
+    qio(img, "write -P 0xa7 2M 3M")
+    pve_volume_snapshot(d, VOL, "pve2")
+    qio(img, "write -P 0xa8 4M 1M")
+    ls = listing(root, cfg)
+    assert list(ls[VOL]) == ["current", "pve1", "pve2"]
+    assert sha_view(root, VOL, "pve1") == sha_qemu(os.path.join(d, "snap-pve1-" + VOL))
+    before = chain_views(root, cfg)
+    # vstorfs takes one more and removes one of Proxmox's
+    ds("mkdir", root, VOL, "ours", cfg=cfg)
+    ds("rmdir", root, VOL, "pve2", cfg=cfg)
+    after = chain_views(root, cfg)
+    assert after["pve1"] == before["pve1"] and after["current"] == before["current"]
+    assert after["ours"] == before["current"]
+    # Proxmox deletes the oldest the way volume_snapshot_delete does: qemu-img commit of the
+    # child, then the snapshot file renamed to the child's name
+    info = json.loads(q("qemu-img", "info", "--output=json", img).stdout)
+    child = img if info["backing-filename"] == "snap-pve1-" + VOL else os.path.join(d, "snap-ours-" + VOL)
+    q("qemu-img", "commit", child)
+    os.rename(os.path.join(d, "snap-pve1-" + VOL), child)
+    final = chain_views(root, cfg)
+    assert list(final) == ["current", "ours"]
+    assert final["current"] == before["current"] == sha_qemu(img)
+    for f in os.listdir(d):
+        if f.endswith(".qcow2"):
+            qemu_check(os.path.join(d, f))
+
+
+@pytest.mark.parametrize("prealloc", ["off", "metadata", "falloc"])
+def test_volume_chain_overlay_preallocation(tmp, prealloc):
+    root = pve_store(tmp)
+    cfg = storage_cfg(tmp, root, "\tsnapshot-as-volume-chain 1\n\tpreallocation %s" % prealloc)
+    d = os.path.join(root, "images", "100")
+    img = os.path.join(d, VOL)
+    before = sha_qemu(img)
+    ds("mkdir", root, VOL, "s1", cfg=cfg)
+    ref = os.path.join(tmp, "ref.qcow2")
+    q("qemu-img", "create", "-f", "qcow2", "-F", "qcow2", "-b", "snap-s1-" + VOL, "-u",
+      "-o", "extended_l2=on,cluster_size=128k,preallocation=%s" % prealloc, ref, "32M")
+    assert abs(os.path.getsize(ref) - os.path.getsize(img)) <= (128 * 1024 if prealloc != "off" else 0)
+    if prealloc == "falloc":
+        assert os.stat(img).st_blocks * 512 >= os.path.getsize(img) - 128 * 1024
+    qemu_check(img)
+    assert sha_qemu(img) == before
+    qio(img, "write -P 0x5a 0 3M")
+    assert sha_view(root, VOL, "current") == sha_qemu(img)
+    ds("rmdir", root, VOL, "s1", cfg=cfg)
+    qemu_check(img)
+    assert sha_view(root, VOL, "current") == sha_qemu(img)
+
+
+def test_busy_backing_file_of_a_running_clone_refused(tmp):
+    root = pve_store(tmp)
+    clone = os.path.join(root, "images", "102", "vm-102-disk-0.qcow2")
+    # the clone open read-write: its backing file (the template) is locked against writers
+    p = subprocess.Popen(["qemu-io", "-f", "qcow2", clone], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    try:
+        time.sleep(0.5)
+        assert ds("mkdir", root, "base-100-disk-2.qcow2", "t1", check=False).returncode == errno.EBUSY
+        ds("mkdir", root, VOL, "other")    # an unrelated volume is not held
+    finally:
+        p.communicate(b"quit\n", timeout=10)
+    ds("mkdir", root, "base-100-disk-2.qcow2", "t1")
+
+
+def test_proxmox_chain_loop_and_escape(tmp):
+    root = pve_store(tmp)
+    d = os.path.join(root, "images", "100")
+    # vm-100-disk-4 -> snap-xx-vm-100-disk-4 -> vm-100-disk-4: a loop through two files
+    q("qemu-img", "create", "-f", "qcow2", "-u", "-F", "qcow2", "-b", "snap-xx-vm-100-disk-4.qcow2",
+      os.path.join(d, "vm-100-disk-4.qcow2"), "1M")
+    q("qemu-img", "create", "-f", "qcow2", "-u", "-F", "qcow2", "-b", "vm-100-disk-4.qcow2",
+      os.path.join(d, "snap-xx-vm-100-disk-4.qcow2"), "1M")
+    # a snap-* layer whose backing leaves the store
+    q("qemu-img", "create", "-f", "qcow2", "-u", "-F", "raw", "-b", "../../../../etc/hostname",
+      os.path.join(d, "snap-yy-vm-100-disk-5.qcow2"), "1M")
+    q("qemu-img", "create", "-f", "qcow2", "-u", "-F", "qcow2", "-b", "snap-yy-vm-100-disk-5.qcow2",
+      os.path.join(d, "vm-100-disk-5.qcow2"), "1M")
+    ls = listing(root)
+    assert sha_view(root, "vm-100-disk-4.qcow2", "current") == "ERR%d" % errno.EIO
+    assert sha_view(root, "vm-100-disk-5.qcow2", "yy") == "ERR%d" % errno.EIO
+    assert sha_view(root, "vm-100-disk-5.qcow2", "current") == "ERR%d" % errno.EIO
+    assert sha_view(root, VOL, "current") == sha_qemu(os.path.join(d, VOL))   # the rest keeps working
+    assert "xx" in ls["vm-100-disk-4.qcow2"]
+
+
+def test_volume_chain_rmdir_after_resize_keeps_the_size(tmp):
+    root, cfg, img = take_chain(tmp, ("s1",))
+    d = os.path.dirname(img)
+    qio(os.path.join(d, "snap-s1-" + VOL), "write -P 0xee 8M 20M")   # commit would move less...
+    q("qemu-img", "resize", "-f", "qcow2", img, "48M")                # ...but would shrink the disk
+    before = chain_views(root, cfg)
+    ds("rmdir", root, VOL, "s1", cfg=cfg)
+    assert listing(root, cfg)[VOL]["current"]["size"] == 48 * MiB
+    assert chain_views(root, cfg) == {"current": before["current"]}
+    qemu_check(img)
+    assert sha_qemu(img) == before["current"]
