@@ -78,11 +78,22 @@ static int part_number(const char *name)
 	return n;
 }
 
+/* The partition table of t's view (t: the view or a file in it). */
+static int view_partitions(const struct target *t, struct partition_table *pt)
+{
+	struct fs_node *view = t->node->kind == FS_NODE_VIEW ? t->node : t->node->parent;
+	struct fs_node *disk = fs_inode_child(view, FS_NODE_FILE, DISK_FILE, NULL);
+
+	if (!disk)
+		return -ENOMEM;
+	return fs_partitions(t->st->store->name, t->vol->name, t->view, disk->ino, pt);
+}
+
 /* The partition t->part of t->view, into *p. */
 static int find_partition(const struct target *t, struct partition *p)
 {
 	struct partition_table pt;
-	int rc = fs_partitions(t->st->store->name, t->vol->name, t->view, &pt);
+	int rc = view_partitions(t, &pt);
 
 	if (rc < 0)
 		return rc;
@@ -290,14 +301,52 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
 		conn->want |= FUSE_CAP_SPLICE_WRITE | (conn->capable & FUSE_CAP_SPLICE_MOVE);
 	conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
-	/* Without it the kernel serialises lookups in a directory, and finding
-	 * a view's partitions (a lookup of part<N>.raw opening the view's own
-	 * disk.raw through the mount, fs/partition_cache.h) would wait for itself. */
+	/* Lookups and listings of one directory need not wait for each other. */
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
-	else
-		fs_partitions_init(NULL);
 	conn->max_readahead = 1 << 20;
+}
+
+/* Does the request come from a thread of this very process? */
+static bool own_request(fuse_req_t req)
+{
+	const struct fuse_ctx *c = fuse_req_ctx(req);
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d", c ? (int)c->pid : 0);
+	return c && c->pid > 0 && access(path, F_OK) == 0;
+}
+
+/* The hidden FS_BYINO_DIR and its entries, for the daemon's own partition
+ * probes (fs/partition_cache.h); nobody else sees them. 0 when name is not
+ * one of them (the caller goes on), else a reply was sent. */
+static int lookup_by_ino(fuse_req_t req, struct fs_node *pn, const char *name)
+{
+	struct fuse_entry_param e = { 0 };
+	struct fs_node *n = NULL;
+	struct target t;
+	char *end;
+	uint64_t ino;
+
+	if (pn->kind == FS_NODE_ROOT && !strcmp(name, FS_BYINO_DIR) && own_request(req)) {
+		n = fs_inode_child(pn, FS_NODE_BYINO, name, NULL);
+	} else if (pn->kind == FS_NODE_BYINO) {
+		ino = strtoull(name, &end, 16);
+		n = own_request(req) && !*end ? fs_inode_find(ino) : NULL;
+		if (n && n->kind != FS_NODE_FILE)
+			n = NULL;
+		if (!n)
+			return fuse_reply_err(req, ENOENT), 1;
+	} else {
+		return 0;
+	}
+	if (!n || resolve(n, &t))
+		return fuse_reply_err(req, ENOENT), 1;
+	e.ino = n->ino;
+	fill_attr(&t, &e.attr);
+	target_release(&t);
+	fuse_reply_entry(req, &e);
+	return 1;
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -309,6 +358,8 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 	if (!pn)
 		return (void)fuse_reply_err(req, ENOENT);
+	if (lookup_by_ino(req, pn, name))
+		return;
 	rc = resolve(pn, &pt);
 	if (rc)
 		return (void)fuse_reply_err(req, -rc);
@@ -426,7 +477,7 @@ static int list_names(const struct target *t, struct entries *e)
 		if (!rc)
 			rc = entries_add(e, "%s", CHANGED_DIR, 0);
 		/* A disk whose table cannot be read now just lists no partition files. */
-		if (!rc && fs_partitions(t->st->store->name, t->vol->name, t->view, &pt) == 0) {
+		if (!rc && view_partitions(t, &pt) == 0) {
 			for (int i = 0; i < pt.n && !rc; i++)
 				rc = entries_add(e, "part%d.raw", NULL, pt.parts[i].number);
 			partitions_release(&pt);

@@ -2,6 +2,7 @@
 #include "fs/partition_cache.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -84,15 +85,14 @@ static void insert(char *key, const struct partition_table *t, bool forever)
 	pthread_mutex_unlock(&cache_lock);
 }
 
-static int probe(const char *store, const char *volume, const struct store_view *view,
-		 struct partition_table *t)
+static int probe(uint64_t disk_ino, const struct store_view *view, struct partition_table *t)
 {
 	char *path;
 	int fd, rc;
 
 	if (!mnt)
 		return -EOPNOTSUPP;
-	if (asprintf(&path, "%s/%s/%s/%s/disk.raw", mnt, store, volume, view->name) < 0)
+	if (asprintf(&path, "%s/" FS_BYINO_DIR "/%" PRIx64, mnt, disk_ino) < 0)
 		return -ENOMEM;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
@@ -108,7 +108,7 @@ static int probe(const char *store, const char *volume, const struct store_view 
 }
 
 int fs_partitions(const char *store, const char *volume, const struct store_view *view,
-		  struct partition_table *out)
+		  uint64_t disk_ino, struct partition_table *out)
 {
 	struct timespec until;
 	char *key;
@@ -130,7 +130,7 @@ int fs_partitions(const char *store, const char *volume, const struct store_view
 	/* Another thread may have probed it while this one waited. */
 	rc = lookup(key, out);
 	if (rc == -ENOENT) {
-		rc = probe(store, volume, view, out);
+		rc = probe(disk_ino, view, out);
 		if (rc == 0)
 			insert(key, out, view->snapshot);
 		else
