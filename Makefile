@@ -73,12 +73,12 @@ SNAPFUZZ_SRC := fuzz/fuzz_snapshot.c $(wildcard chain/*.c) $(wildcard common/*.c
 
 build-fuzz/fuzz_snapshot: $(SNAPFUZZ_SRC) $(wildcard chain/*.h common/*.h)
 	@mkdir -p $(dir $@)
-	clang -O1 -g -fsanitize=fuzzer,address,undefined -std=gnu11 -D_GNU_SOURCE -I. -o $@ $(SNAPFUZZ_SRC) -lz -lzstd -pthread
+	clang -O1 -g -fsanitize=fuzzer,address,undefined -std=gnu11 -D_GNU_SOURCE -I. -o $@ $(SNAPFUZZ_SRC) -lz -lzstd -lblkid -pthread
 
 $(BUILD)/fuzz-snapshot-replay: fuzz/replay.c $(SNAPFUZZ_SRC) $(wildcard chain/*.h common/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -std=gnu11 -D_GNU_SOURCE \
-		-Wall -Wextra -Werror -I. -o $@ fuzz/replay.c $(SNAPFUZZ_SRC) -lz -lzstd -pthread
+		-Wall -Wextra -Werror -I. -o $@ fuzz/replay.c $(SNAPFUZZ_SRC) -lz -lzstd -lblkid -pthread
 
 fuzz-snapshot: build-fuzz/fuzz_snapshot
 	@mkdir -p build-fuzz/snap-corpus build-fuzz/snap-seeds fuzz/regressions-snapshot
