@@ -17,6 +17,7 @@ endif
 CORE_SRC  := $(wildcard common/*.c chain/*.c lvm/*.c)
 FS_SRC    := $(wildcard fs/*.c)
 TOOL_SRC  := $(wildcard tools/*.c)
+TOOL_LIB  := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/lib/*.c))
 CORE_OBJ  := $(CORE_SRC:%.c=$(BUILD)/%.o)
 FS_OBJ    := $(FS_SRC:%.c=$(BUILD)/%.o)
 TOOLS     := $(TOOL_SRC:tools/%.c=$(BUILD)/%)
@@ -37,15 +38,16 @@ vstorfs: build/vstorfs
 $(BUILD)/vstorfs: $(FS_OBJ) $(CORE_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/%: tools/%.c $(CORE_OBJ)
+$(BUILD)/%: tools/%.c $(TOOL_LIB) $(CORE_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(CORE_OBJ) $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(TOOL_LIB) $(CORE_OBJ) $(LDLIBS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
 
--include $(CORE_OBJ:.o=.d) $(FS_OBJ:.o=.d)
+-include $(CORE_OBJ:.o=.d) $(FS_OBJ:.o=.d) $(TOOL_LIB:.o=.d)
+.SECONDARY: $(TOOL_LIB)
 
 # Fuzzing the qcow2 engine (clang/libFuzzer), and a gcc replay of the regressions for make test.
 FUZZ_SRC     := fuzz/fuzz_chain.c $(wildcard chain/*.c) $(wildcard common/*.c)

@@ -281,3 +281,20 @@ int merge_fill_from_view(void *view, void *buf, uint64_t len, uint64_t off)
 {
 	return read_view(view, buf, len, off);
 }
+
+int merge_run(bool commit, struct chain *view_c, struct chain *view_s, struct chain *view_p,
+	      struct qcow2_writer *into, const char *new_backing, const char *label)
+{
+	uint64_t need;
+	int rc = commit ? merge_commit_need(view_c, into, &need)
+			: merge_rebase_need(view_c, view_s, into, &need);
+
+	if (!rc && need > qcow2_writer_room(into))
+		rc = -ENOSPC;
+	if (!rc)
+		rc = commit ? merge_commit(view_c, into, label)
+			    : merge_rebase(view_c, view_s, view_p, into, label);
+	if (!rc && !commit)
+		rc = qcow2_writer_set_backing(into, new_backing);
+	return rc;
+}

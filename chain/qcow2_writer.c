@@ -423,11 +423,19 @@ static int l2_entry(struct qcow2_writer *w, uint64_t cluster, uint64_t *entry, u
 	return 0;
 }
 
+/*
+ * Can this cluster take data where it is? Any entry with a host cluster of
+ * its own can: a data cluster, and also a zero-flagged one that still owns
+ * its cluster (preallocation=metadata, or qemu's write -z over data). That
+ * cluster is counted in the refcounts; allocating another one instead and
+ * dropping the entry's offset leaked it. Compressed clusters share their
+ * host clusters, so they are replaced (and freed) instead.
+ */
 static bool in_place(const struct qcow2_writer *w, uint64_t entry)
 {
 	if (entry & QCOW2_L2_COMPRESSED || !(entry & QCOW2_OFFSET_MASK))
 		return false;
-	return w->extended || !(entry & QCOW2_L2_ZERO);
+	return w->extended || w->version >= 3 || !(entry & QCOW2_L2_ZERO);
 }
 
 bool qcow2_writer_unit_preallocated(struct qcow2_writer *w, uint64_t off)
@@ -523,8 +531,9 @@ static int plan(struct qcow2_writer *w, struct pending *p)
 			return rc;
 	}
 	if (in_place(w, e)) {
+		/* Standard L2: the whole cluster is ours, so its zero flag goes. */
 		p->host = e & QCOW2_OFFSET_MASK;
-		p->new_entry = e | OFLAG_COPIED;
+		p->new_entry = (e & ~QCOW2_L2_ZERO) | OFLAG_COPIED;
 		p->new_bitmap = w->extended ? ((b | p->mask) & ~((uint64_t)p->mask << 32)) : 0;
 		return 0;
 	}

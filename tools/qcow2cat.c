@@ -6,147 +6,25 @@
  *   qcow2cat [-f ...] --map IMAGE   (lines: offset length zero|data|copy depth [host_off layer])
  *   qcow2cat --probe IMAGE          (chain_probe_layer: format, size, backing, backing format)
  *
- * Layers are plain files here (a tiny file-backed layer_io). A backing
- * string is resolved relative to the directory of the image that names
- * it; a string with a '/' is refused unless it is an absolute path inside
- * that same directory (the file analogue of "stays inside the VG").
- * Layer identity for loop detection is the (st_dev, st_ino) pair.
+ * Layers are plain files here (tools/lib/file_io.h says how backing
+ * strings resolve).
  *
  * Exit status: 0, or 1 after the engine (or we) logged why.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "chain/chain.h"
 #include "common/log.h"
+#include "tools/lib/file_io.h"
 
 #define CHUNK (4u << 20)
-
-struct file_io {
-	struct layer_io io;
-	int fd;
-	char *path;     /* as opened; its directory resolves backing strings */
-	char id[64];
-};
-
-static int file_pread(struct layer_io *io, void *buf, size_t len, uint64_t off)
-{
-	struct file_io *f = (struct file_io *)io;
-
-	if (off > io->size || len > io->size - off)
-		return -EIO;
-	while (len) {
-		ssize_t n = pread(f->fd, buf, len, off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		buf = (char *)buf + n;
-		len -= n;
-		off += n;
-	}
-	return 0;
-}
-
-static void file_close(struct layer_io *io)
-{
-	struct file_io *f = (struct file_io *)io;
-
-	close(f->fd);
-	free(f->path);
-	free(f);
-}
-
-static const struct layer_io_ops file_ops = { .pread = file_pread, .close = file_close };
-
-/* 0 and *out, or a negative errno (-ENOENT when the file is missing). */
-static int file_open(const char *path, struct layer_io **out)
-{
-	struct file_io *f = calloc(1, sizeof(*f));
-	struct stat st;
-
-	if (!f)
-		return -ENOMEM;
-	f->fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (f->fd < 0 || fstat(f->fd, &st) || !S_ISREG(st.st_mode)) {
-		int rc = f->fd < 0 ? -errno : -EINVAL;
-
-		if (f->fd >= 0)
-			close(f->fd);
-		free(f);
-		return rc;
-	}
-	f->path = strdup(path);
-	if (!f->path) {
-		close(f->fd);
-		free(f);
-		return -ENOMEM;
-	}
-	snprintf(f->id, sizeof(f->id), "%ju:%ju", (uintmax_t)st.st_dev, (uintmax_t)st.st_ino);
-	f->io.ops = &file_ops;
-	f->io.size = st.st_size;
-	f->io.name = f->path;
-	f->io.id = f->id;
-	*out = &f->io;
-	return 0;
-}
-
-/* The directory part of path ("." when none), malloc'd. */
-static char *dir_of(const char *path)
-{
-	const char *slash = strrchr(path, '/');
-
-	if (!slash)
-		return strdup(".");
-	if (slash == path)
-		return strdup("/");
-	return strndup(path, slash - path);
-}
-
-static int open_backing(const struct chain_store *st, struct layer_io *from, const char *backing,
-			struct layer_io **out)
-{
-	char *dir = dir_of(((struct file_io *)from)->path), *path = NULL;
-	char real_dir[PATH_MAX], real_bdir[PATH_MAX];
-	int rc = -EACCES;
-
-	(void)st;
-	if (!dir)
-		return -ENOMEM;
-	if (backing[0] == '/') {
-		char *bdir = dir_of(backing);
-
-		/* Absolute: only inside the directory of the image naming it. */
-		if (bdir && realpath(dir, real_dir) && realpath(bdir, real_bdir) &&
-		    !strcmp(real_dir, real_bdir) && strcmp(strrchr(backing, '/') + 1, "..") &&
-		    strcmp(strrchr(backing, '/') + 1, "."))
-			path = strdup(backing);
-		free(bdir);
-	} else if (!strchr(backing, '/') && strcmp(backing, ".") && strcmp(backing, "..")) {
-		if (asprintf(&path, "%s/%s", dir, backing) < 0)
-			path = NULL;
-	}
-	free(dir);
-	if (path) {
-		rc = file_open(path, out);
-		if (rc && rc != -ENOENT && rc != -ENOMEM)
-			rc = -EIO;
-		free(path);
-	}
-	return rc;
-}
-
-static const struct chain_store file_store = { .open_backing = open_backing };
 
 static int parse_u64(const char *s, uint64_t *v)
 {
@@ -279,7 +157,7 @@ static int do_probe(const char *path)
 	static const char *const names[] = { "auto", "raw", "qcow2", "bad" };
 	struct chain_probe p;
 	struct layer_io *io = NULL;
-	int rc = file_open(path, &io);
+	int rc = file_io_open(path, false, &io);
 
 	if (!rc)
 		rc = chain_probe_layer(io, &p);
@@ -359,12 +237,12 @@ int main(int argc, char **argv)
 		return do_probe(argv[optind]);
 	if (argc - optind == 3 && (parse_u64(argv[optind + 1], &off) || parse_u64(argv[optind + 2], &len)))
 		usage();
-	rc = file_open(argv[optind], &top);
+	rc = file_io_open(argv[optind], false, &top);
 	if (rc) {
 		fprintf(stderr, "qcow2cat: %s: %s\n", argv[optind], strerror(-rc));
 		return 1;
 	}
-	rc = chain_open(top, fmt, &file_store, argv[optind], &c);
+	rc = chain_open(top, fmt, &file_io_store, argv[optind], &c);
 	if (rc) {
 		fprintf(stderr, "qcow2cat: %s: %s\n", argv[optind], strerror(-rc));
 		return 1;
