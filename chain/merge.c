@@ -97,7 +97,8 @@ struct mover {
 	uint64_t done_upto;      /* units before this are queued already */
 	uint64_t need;           /* need mode: bytes counted instead of written */
 	bool need_only;
-	uint8_t *buf, *cbuf;
+	uint8_t *buf, *cbuf;     /* chunk bytes each */
+	uint64_t chunk;
 	/* progress */
 	const char *label;
 	uint64_t total, moved;
@@ -151,7 +152,7 @@ static int move_units(struct mover *m, uint64_t off, uint64_t len)
 	if (end > (vsize + unit - 1) / unit * unit)
 		end = (vsize + unit - 1) / unit * unit;
 	while (start < end) {
-		uint64_t n = end - start < MERGE_CHUNK ? end - start : MERGE_CHUNK;
+		uint64_t n = end - start < m->chunk ? end - start : m->chunk;
 
 		if (m->need_only) {
 			uint64_t b;
@@ -197,10 +198,14 @@ static int mover_init(struct mover *m, struct qcow2_writer *w, struct chain *src
 	m->need_only = need_only;
 	clock_gettime(CLOCK_MONOTONIC, &m->start);
 	m->last = m->start;
+	/* A chunk, or the whole disk when that is smaller. */
+	m->chunk = (qcow2_writer_vsize(w) + qcow2_writer_unit(w) - 1) / qcow2_writer_unit(w) * qcow2_writer_unit(w);
+	if (m->chunk > MERGE_CHUNK || !m->chunk)
+		m->chunk = MERGE_CHUNK;
 	if (need_only)
 		return 0;
-	m->buf = malloc(MERGE_CHUNK);
-	m->cbuf = malloc(MERGE_CHUNK);
+	m->buf = malloc(m->chunk);
+	m->cbuf = malloc(m->chunk);
 	return m->buf && m->cbuf ? 0 : -ENOMEM;
 }
 
