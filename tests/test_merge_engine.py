@@ -216,3 +216,25 @@ def test_compressed_clusters(merge_bin, tmp_path):
         shutil.copytree(tmp_path / "c", work)
         left = merge(merge_bin, [work / "l0.qcow2", work / "l1.qcow2"], 0, direction)
         assert view(left[0]) == before
+
+
+def test_refuses_inconsistent_image(merge_bin, tmp_path):
+    """An image qemu-img check finds errors in is refused before any write
+    (the writer trusts its refcounts); leaks alone are no reason to refuse."""
+    paths = build(tmp_path, [(BASE, ["write -P 1 0 1M", "write -z 64k 64k"]),
+                             (OVERLAY, ["write -P 2 0 4k"])])
+    with open(paths[0], "r+b") as f:       # drop COPIED from the first L1 entry
+        f.seek(40)
+        l1 = int.from_bytes(f.read(8), "big")
+        f.seek(l1)
+        e = int.from_bytes(f.read(8), "big")
+        f.seek(l1)
+        f.write((e & ~(1 << 63)).to_bytes(8, "big"))
+    assert check(paths[0])[0] == 2
+    with open(paths[0], "rb") as f:
+        image = f.read()
+    p = subprocess.run([merge_bin, "commit", str(paths[1])], capture_output=True, text=True,
+                       env=SAN_ENV)
+    assert p.returncode == 1 and "qemu-img check" in p.stderr, p.stderr
+    with open(paths[0], "rb") as f:
+        assert f.read() == image
