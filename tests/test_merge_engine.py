@@ -19,6 +19,9 @@ import subprocess
 
 import pytest
 
+import test_engine as engine
+from test_engine import run, qio, reference as view
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KiB, MiB = 1024, 1024 * 1024
 SIZE = 48 * MiB
@@ -39,34 +42,8 @@ def merge_bin():
     return os.path.join(REPO, "build", "qcow2merge")
 
 
-def run(*cmd):
-    subprocess.run([str(c) for c in cmd], check=True, stdout=subprocess.DEVNULL)
-
-
 def create(path, opts, backing=None):
-    cmd = ["qemu-img", "create", "-q", "-f", "qcow2"]
-    if opts:
-        cmd += ["-o", ",".join(opts)]
-    if backing:
-        cmd += ["-b", os.path.basename(str(backing)), "-F", "qcow2"]
-    run(*cmd, path, SIZE)
-    return path
-
-
-def qio(path, cmds):
-    args = ["qemu-io", "-f", "qcow2"]
-    for c in cmds:
-        args += ["-c", c]
-    run(*args, path)
-
-
-def view(path):
-    out = str(path) + ".view.raw"
-    run("qemu-img", "convert", "-O", "raw", path, out)
-    with open(out, "rb") as f:
-        data = f.read()
-    os.unlink(out)
-    return data
+    return engine.create(path, SIZE, *opts, backing=backing)
 
 
 def check(path):
@@ -100,7 +77,7 @@ def build(tmp_path, layers):
     for i, (opts, cmds) in enumerate(layers):
         p = create(tmp_path / f"l{i}.qcow2", opts, backing=paths[-1] if paths else None)
         if cmds:
-            qio(p, cmds)
+            qio(p, *cmds)
         paths.append(p)
     for p in paths:
         assert_clean(p, f"{p.name} as qemu made it")
@@ -202,14 +179,14 @@ def test_compressed_clusters(merge_bin, tmp_path):
     """A compressed base (qemu-img convert -c): replaced compressed clusters are freed."""
     src = tmp_path / "plain.qcow2"
     create(src, ())
-    qio(src, ["write -P 0x61 0 8M", "write -P 0x62 20M 3M"])
+    qio(src, "write -P 0x61 0 8M", "write -P 0x62 20M 3M")
     comp = tmp_path / "src.qcow2"
     run("qemu-img", "convert", "-c", "-O", "qcow2", src, comp)
     os.makedirs(tmp_path / "c")
     os.replace(comp, tmp_path / "c" / "l0.qcow2")
     base = tmp_path / "c" / "l0.qcow2"
     top = create(tmp_path / "c" / "l1.qcow2", OVERLAY, backing=base)
-    qio(top, ["write -P 0x63 64k 4k", "write -z 1M 128k", "write -P 0x64 7M 2M"])
+    qio(top, "write -P 0x63 64k 4k", "write -z 1M 128k", "write -P 0x64 7M 2M")
     before = view(top)
     for direction in ("commit", "rebase"):
         work = tmp_path / direction
