@@ -227,7 +227,15 @@ static int commit_run(struct chain *view_c, struct qcow2_writer *s, const char *
 {
 	struct mover m = { 0 };
 	uint64_t total = 0;
-	int rc = walk_runs(view_c, true, add_len, &total);
+	int rc;
+
+	/* S takes C's place with its own virtual size: another size would change the disk. */
+	if (qcow2_writer_vsize(s) != chain_size(view_c)) {
+		vlog(LOG_ERR, "%s: commit needs layers of one size (%llu, child %llu)", label,
+		     (unsigned long long)qcow2_writer_vsize(s), (unsigned long long)chain_size(view_c));
+		return -EINVAL;
+	}
+	rc = walk_runs(view_c, true, add_len, &total);
 
 	if (!rc)
 		rc = mover_init(&m, s, view_c, label, total, need_only);

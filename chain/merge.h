@@ -4,7 +4,8 @@
  *
  *   commit: every range the child layer C has data of its own for (its top
  *           layer answers in view C) is written into the snapshot layer S,
- *           as view C reads it. Afterwards S reads like C did.
+ *           as view C reads it. Afterwards S reads like C did. Only for
+ *           layers of the same virtual size (-EINVAL otherwise).
  *   rebase: every range where C has nothing of its own but S has, and S's
  *           bytes differ from the parent view P, is written into C as view
  *           S reads it. Afterwards C reads the same with P as its backing.

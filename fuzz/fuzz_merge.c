@@ -98,10 +98,10 @@ static int merge(struct mem_stack *st, bool commit, int c, int s, int p, const c
 	struct qcow2_check_result before, after;
 	int rc = -EIO;
 
-	/* The daemon refuses to merge over a broken chain, and commit cannot grow S. */
+	/* The daemon refuses to merge over a broken chain, and commits only layers of one size. */
 	if (!vc || !vs || (p_str && !vp))
 		goto out;
-	if (commit && chain_size(vs) < chain_size(vc))
+	if (commit && chain_size(vs) != chain_size(vc))
 		commit = false;
 	target = mem_layer_open(st, commit ? s : c, 1);
 	if (!target || qcow2_check(target, &before))
