@@ -17,6 +17,7 @@ endif
 CORE_SRC  := $(wildcard common/*.c chain/*.c store/*.c lvm/*.c dir/*.c rbd/*.c)
 FS_SRC    := $(wildcard fs/*.c)
 TOOL_SRC  := $(wildcard tools/*.c)
+TOOL_LIB  := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/lib/*.c))
 CORE_OBJ  := $(CORE_SRC:%.c=$(BUILD)/%.o)
 FS_OBJ    := $(FS_SRC:%.c=$(BUILD)/%.o)
 TOOLS     := $(TOOL_SRC:tools/%.c=$(BUILD)/%)
@@ -37,36 +38,50 @@ vstorfs: build/vstorfs
 $(BUILD)/vstorfs: $(FS_OBJ) $(CORE_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/%: tools/%.c $(CORE_OBJ)
+$(BUILD)/%: tools/%.c $(TOOL_LIB) $(CORE_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(CORE_OBJ) $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(TOOL_LIB) $(CORE_OBJ) $(LDLIBS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
 
--include $(CORE_OBJ:.o=.d) $(FS_OBJ:.o=.d)
+-include $(CORE_OBJ:.o=.d) $(FS_OBJ:.o=.d) $(TOOL_LIB:.o=.d)
+.SECONDARY: $(TOOL_LIB)
 
-# Fuzzing the qcow2 engine (clang/libFuzzer), and a gcc replay of the regressions for make test.
-FUZZ_SRC     := fuzz/fuzz_chain.c $(wildcard chain/*.c) $(wildcard common/*.c)
+# Fuzzing the qcow2 engine (clang/libFuzzer): fuzz_chain reads hostile chains,
+# fuzz_merge merges them (the writer); a gcc replay of each target's
+# regressions and seeds runs in make test.
+FUZZ_LIB     := fuzz/mem_layers.c $(wildcard chain/*.c) $(wildcard common/*.c)
+FUZZ_DEPS    := $(FUZZ_LIB) fuzz/mem_layers.h $(wildcard chain/*.h common/*.h)
 FUZZ_SECONDS ?= 120
 FUZZ_JOBS    ?= 2
+REPLAY_CC    = $(CC) -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -std=gnu11 \
+		-D_GNU_SOURCE -Wall -Wextra -Werror -I. -o $@ fuzz/replay.c $< $(FUZZ_LIB) -lz -lzstd -lblkid -pthread
 
-build-fuzz/fuzz_chain: $(FUZZ_SRC) $(wildcard chain/*.h common/*.h)
+build-fuzz/fuzz_%: fuzz/fuzz_%.c $(FUZZ_DEPS)
 	@mkdir -p $(dir $@)
-	clang -O1 -g -fsanitize=fuzzer,address,undefined -std=gnu11 -D_GNU_SOURCE -I. -o $@ $(FUZZ_SRC) -lz -lzstd -lblkid -pthread
+	clang -O1 -g -fsanitize=fuzzer,address,undefined -std=gnu11 -D_GNU_SOURCE -I. -o $@ $< $(FUZZ_LIB) -lz -lzstd -lblkid -pthread
 
-$(BUILD)/fuzz-replay: fuzz/replay.c $(FUZZ_SRC) $(wildcard chain/*.h common/*.h)
+$(BUILD)/fuzz-replay: fuzz/fuzz_chain.c fuzz/replay.c $(FUZZ_DEPS)
 	@mkdir -p $(dir $@)
-	$(CC) -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -std=gnu11 -D_GNU_SOURCE \
-		-Wall -Wextra -Werror -I. -o $@ fuzz/replay.c $(FUZZ_SRC) -lz -lzstd -lblkid -pthread
+	$(REPLAY_CC)
 
-fuzz: build-fuzz/fuzz_chain
-	@mkdir -p build-fuzz/corpus build-fuzz/seeds
+$(BUILD)/fuzz-merge-replay: fuzz/fuzz_merge.c fuzz/replay.c $(FUZZ_DEPS)
+	@mkdir -p $(dir $@)
+	$(REPLAY_CC)
+
+# One target after the other, each FUZZ_SECONDS; findings land in fuzz/regressions[-merge]/.
+fuzz: build-fuzz/fuzz_chain build-fuzz/fuzz_merge
+	@mkdir -p build-fuzz/corpus build-fuzz/seeds build-fuzz/corpus-merge build-fuzz/seeds-merge fuzz/regressions-merge
 	/usr/bin/python3 fuzz/make_seeds.py build-fuzz/seeds
+	/usr/bin/python3 fuzz/make_seeds.py --merge build-fuzz/seeds-merge
 	cd build-fuzz && ./fuzz_chain -max_total_time=$(FUZZ_SECONDS) -max_len=1048576 -timeout=10 \
 		-rss_limit_mb=2048 -jobs=$(FUZZ_JOBS) -workers=$(FUZZ_JOBS) -artifact_prefix=../fuzz/regressions/ \
 		corpus seeds ../fuzz/regressions
+	cd build-fuzz && ./fuzz_merge -max_total_time=$(FUZZ_SECONDS) -max_len=262144 -timeout=10 \
+		-rss_limit_mb=2048 -jobs=$(FUZZ_JOBS) -workers=$(FUZZ_JOBS) -artifact_prefix=../fuzz/regressions-merge/ \
+		corpus-merge seeds-merge ../fuzz/regressions-merge
 
 # The snapshot table parser and create/delete/reclaim over hostile images (fuzz/fuzz_snapshot.c).
 SNAPFUZZ_SRC := fuzz/fuzz_snapshot.c $(wildcard chain/*.c) $(wildcard common/*.c)
@@ -98,11 +113,11 @@ crash:
 	$(MAKE) BUILD=$(CRASH_BUILD) EXTRA_CFLAGS=-DVSTORFS_CRASH_HOOKS $(CRASH_BUILD)/vstorfs $(CRASH_BUILD)/qcow2snap $(CRASH_BUILD)/dirstore
 
 test: deps
-	$(MAKE) all crash $(BUILD)/fuzz-replay
+	$(MAKE) all crash $(BUILD)/fuzz-replay $(BUILD)/fuzz-merge-replay
 	$(PYTEST) -v tests
 
 test-asan: deps
-	$(MAKE) all crash build/fuzz-replay
+	$(MAKE) all crash build/fuzz-replay build/fuzz-merge-replay
 	$(MAKE) BUILD=build-asan SAN=1 OPT="-O1 -g" build-asan/vstorfs build-asan/qcow2cat build-asan/dirstore
 	$(MAKE) crash CRASH_BUILD=build-crash-asan SAN=1 OPT="-O1 -g"
 	VSTORFS_BIN=$(CURDIR)/build-asan/vstorfs VSTORFS_CRASH_BIN=$(CURDIR)/build-crash-asan/vstorfs \

@@ -97,7 +97,8 @@ struct mover {
 	uint64_t done_upto;      /* units before this are queued already */
 	uint64_t need;           /* need mode: bytes counted instead of written */
 	bool need_only;
-	uint8_t *buf, *cbuf;
+	uint8_t *buf, *cbuf;     /* chunk bytes each */
+	uint64_t chunk;
 	/* progress */
 	const char *label;
 	uint64_t total, moved;
@@ -151,7 +152,7 @@ static int move_units(struct mover *m, uint64_t off, uint64_t len)
 	if (end > (vsize + unit - 1) / unit * unit)
 		end = (vsize + unit - 1) / unit * unit;
 	while (start < end) {
-		uint64_t n = end - start < MERGE_CHUNK ? end - start : MERGE_CHUNK;
+		uint64_t n = end - start < m->chunk ? end - start : m->chunk;
 
 		if (m->need_only) {
 			uint64_t b;
@@ -197,10 +198,14 @@ static int mover_init(struct mover *m, struct qcow2_writer *w, struct chain *src
 	m->need_only = need_only;
 	clock_gettime(CLOCK_MONOTONIC, &m->start);
 	m->last = m->start;
+	/* A chunk, or the whole disk when that is smaller. */
+	m->chunk = (qcow2_writer_vsize(w) + qcow2_writer_unit(w) - 1) / qcow2_writer_unit(w) * qcow2_writer_unit(w);
+	if (m->chunk > MERGE_CHUNK || !m->chunk)
+		m->chunk = MERGE_CHUNK;
 	if (need_only)
 		return 0;
-	m->buf = malloc(MERGE_CHUNK);
-	m->cbuf = malloc(MERGE_CHUNK);
+	m->buf = malloc(m->chunk);
+	m->cbuf = malloc(m->chunk);
 	return m->buf && m->cbuf ? 0 : -ENOMEM;
 }
 
@@ -222,7 +227,15 @@ static int commit_run(struct chain *view_c, struct qcow2_writer *s, const char *
 {
 	struct mover m = { 0 };
 	uint64_t total = 0;
-	int rc = walk_runs(view_c, true, add_len, &total);
+	int rc;
+
+	/* S takes C's place with its own virtual size: another size would change the disk. */
+	if (qcow2_writer_vsize(s) != chain_size(view_c)) {
+		vlog(LOG_ERR, "%s: commit needs layers of one size (%llu, child %llu)", label,
+		     (unsigned long long)qcow2_writer_vsize(s), (unsigned long long)chain_size(view_c));
+		return -EINVAL;
+	}
+	rc = walk_runs(view_c, true, add_len, &total);
 
 	if (!rc)
 		rc = mover_init(&m, s, view_c, label, total, need_only);
@@ -280,4 +293,21 @@ int merge_rebase(struct chain *view_c, struct chain *view_s, struct chain *view_
 int merge_fill_from_view(void *view, void *buf, uint64_t len, uint64_t off)
 {
 	return read_view(view, buf, len, off);
+}
+
+int merge_run(bool commit, struct chain *view_c, struct chain *view_s, struct chain *view_p,
+	      struct qcow2_writer *into, const char *new_backing, const char *label)
+{
+	uint64_t need;
+	int rc = commit ? merge_commit_need(view_c, into, &need)
+			: merge_rebase_need(view_c, view_s, into, &need);
+
+	if (!rc && need > qcow2_writer_room(into))
+		rc = -ENOSPC;
+	if (!rc)
+		rc = commit ? merge_commit(view_c, into, label)
+			    : merge_rebase(view_c, view_s, view_p, into, label);
+	if (!rc && !commit)
+		rc = qcow2_writer_set_backing(into, new_backing);
+	return rc;
 }

@@ -4,7 +4,8 @@
  *
  *   commit: every range the child layer C has data of its own for (its top
  *           layer answers in view C) is written into the snapshot layer S,
- *           as view C reads it. Afterwards S reads like C did.
+ *           as view C reads it. Afterwards S reads like C did. Only for
+ *           layers of the same virtual size (-EINVAL otherwise).
  *   rebase: every range where C has nothing of its own but S has, and S's
  *           bytes differ from the parent view P, is written into C as view
  *           S reads it. Afterwards C reads the same with P as its backing.
@@ -17,6 +18,7 @@
 #ifndef VSTORFS_MERGE_H
 #define VSTORFS_MERGE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "chain.h"
@@ -39,6 +41,16 @@ int merge_commit(struct chain *view_c, struct qcow2_writer *into_s, const char *
 /* view_p may be NULL (S has no backing layer: compare against zeros). */
 int merge_rebase(struct chain *view_c, struct chain *view_s, struct chain *view_p,
 		 struct qcow2_writer *into_c, const char *label);
+
+/*
+ * The whole merge in one call, for qcow2merge and the writer's fuzz target
+ * (the daemon runs the same steps itself, between its crash-safety tags):
+ * -ENOSPC before any write when the target's room is short, then commit
+ * into `into` (S's writer) or rebase into it (C's writer) and point C at
+ * `new_backing` (NULL: no backing layer).
+ */
+int merge_run(bool commit, struct chain *view_c, struct chain *view_s, struct chain *view_p,
+	      struct qcow2_writer *into, const char *new_backing, const char *label);
 
 /* A qcow2_fill_fn reading the view (a struct chain *) a target layer belongs to. */
 int merge_fill_from_view(void *view, void *buf, uint64_t len, uint64_t off);

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "qcow2_check.h"
 #include "qcow2_format.h"
 
 #define OFLAG_COPIED     (1ULL << 63)
@@ -60,6 +61,7 @@ struct qcow2_writer {
 	unsigned rbc_next;
 	struct pending pend[MAX_PENDING];
 	int npend;
+	int failed;          /* a commit failed: its in-memory plan is not the image's */
 	uint64_t hdr_backing_off, hdr_ext_end;
 	uint32_t hdr_backing_len;
 };
@@ -326,6 +328,7 @@ int qcow2_writer_open(struct layer_io *io, qcow2_fill_fn fill, void *fill_opaque
 		      struct qcow2_writer **out)
 {
 	struct qcow2_writer *w = calloc(1, sizeof(*w));
+	struct qcow2_layer_check ck;
 	uint8_t *h = NULL, *tab = NULL;
 	int rc = -ENOMEM;
 
@@ -334,6 +337,24 @@ int qcow2_writer_open(struct layer_io *io, qcow2_fill_fn fill, void *fill_opaque
 	w->io = io;
 	w->fill = fill;
 	w->fill_opaque = fill_opaque;
+	/*
+	 * Only images qemu-img check finds consistent: the writer trusts the
+	 * refcounts (a cluster it overwrites in place must be the entry's alone,
+	 * a free one must be free), and what it writes must check clean again.
+	 * Leaks are harmless and stay as they were.
+	 */
+	if ((rc = qcow2_check_layer(io, &ck)) < 0) {
+		rc = fail(w, rc == -ENOTSUP ? -ENOTSUP : -EIO, "its tables cannot be checked");
+		goto out;
+	}
+	if (ck.corruptions) {
+		vlog(LOG_ERR, "%s: cannot write this image: qemu-img check would find %llu errors, "
+		     "the first: %s (run qemu-img check -r all first)", io->name,
+		     (unsigned long long)ck.corruptions, ck.first);
+		rc = -EIO;
+		goto out;
+	}
+	rc = -ENOMEM;
 	if (!(h = malloc(65536)))
 		goto out;
 	rc = layer_pread(io, h, io->size < 65536 ? io->size : 65536, 0);
@@ -423,11 +444,19 @@ static int l2_entry(struct qcow2_writer *w, uint64_t cluster, uint64_t *entry, u
 	return 0;
 }
 
+/*
+ * Can this cluster take data where it is? Any entry with a host cluster of
+ * its own can: a data cluster, and also a zero-flagged one that still owns
+ * its cluster (preallocation=metadata, or qemu's write -z over data). That
+ * cluster is counted in the refcounts; allocating another one instead and
+ * dropping the entry's offset leaked it. Compressed clusters share their
+ * host clusters, so they are replaced (and freed) instead.
+ */
 static bool in_place(const struct qcow2_writer *w, uint64_t entry)
 {
 	if (entry & QCOW2_L2_COMPRESSED || !(entry & QCOW2_OFFSET_MASK))
 		return false;
-	return w->extended || !(entry & QCOW2_L2_ZERO);
+	return w->extended || w->version >= 3 || !(entry & QCOW2_L2_ZERO);
 }
 
 bool qcow2_writer_unit_preallocated(struct qcow2_writer *w, uint64_t off)
@@ -523,8 +552,9 @@ static int plan(struct qcow2_writer *w, struct pending *p)
 			return rc;
 	}
 	if (in_place(w, e)) {
+		/* Standard L2: the whole cluster is ours, so its zero flag goes. */
 		p->host = e & QCOW2_OFFSET_MASK;
-		p->new_entry = e | OFLAG_COPIED;
+		p->new_entry = (e & ~QCOW2_L2_ZERO) | OFLAG_COPIED;
 		p->new_bitmap = w->extended ? ((b | p->mask) & ~((uint64_t)p->mask << 32)) : 0;
 		return 0;
 	}
@@ -543,28 +573,40 @@ static int plan(struct qcow2_writer *w, struct pending *p)
 	return 0;
 }
 
-static int write_data(struct qcow2_writer *w, struct pending *p)
+/*
+ * Materialise a cluster that gets a new host cluster as a whole: what the
+ * view reads there now, with our units on top. Done for the whole batch
+ * before anything is written, so a read that fails (a hostile layer below)
+ * leaves no refcount behind for a cluster nothing will point at.
+ */
+static int materialise(struct qcow2_writer *w, struct pending *p)
 {
 	uint64_t base = p->cluster * w->cs;
+	uint64_t vlen = w->vsize - base < w->cs ? w->vsize - base : w->cs;
+	uint8_t *buf = calloc(1, w->cs);
 	int rc;
 
-	if (p->full) {
-		/* Materialise: what the view reads now, with our units on top. */
-		uint8_t *buf = malloc(w->cs);
-		uint64_t vlen = w->vsize - base < w->cs ? w->vsize - base : w->cs;
-
-		if (!buf)
-			return -ENOMEM;
-		memset(buf, 0, w->cs);
-		rc = w->fill(w->fill_opaque, buf, vlen, base);
-		for (unsigned u = 0; !rc && u < (w->extended ? 32u : 1u); u++)
-			if (p->mask & (1u << u))
-				memcpy(buf + u * w->unit, p->data + u * w->unit, w->unit);
-		if (!rc)
-			rc = layer_pwrite(w->io, buf, w->cs, p->host);
+	if (!buf)
+		return -ENOMEM;
+	rc = w->fill(w->fill_opaque, buf, vlen, base);
+	for (unsigned u = 0; !rc && u < (w->extended ? 32u : 1u); u++)
+		if (p->mask & (1u << u))
+			memcpy(buf + u * w->unit, p->data + u * w->unit, w->unit);
+	if (rc) {
 		free(buf);
 		return rc;
 	}
+	free(p->data);
+	p->data = buf;
+	return 0;
+}
+
+static int write_data(struct qcow2_writer *w, struct pending *p)
+{
+	int rc;
+
+	if (p->full)
+		return layer_pwrite(w->io, p->data, w->cs, p->host);
 	/* Adjacent units go out as one write: a whole cluster is one pwrite, not 32. */
 	for (unsigned u = 0, n = w->extended ? 32u : 1u, v; u < n; u = v) {
 		if (!(p->mask & (1u << u))) {
@@ -624,10 +666,15 @@ int qcow2_writer_commit(struct qcow2_writer *w)
 {
 	int rc = 0;
 
+	if (w->failed)
+		return w->failed;
 	if (!w->npend)
 		return 0;
 	for (int i = 0; i < w->npend && !rc; i++)
 		rc = plan(w, &w->pend[i]);
+	for (int i = 0; i < w->npend && !rc; i++)
+		if (w->pend[i].full)
+			rc = materialise(w, &w->pend[i]);
 	/* (1) refcounts and data, then flush */
 	if (!rc)
 		rc = refblocks_write(w);
@@ -665,8 +712,11 @@ int qcow2_writer_commit(struct qcow2_writer *w)
 	for (int i = 0; i < w->npend; i++)
 		free(w->pend[i].data);
 	w->npend = 0;
-	if (rc)
+	if (rc) {
 		vlog(LOG_ERR, "%s: writing merged data failed: %s", w->io->name, strerror(-rc));
+		/* The plan's allocations are in memory only: nothing more may be written. */
+		w->failed = rc;
+	}
 	return rc;
 }
 

@@ -33,7 +33,8 @@ struct qcow2_writer;
 
 typedef int (*qcow2_fill_fn)(void *opaque, void *buf, uint64_t len, uint64_t guest_off);
 
-/* Open io (a qcow2 layer, writable). -ENOTSUP for images this writer refuses to change. */
+/* Open io (a qcow2 layer, writable). -ENOTSUP for images this writer refuses to change,
+ * -EIO for images that break qemu-img check's rules (qcow2_check.h; leaks are fine). */
 int qcow2_writer_open(struct layer_io *io, qcow2_fill_fn fill, void *fill_opaque,
 		      struct qcow2_writer **out);
 void qcow2_writer_close(struct qcow2_writer *w);

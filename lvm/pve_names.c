@@ -8,6 +8,11 @@
  *
  * Snapshot names may contain '_' and '-', so a snapshot LV is only ever
  * matched against the names of volumes that exist, longest volume first.
+ *
+ * Reading takes the snapshot name as Proxmox does (parse_snap_name: the
+ * whole "(.*)", whatever it holds), so every snapshot Proxmox lists has a
+ * view; Proxmox's naming rule (pve_snapshot_name_valid) is for new names
+ * only, mkdir's business.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -71,6 +76,18 @@ int pve_snapshot_lv_name(const char *volume, const char *snap, char *out, size_t
 	return n < 0 || (size_t)n >= outlen || n > LVM_LV_NAME_MAX ? -EINVAL : 0;
 }
 
+/*
+ * Can Proxmox's snapshot name be a view directory? Not an empty one, "."
+ * or ".." (LV names allow them: "snap_vm-1-disk-0_...qcow2"), nor
+ * "current", which is the live view (and which Proxmox itself resolves to
+ * the volume, never to such an LV).
+ */
+static bool view_name_ok(const char *snap)
+{
+	return snap[0] && strcmp(snap, ".") && strcmp(snap, "..") && strcmp(snap, "current") &&
+	       !strchr(snap, '/');
+}
+
 /* If lv is a snapshot layer of volume vol, the snapshot name (malloc'd). */
 static char *snapshot_of(const char *lv, const char *vol)
 {
@@ -83,7 +100,7 @@ static char *snapshot_of(const char *lv, const char *vol)
 	else if (!strncmp(lv, "snap-", 5) && n > 5 + 1 + vlen && ends_with(lv, vol) &&
 		 lv[n - vlen - 1] == '-')
 		snap = strndup(lv + 5, n - 5 - vlen - 1);
-	if (snap && !pve_snapshot_name_valid(snap)) {
+	if (snap && !view_name_ok(snap)) {
 		free(snap);
 		snap = NULL;
 	}

@@ -520,10 +520,10 @@ static int remove_locked(struct op *op, const char *volume, const char *snap,
 	snprintf(r.label, sizeof(r.label), "%s/%s: deleting snapshot %s", op->vgname, volume, snap);
 	if ((rc = vg_rm_open_views(op, &r)) || (rc = merge_measure(r.view_c, r.view_s, &plan)))
 		goto out;
-	/* Both directions are correct; move fewer bytes. Commit cannot grow S. */
-	commit = plan.commit_bytes <= plan.rebase_bytes && chain_size(r.view_s) >= chain_size(r.view_c);
+	/* Both directions are correct; move fewer bytes. Commit keeps S's size: only when C's is the same. */
+	commit = plan.commit_bytes <= plan.rebase_bytes && chain_size(r.view_s) == chain_size(r.view_c);
 	rc = rm_fits(op, &r, commit);
-	if (rc == -ENOSPC && (commit || chain_size(r.view_s) >= chain_size(r.view_c))) {
+	if (rc == -ENOSPC && (commit || chain_size(r.view_s) == chain_size(r.view_c))) {
 		commit = !commit;
 		rc = rm_fits(op, &r, commit);
 	}

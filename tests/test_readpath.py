@@ -29,7 +29,11 @@ ZOO = {
     "vm-101-disk-0": "raw volume",
     "vm-108-disk-0.qcow2": "LVs split across two PVs",
     "vm-109-disk-0.qcow2": "old snap-<snap>-<volume> naming",
+    "vm-111-disk-0.qcow2": "snapshot names Proxmox lists but mkdir refuses",
 }
+# Proxmox reads snapshot `$1` of any snap_<volume>_(.*).qcow2 / snap-(.*)-<volume>
+# layer; these break mkdir's rule (one character, a digit first, '.', '+', too long).
+ODD_SNAPS = [("a", False), ("9", False), ("v1.2+rc", False), ("s" * 60, False), ("b", True)]
 
 
 def pattern_writes(v, seed, n=12, align=512, maxlen=300 * 1024):
@@ -132,6 +136,12 @@ def build_zoo(env):
     pattern_writes(v, 14, align=1)
     v.snapshot("s2", old_naming=True)
     pattern_writes(v, 15, align=1)
+
+    v = ch.qcow2("vm-111-disk-0.qcow2", DISK)
+    for i, (snap, old_naming) in enumerate(ODD_SNAPS):
+        pattern_writes(v, 20 + i, n=4)
+        v.snapshot(snap, old_naming=old_naming)
+    pattern_writes(v, 30, n=4)
 
     ch.sync()
     # LVs that are not volumes: never shown

@@ -13,6 +13,8 @@
  *     ("img@a.qcow2" and "img@b.qcow2" are one layer seen at two instants;
  *     tests use it to stand for two L1 tables of one image)
  *   -s SNAP / --snapshot SNAP       read (or map) the view at internal snapshot SNAP of IMAGE
+ *   qcow2cat --check IMAGE          (qcow2_check_layer, qemu-img check's rules: corruptions, leaks;
+ *                                    exit 0 clean, 2 corrupt, 3 leaks only, as qemu-img check)
  *
  * Layers are plain files here (a tiny file-backed layer_io). A backing
  * string is resolved relative to the directory of the image that names
@@ -36,6 +38,7 @@
 
 #include "chain/chain.h"
 #include "chain/diff.h"
+#include "chain/qcow2_check.h"
 #include "common/log.h"
 
 #define CHUNK (4u << 20)
@@ -372,12 +375,32 @@ static void print_stats(void)
 		fclose(f);
 }
 
+static int do_check(const char *path)
+{
+	struct qcow2_layer_check r;
+	struct layer_io *io = NULL;
+	int rc = file_open(path, &io);
+
+	if (!rc)
+		rc = qcow2_check_layer(io, &r);
+	layer_close(io);
+	if (rc) {
+		fprintf(stderr, "qcow2cat: %s: %s\n", path, strerror(-rc));
+		return 1;
+	}
+	printf("corruptions %" PRIu64 "\nleaks %" PRIu64 "\n", r.corruptions, r.leaks);
+	if (r.first)
+		printf("first %s\n", r.first);
+	return r.corruptions ? 2 : r.leaks ? 3 : 0;
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: qcow2cat [-f auto|qcow2|raw] [-s SNAPSHOT] [-t THREADS] [--cache BYTES] IMAGE [OFFSET LENGTH]\n"
 			"       qcow2cat [-f auto|qcow2|raw] --map IMAGE\n"
 			"       qcow2cat --probe IMAGE\n"
-			"       qcow2cat [-f ...] --changed OLDER_IMAGE [--compare] IMAGE | --allocated IMAGE\n");
+			"       qcow2cat [-f ...] --changed OLDER_IMAGE [--compare] IMAGE | --allocated IMAGE\n"
+			"       qcow2cat --check IMAGE\n");
 	exit(2);
 }
 
@@ -386,6 +409,7 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "map", no_argument, NULL, 'm' },
 		{ "probe", no_argument, NULL, 'p' },
+		{ "check", no_argument, NULL, 'k' },
 		{ "changed", required_argument, NULL, 'C' },
 		{ "allocated", no_argument, NULL, 'A' },
 		{ "compare", no_argument, NULL, 'K' },
@@ -401,7 +425,7 @@ int main(int argc, char **argv)
 	uint64_t off = 0, len = UINT64_MAX, v;
 	struct layer_io *top;
 	struct chain *c;
-	int opt, map = 0, probe = 0, threads = 1, rc, extents = 0, compare = 0;
+	int opt, map = 0, probe = 0, check = 0, threads = 1, rc, extents = 0, compare = 0;
 	const char *older = NULL, *snap = NULL;
 
 	vlog_init(true, false);
@@ -412,6 +436,9 @@ int main(int argc, char **argv)
 			break;
 		case 'p':
 			probe = 1;
+			break;
+		case 'k':
+			check = 1;
 			break;
 		case 'C':
 			older = optarg;
@@ -454,10 +481,12 @@ int main(int argc, char **argv)
 			usage();
 		}
 	}
-	if (argc - optind != 1 && (map || probe || extents || argc - optind != 3))
+	if (argc - optind != 1 && (map || probe || check || extents || argc - optind != 3))
 		usage();
 	if (probe)
 		return do_probe(argv[optind]);
+	if (check)
+		return do_check(argv[optind]);
 	if (argc - optind == 3 && (parse_u64(argv[optind + 1], &off) || parse_u64(argv[optind + 2], &len)))
 		usage();
 	rc = file_open(argv[optind], &top);
