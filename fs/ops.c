@@ -661,6 +661,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fi->direct_io = !t.view->snapshot;
 	} else {
 		rc = view_reader_of(n, &h->reader);
+		if (rc == 0 && h->reader->prefer_direct && !t.view->snapshot)
+			fi->direct_io = 1;
 	}
 	target_release(&t);
 	if (rc) {

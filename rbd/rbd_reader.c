@@ -465,6 +465,10 @@ int rbd_open_view(struct store *s, const struct store_listing *l, const struct s
 	r->base.refs = 1;
 	r->rs = rs;
 	r->snap_id = sm ? sm->id : RBD_SNAP_NONE;
+	/* Measured (bench part rbd): buffered 1 MiB reads of current through
+	 * the kernel's readahead 109 MiB/s, O_DIRECT 534 MiB/s. Snapshot views
+	 * keep the page cache instead. */
+	r->base.prefer_direct = !sm;
 	r->image_id = strdup(m->id);
 	r->image_name = strdup(m->name);
 	r->snap_name = sm ? strdup(sm->name) : NULL;

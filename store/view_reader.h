@@ -52,6 +52,10 @@ struct view_reader {
 	const struct view_reader_ops *ops;
 	uint64_t size;      /* virtual size */
 	int refs;           /* atomic; 1 when a store hands it out */
+	/* Uncached reads serve readers best (a network store's live image: the
+	 * kernel's small readahead requests would each wait a round trip), so
+	 * fs/ opens it direct_io: the reader's own request size reaches us. */
+	bool prefer_direct;
 };
 
 static inline void view_reader_get(struct view_reader *r)
