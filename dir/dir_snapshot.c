@@ -59,6 +59,7 @@
 #include "chain/qcow2_writer.h"
 #include "common/crash.h"
 #include "common/log.h"
+#include "store/store.h"
 #include "dir/dir_snapshot.h"
 
 #define LOCK_TIMEOUT_S 60
@@ -184,7 +185,6 @@ static int take_lock(struct store *s, const struct dir_pve_cfg *pc)
 	char path[600];
 	const char *dir = pc->storeid[0] ? PVE_LOCK_DIR : OWN_LOCK_DIR;
 	uint64_t h = 1469598103934665603ULL;
-	int fd;
 
 	mkdir(dir, 0755);
 	if (pc->storeid[0]) {
@@ -194,26 +194,7 @@ static int take_lock(struct store *s, const struct dir_pve_cfg *pc)
 			h = (h ^ (unsigned char)*c) * 1099511628211ULL;
 		snprintf(path, sizeof(path), "%s/dir-%s-%016" PRIx64 ".lock", dir, s->name, h);
 	}
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-	if (fd < 0) {
-		int rc = -errno;
-
-		vlog(LOG_ERR, "lock %s: %s", path, strerror(errno));
-		return rc;
-	}
-	for (int waited = 0;; waited++) {
-		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
-			return fd;
-		if (errno != EWOULDBLOCK || waited >= LOCK_TIMEOUT_S * 10) {
-			int err = errno == EWOULDBLOCK ? EBUSY : errno;
-
-			vlog(LOG_ERR, "lock %s: %s", path,
-			     err == EBUSY ? "held by another process (timed out)" : strerror(err));
-			close(fd);
-			return -err;
-		}
-		usleep(100000);
-	}
+	return store_lock_file(path, LOCK_TIMEOUT_S);
 }
 
 int dir_op_begin(struct dir_op *op, struct store *s, bool writing)
@@ -856,7 +837,7 @@ int dir_snapshot_take(struct store *s, const char *volume, const char *snap,
 	int rc;
 
 	(void)prog;
-	if (!dir_snap_name_valid(snap) || !strcmp(snap, "current"))
+	if (!store_snapshot_name_valid(snap) || !strcmp(snap, "current"))
 		return -EINVAL;
 	rc = dir_op_begin(&op, s, true);
 	if (rc)

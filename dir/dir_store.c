@@ -71,22 +71,6 @@ void dir_log_once(struct store *s, const char *key, int prio, const char *fmt, .
 	}
 }
 
-bool dir_snap_name_valid(const char *snap)
-{
-	size_t n = strlen(snap);
-
-	if (n < 2 || n > 40 || !((snap[0] >= 'A' && snap[0] <= 'Z') || (snap[0] >= 'a' && snap[0] <= 'z')))
-		return false;
-	for (size_t i = 1; i < n; i++) {
-		char c = snap[i];
-
-		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-		      c == '_' || c == '-'))
-			return false;
-	}
-	return true;
-}
-
 int dir_pve_snap_name(const char *vol, const char *snap, char *out, size_t len)
 {
 	int n = snprintf(out, len, "snap-%s-%s", snap, vol);
@@ -333,7 +317,7 @@ static int pve_chain_views(struct store *s, struct store_volume *vol, const stru
 	for (int i = n - 1; i >= 0; i--) {
 		char key[1200];
 
-		if (rc == 0 && (!dir_snap_name_valid(found[i].snap) || has_view(vol, found[i].snap))) {
+		if (rc == 0 && (!store_view_name_ok(found[i].snap) || has_view(vol, found[i].snap))) {
 			snprintf(key, sizeof(key), "badsnap:%s", found[i].rel);
 			dir_log_once(s, key, LOG_WARNING, "%s/%s: not a usable snapshot name: not shown",
 				     s->name, found[i].rel);

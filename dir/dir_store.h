@@ -88,7 +88,6 @@ void dir_log_once(struct store *s, const char *key, int prio, const char *fmt, .
 
 /* Proxmox snapshot file name of a volume: "snap-<snap>-<vol>". */
 int dir_pve_snap_name(const char *vol, const char *snap, char *out, size_t len);
-bool dir_snap_name_valid(const char *snap);
 
 /* A layer's backing, resolved below the root: *rel NULL when none. */
 int dir_probe_backing(struct store *s, const char *rel, char **backing_rel, char **backing_raw,

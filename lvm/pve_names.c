@@ -20,18 +20,11 @@
 #include <string.h>
 
 #include "lvm/lvm.h"
-
-#define SNAP_MAX 40
+#include "store/store.h"
 
 bool pve_snapshot_name_valid(const char *s)
 {
-	size_t n = strlen(s);
-
-	if (n < 2 || n > SNAP_MAX)
-		return false;
-	if (!((s[0] >= 'A' && s[0] <= 'Z') || (s[0] >= 'a' && s[0] <= 'z')))
-		return false;
-	return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") == n;
+	return store_snapshot_name_valid(s);
 }
 
 static bool ends_with(const char *s, const char *suffix)
@@ -76,18 +69,6 @@ int pve_snapshot_lv_name(const char *volume, const char *snap, char *out, size_t
 	return n < 0 || (size_t)n >= outlen || n > LVM_LV_NAME_MAX ? -EINVAL : 0;
 }
 
-/*
- * Can Proxmox's snapshot name be a view directory? Not an empty one, "."
- * or ".." (LV names allow them: "snap_vm-1-disk-0_...qcow2"), nor
- * "current", which is the live view (and which Proxmox itself resolves to
- * the volume, never to such an LV).
- */
-static bool view_name_ok(const char *snap)
-{
-	return snap[0] && strcmp(snap, ".") && strcmp(snap, "..") && strcmp(snap, "current") &&
-	       !strchr(snap, '/');
-}
-
 /* If lv is a snapshot layer of volume vol, the snapshot name (malloc'd). */
 static char *snapshot_of(const char *lv, const char *vol)
 {
@@ -100,7 +81,7 @@ static char *snapshot_of(const char *lv, const char *vol)
 	else if (!strncmp(lv, "snap-", 5) && n > 5 + 1 + vlen && ends_with(lv, vol) &&
 		 lv[n - vlen - 1] == '-')
 		snap = strndup(lv + 5, n - 5 - vlen - 1);
-	if (snap && !view_name_ok(snap)) {
+	if (snap && !store_view_name_ok(snap)) {
 		free(snap);
 		snap = NULL;
 	}

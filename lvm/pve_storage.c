@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "store/store.h"
 
 #define PVE_LOCK_DIR "/var/lock/pve-manager"
 #define OWN_LOCK_DIR "/run/lock/vstorfs"
@@ -106,31 +107,13 @@ int pve_storage_lock(const char *vg, const struct pve_storage *st, int timeout_s
 {
 	char path[512];
 	const char *dir = st->storeid[0] ? PVE_LOCK_DIR : OWN_LOCK_DIR;
-	int fd;
 
 	mkdir(dir, 0755); /* as Proxmox does: the directory may not exist yet */
 	if (st->storeid[0])
 		snprintf(path, sizeof(path), "%s/pve-storage-%s", dir, st->storeid);
 	else
 		snprintf(path, sizeof(path), "%s/vg-%s.lock", dir, vg);
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-	if (fd < 0) {
-		vlog(LOG_ERR, "lock %s: %s", path, strerror(errno));
-		return -errno;
-	}
-	for (int waited = 0;; waited++) {
-		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
-			return fd;
-		if (errno != EWOULDBLOCK || waited >= timeout_s * 10) {
-			int err = errno == EWOULDBLOCK ? EBUSY : errno;
-
-			vlog(LOG_ERR, "lock %s: %s", path,
-			     err == EBUSY ? "held by another process (timed out)" : strerror(err));
-			close(fd);
-			return -err;
-		}
-		usleep(100000);
-	}
+	return store_lock_file(path, timeout_s);
 }
 
 void pve_storage_unlock(int fd)

@@ -85,7 +85,6 @@ int rbd_open_view(struct store *s, const struct store_listing *l, const struct s
 		  const struct store_view *view, struct view_reader **out);
 
 /* rbd_snap.c */
-bool rbd_snapshot_name_valid(const char *s);
 int rbd_snapshot_take(struct store *s, const char *volume, const char *snap,
 		      const struct store_progress *p);
 int rbd_snapshot_remove(struct store *s, const char *volume, const char *snap,

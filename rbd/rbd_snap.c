@@ -21,20 +21,6 @@
 #include "common/log.h"
 #include "rbd/rbd.h"
 
-#define SNAP_NAME_MAX 40
-
-/* Proxmox's snapshot names (pve-configid, at most 40): ^[A-Za-z][A-Za-z0-9_-]+$ */
-bool rbd_snapshot_name_valid(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n < 2 || n > SNAP_NAME_MAX)
-		return false;
-	if (!((s[0] >= 'A' && s[0] <= 'Z') || (s[0] >= 'a' && s[0] <= 'z')))
-		return false;
-	return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") == n;
-}
-
 static int fail(struct store *s, const char *what, const char *volume, const char *snap, int r)
 {
 	int e = rbd_errno(r);
@@ -67,7 +53,7 @@ int rbd_snapshot_take(struct store *s, const char *volume, const char *snap,
 		return -EROFS;
 	if (!strcmp(snap, "current"))
 		return -EEXIST;
-	if (!rbd_snapshot_name_valid(snap))
+	if (!store_snapshot_name_valid(snap))
 		return -EINVAL;
 	r = open_rw(s, volume, &img);
 	if (r < 0)

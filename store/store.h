@@ -105,6 +105,17 @@ struct store {
 	void *priv;
 };
 
+/* Proxmox's rule for new snapshot names (pve-configid: ^[A-Za-z][A-Za-z0-9_-]+$,
+ * at most 40 characters, never "current"): what every store's mkdir accepts. */
+bool store_snapshot_name_valid(const char *name);
+/* Can a snapshot the platform lists be a view directory? Any name but "",
+ * ".", "..", "current" (the live view) and names with '/': reading shows
+ * every snapshot the platform would list, whatever mkdir would accept. */
+bool store_view_name_ok(const char *name);
+/* flock(LOCK_EX) on path (created 0644), waiting up to timeout_s seconds:
+ * an fd to close to unlock, -EBUSY on timeout (logged), or -errno. */
+int store_lock_file(const char *path, int timeout_s);
+
 /* Helpers over the sorted listing. */
 const struct store_volume *store_listing_find(const struct store_listing *l, const char *volume);
 const struct store_view *store_volume_find_view(const struct store_volume *v, const char *name);
