@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/log.h"
 #include "store/chain_reader.h"
@@ -28,6 +29,10 @@ struct vg_listing {
 	struct store_listing base;
 	struct lvm_vg *vg;          /* reference held */
 	struct pve_catalog *cat;
+	/* A qcow2 layer whose header did not read as qcow2: maybe one being
+	 * written right now (lvcreate first, bytes after, and bytes do not
+	 * bump the seqno), so the next period scans again. */
+	bool unsettled;
 };
 
 /* What a view's priv points at. */
@@ -56,6 +61,7 @@ struct probed {
 	const struct lvm_lv *lv;
 	uint64_t size;
 	char *backing;
+	bool qcow2_ok;   /* the header read as qcow2 */
 };
 
 static void probe_lv(struct lvm_vg *vg, const struct lvm_lv *lv, bool qcow2, struct probed *p)
@@ -66,10 +72,12 @@ static void probe_lv(struct lvm_vg *vg, const struct lvm_lv *lv, bool qcow2, str
 	p->lv = lv;
 	p->size = lv->size;
 	p->backing = NULL;
+	p->qcow2_ok = false;
 	if (!qcow2 || lvm_lv_open(vg, lv, &io) < 0)
 		return;
 	if (chain_probe_layer(io, &pr) == 0) {
 		if (pr.format == CHAIN_FMT_QCOW2) {
+			p->qcow2_ok = true;
 			p->size = pr.virtual_size;
 			p->backing = pr.backing;
 			pr.backing = NULL;
@@ -93,7 +101,8 @@ static void volume_free(struct store_volume *sv)
 	free(sv->views);
 }
 
-static int volume_build(struct lvm_vg *vg, const struct pve_volume *pv, struct store_volume *sv)
+static int volume_build(struct lvm_vg *vg, const struct pve_volume *pv, struct store_volume *sv,
+			bool *unsettled)
 {
 	bool qcow2 = pv->format == PVE_FMT_QCOW2;
 	int nsnaps = qcow2 ? pv->nsnaps : 0;
@@ -112,6 +121,9 @@ static int volume_build(struct lvm_vg *vg, const struct pve_volume *pv, struct s
 	probe_lv(vg, pv->lv, qcow2, &pr[0]);
 	for (int i = 0; i < nsnaps; i++)
 		probe_lv(vg, pv->snaps[i].lv, true, &pr[i + 1]);
+	for (int i = 0; i <= nsnaps; i++)
+		if ((qcow2 || i > 0) && !pr[i].qcow2_ok)
+			*unsettled = true;
 
 	for (int i = 0; i < sv->nviews; i++) {
 		struct store_view *v = &sv->views[i];
@@ -202,7 +214,7 @@ static int vs_scan(struct store *s, struct store_listing **out)
 		rc = -ENOMEM;
 	for (int i = 0; rc == 0 && i < vl->cat->nvols; i++) {
 		vl->base.nvols = i + 1; /* so listing_free releases a half-built volume too */
-		rc = volume_build(vl->vg, &vl->cat->vols[i], &vl->base.vols[i]);
+		rc = volume_build(vl->vg, &vl->cat->vols[i], &vl->base.vols[i], &vl->unsettled);
 	}
 	if (rc < 0) {
 		vs_listing_free(s, &vl->base);
@@ -214,9 +226,20 @@ static int vs_scan(struct store *s, struct store_listing **out)
 	return 0;
 }
 
+/* How long an unsettled listing is scanned again: a layer being copied in
+ * settles in seconds; a really broken one must not cost a scan, and new
+ * readers for every open file, each period forever. */
+#define UNSETTLED_RETRY_S 30
+
+struct vg_store_state {
+	uint64_t seqno;     /* the metadata version seen last */
+	time_t seen;        /* since when */
+};
+
 static int vs_changed(struct store *s, const struct store_listing *l)
 {
 	const struct vg_listing *vl = (const struct vg_listing *)l;
+	struct vg_store_state *st = s->priv;
 	struct lvm_opts lo;
 	uint64_t seqno;
 	int rc;
@@ -225,7 +248,12 @@ static int vs_changed(struct store *s, const struct store_listing *l)
 	rc = lvm_vg_seqno(&lo, s->name, &seqno);
 	if (rc < 0)
 		return rc;
-	return !vl || seqno != vl->vg->seqno;
+	if (seqno != st->seqno) {
+		st->seqno = seqno;
+		st->seen = time(NULL);
+	}
+	return !vl || seqno != vl->vg->seqno ||
+	       (vl->unsettled && time(NULL) - st->seen < UNSETTLED_RETRY_S);
 }
 
 static int vs_open_view(struct store *s, const struct store_listing *l, const struct store_volume *vol,
@@ -250,6 +278,7 @@ static int vs_open_view(struct store *s, const struct store_listing *l, const st
 
 static void vs_close(struct store *s)
 {
+	free(s->priv);
 	free(s->name);
 	free(s);
 }
@@ -273,7 +302,9 @@ int lvm_store_open(const char *vg, const struct store_config *cfg, struct store 
 	uint64_t seqno;
 	int rc;
 
-	if (!s || !(s->name = strdup(vg))) {
+	if (!s || !(s->name = strdup(vg)) || !(s->priv = calloc(1, sizeof(struct vg_store_state)))) {
+		if (s)
+			free(s->name);
 		free(s);
 		return -ENOMEM;
 	}
