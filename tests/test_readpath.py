@@ -175,7 +175,9 @@ def test_tree_lists_only_volumes(zoo):
     assert vols == sorted(ZOO)
     for v in vols:
         for view in os.listdir(os.path.join(d.mnt, ch.vg.name, v)):
-            assert os.listdir(os.path.join(d.mnt, ch.vg.name, v, view)) == ["disk.raw"]
+            # the disk and the backup files (no zoo disk has a partition table)
+            assert sorted(os.listdir(os.path.join(d.mnt, ch.vg.name, v, view))) == \
+                ["allocated.json", "changed-since", "disk.raw"]
     assert sorted(os.listdir(os.path.join(d.mnt, ch.vg.name, "vm-101-disk-0"))) == ["current"]
 
 
@@ -328,7 +330,7 @@ def test_writes_refused(zoo):
         os.rmdir(view)
     assert ei.value.errno == errno.EBUSY
     assert sha256_file(disk) == before
-    assert sorted(os.listdir(view)) == ["disk.raw"]
+    assert sorted(os.listdir(view)) == ["allocated.json", "changed-since", "disk.raw"]
     assert d.alive()
 
 
