@@ -402,7 +402,14 @@ def test_new_volume_and_snapshot_appear(env):
     v.write(512, 4096, 0x30)
     ch.sync()
     viewdir = os.path.join(vgdir, v.name)
-    assert wait_for(lambda: "after_mount-1" in os.listdir(viewdir), 15), os.listdir(viewdir)
+
+    def listed():
+        # between the rename and the new overlay's lvcreate the volume is gone
+        try:
+            return "after_mount-1" in os.listdir(viewdir)
+        except FileNotFoundError:
+            return False
+    assert wait_for(listed, 15), os.listdir(viewdir)
 
     def current_matches():
         ch.refresh_reference_layers()
