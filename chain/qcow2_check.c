@@ -52,19 +52,6 @@ static void ref_range(struct ck *k, uint64_t off, uint64_t len)
 			k->refs[c]++;
 }
 
-static uint64_t refcount_at(const uint8_t *block, uint64_t i, unsigned order)
-{
-	unsigned bits = 1u << order;
-	uint64_t v = 0;
-
-	if (bits >= 8) {
-		for (unsigned b = 0; b < bits / 8; b++)
-			v = v << 8 | block[i * (bits / 8) + b];
-		return v;
-	}
-	return (block[i * bits / 8] >> ((8 - bits) - (i * bits) % 8)) & ((1u << bits) - 1);
-}
-
 static int check_l2(struct ck *k, uint64_t l2off)
 {
 	bool ext = k->h.incompat & QCOW2_INCOMPAT_EXTL2;
@@ -127,7 +114,7 @@ static int walk_refcounts(struct ck *k, const uint8_t *reftable, uint64_t entrie
 		if ((rc = layer_pread(k->io, k->buf, k->cs, off)))
 			return rc;
 		for (uint64_t i = 0; i < per_block && b * per_block + i < k->nclusters; i++)
-			fn(k, b * per_block + i, refcount_at(k->buf, i, k->h.refcount_order));
+			fn(k, b * per_block + i, qcow2_refcount_entry_get(k->buf, i, k->h.refcount_order));
 	}
 	return 0;
 }

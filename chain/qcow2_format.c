@@ -101,3 +101,31 @@ void qcow2_decode_compressed(uint64_t entry, uint32_t cluster_bits, uint64_t *of
 	*off = entry & ((1ULL << x) - 1);
 	*len = sectors * 512 - (*off & 511);
 }
+
+uint64_t qcow2_refcount_entry_get(const uint8_t *block, uint64_t i, unsigned order)
+{
+	unsigned bits = 1u << order;
+	uint64_t v = 0;
+
+	if (bits >= 8) {
+		for (unsigned k = 0; k < bits / 8; k++)
+			v = v << 8 | block[i * (bits / 8) + k];
+		return v;
+	}
+	return (block[i * bits / 8] >> ((i * bits) % 8)) & ((1u << bits) - 1);
+}
+
+void qcow2_refcount_entry_set(uint8_t *block, uint64_t i, unsigned order, uint64_t v)
+{
+	unsigned bits = 1u << order;
+
+	if (bits >= 8) {
+		for (int k = bits / 8 - 1; k >= 0; k--, v >>= 8)
+			block[i * (bits / 8) + k] = v;
+		return;
+	}
+	unsigned shift = (i * bits) % 8;
+	uint8_t mask = ((1u << bits) - 1) << shift;
+
+	block[i * bits / 8] = (block[i * bits / 8] & ~mask) | ((v << shift) & mask);
+}

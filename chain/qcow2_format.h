@@ -70,6 +70,14 @@ const char *qcow2_decode_header(const uint8_t *buf, size_t len, struct qcow2_hea
 const char *qcow2_decode_extensions(const struct qcow2_header *h, const uint8_t *buf, size_t len,
 				    char *backing_fmt, size_t fmtlen);
 
+/*
+ * Entry i of a refcount block, each 1 << order bits wide: big-endian for 8
+ * bits and more; narrower ones fill each byte from its least significant
+ * bit, as qemu's get_refcount_ro0..2 read them.
+ */
+uint64_t qcow2_refcount_entry_get(const uint8_t *block, uint64_t i, unsigned order);
+void qcow2_refcount_entry_set(uint8_t *block, uint64_t i, unsigned order, uint64_t v);
+
 /* A compressed L2 entry's host byte range. */
 void qcow2_decode_compressed(uint64_t entry, uint32_t cluster_bits, uint64_t *off, uint64_t *len);
 

@@ -39,36 +39,6 @@ int qmeta_fail(struct qmeta *m, int err, const char *why)
 
 /* ---- refcount blocks ---- */
 
-static uint64_t rc_read(const uint8_t *b, uint64_t i, unsigned order)
-{
-	unsigned bits = 1u << order;
-
-	if (bits >= 8) {
-		uint64_t v = 0;
-
-		for (unsigned k = 0; k < bits / 8; k++)
-			v = v << 8 | b[i * (bits / 8) + k];
-		return v;
-	}
-	/* Narrow refcounts fill each byte from its least significant bit (qemu's get_refcount_ro0..2). */
-	return (b[i * bits / 8] >> ((i * bits) % 8)) & ((1u << bits) - 1);
-}
-
-static void rc_write(uint8_t *b, uint64_t i, unsigned order, uint64_t v)
-{
-	unsigned bits = 1u << order;
-
-	if (bits >= 8) {
-		for (int k = bits / 8 - 1; k >= 0; k--, v >>= 8)
-			b[i * (bits / 8) + k] = v;
-		return;
-	}
-	unsigned shift = (i * bits) % 8;
-	uint8_t mask = ((1u << bits) - 1) << shift;
-
-	b[i * bits / 8] = (b[i * bits / 8] & ~mask) | ((v << shift) & mask);
-}
-
 static int grow_rb(struct qmeta *m, uint64_t n)
 {
 	uint8_t **rb;
@@ -129,7 +99,7 @@ int qmeta_rc_get(struct qmeta *m, uint64_t cluster, uint64_t *v)
 	if (rc)
 		return rc;
 	if (b)
-		*v = rc_read(b, cluster % m->rpb, m->order);
+		*v = qcow2_refcount_entry_get(b, cluster % m->rpb, m->order);
 	return 0;
 }
 
@@ -141,12 +111,12 @@ int qmeta_rc_add(struct qmeta *m, uint64_t cluster, int64_t delta)
 
 	if (rc)
 		return rc;
-	v = b ? rc_read(b, cluster % m->rpb, m->order) : 0;
+	v = b ? qcow2_refcount_entry_get(b, cluster % m->rpb, m->order) : 0;
 	if ((delta < 0 && v < (uint64_t)-delta) || (delta > 0 && m->rmax - v < (uint64_t)delta))
 		return qmeta_fail(m, -ERANGE, "refcount out of range");
 	if (!b)
 		return qmeta_fail(m, -EIO, "refcount block missing");
-	rc_write(b, cluster % m->rpb, m->order, v + delta);
+	qcow2_refcount_entry_set(b, cluster % m->rpb, m->order, v + delta);
 	m->rb_dirty[cluster / m->rpb] = true;
 	return 0;
 }

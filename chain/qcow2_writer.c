@@ -86,35 +86,6 @@ static int fail(struct qcow2_writer *w, int err, const char *why)
 
 /* ---- refcounts ---- */
 
-static uint64_t refcount_get(const uint8_t *block, uint64_t i, unsigned order)
-{
-	unsigned bits = 1u << order;
-
-	if (bits >= 8) {
-		uint64_t v = 0;
-
-		for (unsigned b = 0; b < bits / 8; b++)
-			v = v << 8 | block[i * (bits / 8) + b];
-		return v;
-	}
-	return (block[i * bits / 8] >> ((8 - bits) - (i * bits) % 8)) & ((1u << bits) - 1);
-}
-
-static void refcount_put(uint8_t *block, uint64_t i, unsigned order, uint64_t v)
-{
-	unsigned bits = 1u << order;
-
-	if (bits >= 8) {
-		for (int b = bits / 8 - 1; b >= 0; b--, v >>= 8)
-			block[i * (bits / 8) + b] = v;
-		return;
-	}
-	unsigned shift = (8 - bits) - (i * bits) % 8;
-	uint8_t m = ((1u << bits) - 1) << shift;
-
-	block[i * bits / 8] = (block[i * bits / 8] & ~m) | ((v << shift) & m);
-}
-
 static struct cached_table *cache_get(struct qcow2_writer *w, struct cached_table *c,
 				      unsigned *next, uint64_t off, bool load, int *rc)
 {
@@ -165,7 +136,7 @@ static int refcount_scan_end(struct qcow2_writer *w)
 		if (!t)
 			return rc;
 		for (uint64_t i = 0; i < w->refs_per_block; i++)
-			if (refcount_get(t->buf, i, w->refcount_order))
+			if (qcow2_refcount_entry_get(t->buf, i, w->refcount_order))
 				w->next_free = b * w->refs_per_block + i + 1;
 	}
 	return 0;
@@ -207,7 +178,7 @@ static int refcount_set(struct qcow2_writer *w, uint64_t cluster, uint64_t value
 
 	if (rc)
 		return rc;
-	refcount_put(t->buf, cluster % w->refs_per_block, w->refcount_order, value);
+	qcow2_refcount_entry_set(t->buf, cluster % w->refs_per_block, w->refcount_order, value);
 	t->dirty = true;
 	return 0;
 }
@@ -220,7 +191,7 @@ static int refcount_add(struct qcow2_writer *w, uint64_t cluster, int delta)
 
 	if (rc)
 		return rc;
-	v = refcount_get(t->buf, cluster % w->refs_per_block, w->refcount_order);
+	v = qcow2_refcount_entry_get(t->buf, cluster % w->refs_per_block, w->refcount_order);
 	if ((delta < 0 && v == 0) || (delta > 0 && v + 1 >= (1ULL << (1u << w->refcount_order)) - 1))
 		return fail(w, -EIO, "refcount out of range");
 	return refcount_set(w, cluster, v + delta);

@@ -215,3 +215,18 @@ def test_refuses_inconsistent_image(merge_bin, tmp_path):
     assert p.returncode == 1 and "qemu-img check" in p.stderr, p.stderr
     with open(paths[0], "rb") as f:
         assert f.read() == image
+
+
+@pytest.mark.parametrize("bits", [1, 4, 16])
+def test_commit_into_narrow_refcounts(tmp_path, merge_bin, bits):
+    """Refcounts narrower than a byte fill each byte from its least significant
+    bit (qemu's get_refcount_ro0..2): the writer must count them as qemu does."""
+    base = engine.create(tmp_path / "base.qcow2", 8 * MiB, f"refcount_bits={bits}")
+    qio(base, "write -P 1 0 3M")
+    top = engine.create(tmp_path / "top.qcow2", 8 * MiB, f"refcount_bits={bits}", backing=base)
+    qio(top, "write -P 2 1M 3M")
+    expect = view(top)
+    os.truncate(base, os.path.getsize(base) + 16 * MiB)   # room: files here do not grow
+    subprocess.run([merge_bin, "commit", str(top)], check=True, capture_output=True)
+    assert_clean(base, f"commit into refcount_bits={bits}")
+    assert view(base) == expect
