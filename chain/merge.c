@@ -132,12 +132,12 @@ static int read_view(struct chain *v, uint8_t *buf, uint64_t len, uint64_t off)
 	uint64_t size = v ? chain_size(v) : 0;
 	ssize_t n = 0;
 
-	memset(buf, 0, len);
 	if (off < size) {
 		n = chain_read(v, buf, off + len > size ? size - off : len, off);
 		if (n < 0)
 			return n;
 	}
+	memset(buf + n, 0, len - n);   /* past the view's end */
 	return 0;
 }
 
@@ -165,10 +165,16 @@ static int move_units(struct mover *m, uint64_t off, uint64_t len)
 				return rc;
 			if (m->compare && (rc = read_view(m->cmp, m->cbuf, n, start)) < 0)
 				return rc;
-			for (uint64_t u = 0; u < n; u += unit) {
-				if (m->compare && !memcmp(m->buf + u, m->cbuf + u, unit))
+			/* Runs of units that differ go to the writer as one call each. */
+			for (uint64_t u = 0, v; u < n; u = v) {
+				if (m->compare && !memcmp(m->buf + u, m->cbuf + u, unit)) {
+					v = u + unit;
 					continue;
-				if ((rc = qcow2_writer_write(m->w, start + u, m->buf + u, unit)) < 0)
+				}
+				for (v = u + unit; v < n && !(m->compare && !memcmp(m->buf + v, m->cbuf + v, unit));
+				     v += unit)
+					;
+				if ((rc = qcow2_writer_write(m->w, start + u, m->buf + u, v - u)) < 0)
 					return rc;
 			}
 			m->moved += n;

@@ -22,6 +22,8 @@
 #define MAX_TABLE_BYTES  (32ULL << 20)
 #define L2_CACHE_SIZE    8
 #define MAX_PENDING      512
+/* The batch's cluster buffers, together: bounds memory at 2 MiB clusters. */
+#define PENDING_BYTES    (64ULL << 20)
 
 struct cached_table {
 	uint64_t off;        /* host offset; 0 = empty slot */
@@ -60,8 +62,16 @@ struct qcow2_writer {
 	struct cached_table rbc[L2_CACHE_SIZE]; /* refcount blocks */
 	unsigned rbc_next;
 	struct pending pend[MAX_PENDING];
-	int npend;
+	int npend, max_pending;
+	/* pend[i].data is pool[i]: cluster buffers made once and kept for the
+	 * writer's life. Fresh ones for every batch cost a page fault per 4 KiB
+	 * each time (glibc hands big blocks back to the kernel on free), which
+	 * made merges several times slower than qemu-img commit. */
+	uint8_t *pool;       /* max_pending clusters, one block: neighbours are adjacent */
+	uint8_t *spare;      /* what materialise() fills */
 	int failed;          /* a commit failed: its in-memory plan is not the image's */
+	bool unflushed;      /* written since the last flush */
+	bool reftable_dirty; /* a refcount block was added since the table was written */
 	uint64_t hdr_backing_off, hdr_ext_end;
 	uint32_t hdr_backing_len;
 };
@@ -82,6 +92,30 @@ static int fail(struct qcow2_writer *w, int err, const char *why)
 {
 	vlog(LOG_ERR, "%s: cannot write this image: %s", w->io->name, why);
 	return err;
+}
+
+/*
+ * Every write goes through wwrite and every ordering point through wflush,
+ * which skips the flush when nothing was written since the last one: on a
+ * block device a flush costs the backing store a cache flush (tens of ms on
+ * a loop device), and a batch often has nothing to say at some points.
+ */
+static int wwrite(struct qcow2_writer *w, const void *buf, size_t len, uint64_t off)
+{
+	w->unflushed = true;
+	return layer_pwrite(w->io, buf, len, off);
+}
+
+static int wflush(struct qcow2_writer *w)
+{
+	int rc;
+
+	if (!w->unflushed)
+		return 0;
+	rc = layer_flush(w->io);
+	if (rc == 0)
+		w->unflushed = false;
+	return rc;
 }
 
 /* ---- refcounts ---- */
@@ -162,6 +196,7 @@ static int refblock_for(struct qcow2_writer *w, uint64_t b, struct cached_table 
 			return rc;
 		t->dirty = true;
 		w->reftable[b] = n * w->cs;
+		w->reftable_dirty = true;
 		/* Written with the other refcount blocks; the table entry after them. */
 		rc = refcount_set(w, n, 1);
 		if (rc)
@@ -212,21 +247,19 @@ static int alloc_cluster(struct qcow2_writer *w, uint64_t *host)
 
 static int refblocks_write(struct qcow2_writer *w)
 {
-	bool table_dirty = false;
 	int rc;
 
 	for (int i = 0; i < L2_CACHE_SIZE; i++) {
 		if (!w->rbc[i].dirty)
 			continue;
-		rc = layer_pwrite(w->io, w->rbc[i].buf, w->cs, w->rbc[i].off);
+		rc = wwrite(w, w->rbc[i].buf, w->cs, w->rbc[i].off);
 		if (rc)
 			return rc;
 		w->rbc[i].dirty = false;
-		table_dirty = true;
 	}
-	if (!table_dirty)
+	if (!w->reftable_dirty)
 		return 0;
-	if ((rc = layer_flush(w->io)))
+	if ((rc = wflush(w)))
 		return rc;
 	/* New refcount blocks become reachable only once written. */
 	uint8_t *buf = malloc(w->reftable_entries * 8);
@@ -235,8 +268,10 @@ static int refblocks_write(struct qcow2_writer *w)
 		return -ENOMEM;
 	for (uint64_t i = 0; i < w->reftable_entries; i++)
 		put64(buf + 8 * i, w->reftable[i]);
-	rc = layer_pwrite(w->io, buf, w->reftable_entries * 8, w->reftable_off);
+	rc = wwrite(w, buf, w->reftable_entries * 8, w->reftable_off);
 	free(buf);
+	if (rc == 0)
+		w->reftable_dirty = false;
 	return rc;
 }
 
@@ -256,6 +291,7 @@ static int parse_header(struct qcow2_writer *w, const uint8_t *buf, size_t len)
 	w->version = h.version;
 	w->cluster_bits = h.cluster_bits;
 	w->cs = 1ULL << w->cluster_bits;
+	w->max_pending = PENDING_BYTES / w->cs < MAX_PENDING ? (int)(PENDING_BYTES / w->cs) : MAX_PENDING;
 	w->hdr_backing_off = h.backing_offset;
 	w->hdr_backing_len = h.backing_size;
 	w->vsize = h.size;
@@ -366,8 +402,8 @@ void qcow2_writer_close(struct qcow2_writer *w)
 		free(w->l2c[i].buf);
 		free(w->rbc[i].buf);
 	}
-	for (int i = 0; i < w->npend; i++)
-		free(w->pend[i].data);
+	free(w->pool);
+	free(w->spare);
 	free(w->l1);
 	free(w->reftable);
 	free(w);
@@ -478,12 +514,13 @@ int qcow2_writer_write(struct qcow2_writer *w, uint64_t off, const void *buf, ui
 		struct pending *p = w->npend ? &w->pend[w->npend - 1] : NULL;
 
 		if (!p || p->cluster != c) {
-			if (w->npend == MAX_PENDING && (rc = qcow2_writer_commit(w)))
+			if (w->npend == w->max_pending && (rc = qcow2_writer_commit(w)))
 				return rc;
 			p = &w->pend[w->npend];
 			memset(p, 0, sizeof(*p));
-			if (!(p->data = malloc(w->cs)))
+			if (!w->pool && !(w->pool = malloc(w->max_pending * w->cs)))
 				return -ENOMEM;
+			p->data = w->pool + w->npend * w->cs;
 			p->cluster = c;
 			w->npend++;
 		}
@@ -554,30 +591,44 @@ static int materialise(struct qcow2_writer *w, struct pending *p)
 {
 	uint64_t base = p->cluster * w->cs;
 	uint64_t vlen = w->vsize - base < w->cs ? w->vsize - base : w->cs;
-	uint8_t *buf = calloc(1, w->cs);
+	uint8_t *buf = w->spare;
 	int rc;
 
-	if (!buf)
+	if (!buf && !(buf = w->spare = malloc(w->cs)))
 		return -ENOMEM;
+	memset(buf + vlen, 0, w->cs - vlen);
 	rc = w->fill(w->fill_opaque, buf, vlen, base);
 	for (unsigned u = 0; !rc && u < (w->extended ? 32u : 1u); u++)
 		if (p->mask & (1u << u))
 			memcpy(buf + u * w->unit, p->data + u * w->unit, w->unit);
-	if (rc) {
-		free(buf);
+	if (rc)
 		return rc;
-	}
-	free(p->data);
-	p->data = buf;
+	memcpy(p->data, buf, w->cs);
 	return 0;
+}
+
+static bool whole_cluster(const struct qcow2_writer *w, const struct pending *p)
+{
+	return p->full || p->mask == (w->extended ? 0xffffffffu : 1u);
+}
+
+/* Clusters i.. written whole to adjacent host clusters: how many (one pwrite). */
+static int whole_run(const struct qcow2_writer *w, int i)
+{
+	int j = i + 1;
+
+	if (!whole_cluster(w, &w->pend[i]))
+		return 0;
+	while (j < w->npend && whole_cluster(w, &w->pend[j]) &&
+	       w->pend[j].host == w->pend[j - 1].host + w->cs)
+		j++;
+	return j - i;
 }
 
 static int write_data(struct qcow2_writer *w, struct pending *p)
 {
 	int rc;
 
-	if (p->full)
-		return layer_pwrite(w->io, p->data, w->cs, p->host);
 	/* Adjacent units go out as one write: a whole cluster is one pwrite, not 32. */
 	for (unsigned u = 0, n = w->extended ? 32u : 1u, v; u < n; u = v) {
 		if (!(p->mask & (1u << u))) {
@@ -586,35 +637,69 @@ static int write_data(struct qcow2_writer *w, struct pending *p)
 		}
 		for (v = u + 1; v < n && p->mask & (1u << v); v++)
 			;
-		rc = layer_pwrite(w->io, p->data + u * w->unit, (v - u) * w->unit, p->host + u * w->unit);
+		rc = wwrite(w, p->data + u * w->unit, (v - u) * w->unit, p->host + u * w->unit);
 		if (rc)
 			return rc;
 	}
 	return 0;
 }
 
-static int write_entry(struct qcow2_writer *w, struct pending *p)
+/*
+ * The L2 entries of a batch are changed in the cached table and written as
+ * one span per table (a merge moves clusters in order, so a batch's entries
+ * in one table are mostly adjacent): one pwrite instead of one per cluster.
+ * A new table is written whole, before L1 points at it. The span goes out
+ * before another table is fetched, so the slot cannot be reused under it.
+ */
+struct l2_span {
+	struct cached_table *t;   /* NULL: none open */
+	uint64_t lo, hi;          /* byte range of t changed */
+	bool whole;
+};
+
+static int span_write(struct qcow2_writer *w, struct l2_span *sp)
+{
+	int rc = 0;
+
+	if (sp->t)
+		rc = sp->whole ? wwrite(w, sp->t->buf, w->cs, sp->t->off)
+			       : wwrite(w, sp->t->buf + sp->lo, sp->hi - sp->lo, sp->t->off + sp->lo);
+	sp->t = NULL;
+	return rc;
+}
+
+static int write_entry(struct qcow2_writer *w, struct pending *p, struct l2_span *sp)
 {
 	uint64_t l1i = p->cluster / w->l2_entries, l2i = p->cluster % w->l2_entries;
 	uint64_t l2off = p->new_l2 ? p->new_l2 : w->l1[l1i] & QCOW2_OFFSET_MASK;
+	uint64_t at = l2i * w->l2e_size;
 	struct cached_table *t;
 	uint8_t ent[16];
 	int rc = 0;
 
-	bool fresh = p->new_l2 != 0;
+	if (sp->t && sp->t->off == l2off) {
+		t = sp->t;
+	} else {
+		bool fresh = p->new_l2 != 0;
 
-	/* A new table is zeros until its first entry is written; later entries reload it. */
-	for (struct pending *q = w->pend; fresh && q < p; q++)
-		fresh = q->new_l2 != p->new_l2;
-	t = cache_get(w, w->l2c, &w->l2c_next, l2off, !fresh, &rc);
-	if (!t)
-		return rc;
+		if ((rc = span_write(w, sp)))
+			return rc;
+		/* A new table is zeros until its first entry is written; later entries reload it. */
+		for (struct pending *q = w->pend; fresh && q < p; q++)
+			fresh = q->new_l2 != p->new_l2;
+		t = cache_get(w, w->l2c, &w->l2c_next, l2off, !fresh, &rc);
+		if (!t)
+			return rc;
+		*sp = (struct l2_span){ t, at, at + w->l2e_size, p->new_l2 != 0 };
+	}
 	put64(ent, p->new_entry);
 	put64(ent + 8, p->new_bitmap);
-	memcpy(t->buf + l2i * w->l2e_size, ent, w->l2e_size);
-	if (p->new_l2) /* a new table is written whole, before L1 points at it */
-		return layer_pwrite(w->io, t->buf, w->cs, l2off);
-	return layer_pwrite(w->io, ent, w->l2e_size, l2off + l2i * w->l2e_size);
+	memcpy(t->buf + at, ent, w->l2e_size);
+	if (at < sp->lo)
+		sp->lo = at;
+	if (at + w->l2e_size > sp->hi)
+		sp->hi = at + w->l2e_size;
+	return 0;
 }
 
 static int free_compressed(struct qcow2_writer *w, uint64_t entry)
@@ -649,15 +734,26 @@ int qcow2_writer_commit(struct qcow2_writer *w)
 	/* (1) refcounts and data, then flush */
 	if (!rc)
 		rc = refblocks_write(w);
-	for (int i = 0; i < w->npend && !rc; i++)
-		rc = write_data(w, &w->pend[i]);
+	for (int i = 0, n; i < w->npend && !rc; i += n) {
+		n = whole_run(w, i);
+		if (n) {
+			rc = wwrite(w, w->pend[i].data, n * w->cs, w->pend[i].host);
+		} else {
+			n = 1;
+			rc = write_data(w, &w->pend[i]);
+		}
+	}
 	if (!rc)
-		rc = layer_flush(w->io);
+		rc = wflush(w);
 	/* (2) L2 entries, then flush */
+	struct l2_span span = { 0 };
+
 	for (int i = 0; i < w->npend && !rc; i++)
-		rc = write_entry(w, &w->pend[i]);
+		rc = write_entry(w, &w->pend[i], &span);
 	if (!rc)
-		rc = layer_flush(w->io);
+		rc = span_write(w, &span);
+	if (!rc)
+		rc = wflush(w);
 	/* (3) L1 entries for new L2 tables, then flush */
 	for (int i = 0; i < w->npend && !rc; i++) {
 		struct pending *p = &w->pend[i];
@@ -668,10 +764,10 @@ int qcow2_writer_commit(struct qcow2_writer *w)
 			continue;
 		w->l1[l1i] = p->new_l2 | OFLAG_COPIED;
 		put64(ent, w->l1[l1i]);
-		rc = layer_pwrite(w->io, ent, 8, w->l1_off + 8 * l1i);
+		rc = wwrite(w, ent, 8, w->l1_off + 8 * l1i);
 	}
 	if (!rc)
-		rc = layer_flush(w->io);
+		rc = wflush(w);
 	/* (4) release replaced compressed clusters */
 	for (int i = 0; i < w->npend && !rc; i++)
 		if (w->pend[i].old_compressed)
@@ -679,9 +775,7 @@ int qcow2_writer_commit(struct qcow2_writer *w)
 	if (!rc)
 		rc = refblocks_write(w);
 	if (!rc)
-		rc = layer_flush(w->io);
-	for (int i = 0; i < w->npend; i++)
-		free(w->pend[i].data);
+		rc = wflush(w);
 	w->npend = 0;
 	if (rc) {
 		vlog(LOG_ERR, "%s: writing merged data failed: %s", w->io->name, strerror(-rc));
@@ -709,14 +803,14 @@ int qcow2_writer_set_backing(struct qcow2_writer *w, const char *backing)
 			at = (old_end + 7) & ~7ULL;
 		if (at + len > w->cs || at + len > 65536)
 			return fail(w, -ENOSPC, "no room for the backing file name in the header");
-		if ((rc = layer_pwrite(w->io, backing, len, at)) || (rc = layer_flush(w->io)))
+		if ((rc = wwrite(w, backing, len, at)) || (rc = wflush(w)))
 			return rc;
 	}
 	if ((rc = layer_pread(w->io, sector, sizeof(sector), 0)))
 		return rc;
 	put64(sector + 8, at);
 	put32(sector + 16, len);
-	if ((rc = layer_pwrite(w->io, sector, sizeof(sector), 0)) || (rc = layer_flush(w->io)))
+	if ((rc = wwrite(w, sector, sizeof(sector), 0)) || (rc = wflush(w)))
 		return rc;
 	w->hdr_backing_off = at;
 	w->hdr_backing_len = len;
