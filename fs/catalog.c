@@ -316,14 +316,24 @@ int fs_store_view_reader(struct fs_store *s, const struct store_volume *vol,
 {
 	int idx = s->first_view[vol - s->listing->vols] + (int)(view - vol->views), rc = 0;
 
+	struct view_reader *r;
+
 	pthread_mutex_lock(&s->reader_lock);
-	if (!s->readers[idx])
-		rc = s->store->ops->open_view(s->store, s->listing, vol, view, &s->readers[idx]);
-	if (rc == 0) {
-		view_reader_get(s->readers[idx]);
-		*out = s->readers[idx];
+	r = s->readers[idx];
+	if (r) {
+		view_reader_get(r);
+	} else {
+		rc = s->store->ops->open_view(s->store, s->listing, vol, view, &r);
+		/* A live view read through cached tables is only kept for the
+		 * open it was made for (view_reader.h, follows_writes). */
+		if (rc == 0 && (view->snapshot || r->follows_writes)) {
+			s->readers[idx] = r;
+			view_reader_get(r);
+		}
 	}
 	pthread_mutex_unlock(&s->reader_lock);
+	if (rc == 0)
+		*out = r;
 	return rc;
 }
 

@@ -469,6 +469,7 @@ int rbd_open_view(struct store *s, const struct store_listing *l, const struct s
 	 * the kernel's readahead 109 MiB/s, O_DIRECT 534 MiB/s. Snapshot views
 	 * keep the page cache instead. */
 	r->base.prefer_direct = !sm;
+	r->base.follows_writes = true;
 	r->image_id = strdup(m->id);
 	r->image_name = strdup(m->name);
 	r->snap_name = sm ? strdup(sm->name) : NULL;

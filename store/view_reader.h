@@ -56,6 +56,11 @@ struct view_reader {
 	 * kernel's small readahead requests would each wait a round trip), so
 	 * fs/ opens it direct_io: the reader's own request size reaches us. */
 	bool prefer_direct;
+	/* Reads see what is written to the volume after the open (librbd keeps
+	 * its metadata current). A chain reader caches L1/L2 tables, so a live
+	 * view without this is opened anew by fs/ for each open(2): a VM's
+	 * writes since the last open are never read through stale tables. */
+	bool follows_writes;
 };
 
 static inline void view_reader_get(struct view_reader *r)
