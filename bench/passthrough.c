@@ -9,11 +9,15 @@
  * and _MOVE): libfuse then splices the fd buffers into /dev/fuse instead of
  * reading them into memory and writev()ing them, one copy less.
  *
- * usage: passthrough [--splice] RAWFILE MOUNTPOINT [-f] [-o opts]
+ * With --direct-io every open is FOPEN_DIRECT_IO: each read(2) becomes one
+ * request of its own size, with no page cache (and no readahead) between.
+ *
+ * usage: passthrough [--splice] [--direct-io] RAWFILE MOUNTPOINT [-f] [-o opts]
  */
 #define FUSE_USE_VERSION 314
 #include <fuse_lowlevel.h>
 #include <errno.h>
+#include <malloc.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +27,7 @@
 
 static int src_fd = -1;
 static int use_splice;
+static int use_direct_io;
 static struct stat src_st;
 
 #define FILE_INO 2
@@ -115,6 +120,7 @@ static void pt_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if ((fi->flags & O_ACCMODE) != O_RDONLY)
 		return (void)fuse_reply_err(req, EROFS);
 	fi->keep_cache = 0;
+	fi->direct_io = use_direct_io;
 	fuse_reply_open(req, fi);
 }
 
@@ -167,14 +173,21 @@ int main(int argc, char **argv)
 	struct fuse_loop_config *loop;
 	int rc = 1;
 
-	if (argc > 1 && !strcmp(argv[1], "--splice")) {
-		use_splice = 1;
+	while (argc > 1 && (!strcmp(argv[1], "--splice") || !strcmp(argv[1], "--direct-io"))) {
+		if (!strcmp(argv[1], "--splice"))
+			use_splice = 1;
+		else
+			use_direct_io = 1;
 		argv[1] = argv[0];
 		argv++;
 		argc--;
 	}
+	/* As vstorfs does (fs/main.c): reply buffers stay in the heap instead of
+	 * being faulted in again for every request. */
+	mallopt(M_MMAP_THRESHOLD, 8 << 20);
+	mallopt(M_TRIM_THRESHOLD, 32 << 20);
 	if (argc < 3) {
-		fprintf(stderr, "usage: %s [--splice] RAWFILE MOUNTPOINT [-f] [-o opts]\n", argv[0]);
+		fprintf(stderr, "usage: %s [--splice] [--direct-io] RAWFILE MOUNTPOINT [-f] [-o opts]\n", argv[0]);
 		return 2;
 	}
 	src_fd = open(argv[1], O_RDONLY);

@@ -201,7 +201,9 @@ static void fill_attr(const struct target *t, struct stat *st)
 	st->st_ino = t->node->ino;
 	st->st_uid = opts->uid;
 	st->st_gid = opts->gid;
-	st->st_blksize = 65536;
+	/* cp and friends size their buffers by it: 1 MiB reads are what the
+	 * reply path serves best, above all without a page cache between. */
+	st->st_blksize = 1 << 20;
 	st->st_mtime = mount_time;
 	if (is_file(t->node->kind)) {
 		st->st_mode = S_IFREG | (0444 & ~opts->umask);
@@ -661,7 +663,13 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fi->direct_io = !t.view->snapshot;
 	} else {
 		rc = view_reader_of(n, &h->reader);
-		if (rc == 0 && h->reader->prefer_direct && !t.view->snapshot)
+		/* current keeps no page cache past an open, so by default its reads
+		 * skip it: each read(2) is one request answered straight into the
+		 * reader's buffer, no copy through pages and no readahead guessing
+		 * (bench/README.md, "Reply modes"). The price is MAP_SHARED (ENODEV:
+		 * libfuse 3.14 cannot ask for FUSE_DIRECT_IO_ALLOW_MMAP), hence
+		 * current_io=cache. A network store wants it either way. */
+		if (rc == 0 && !t.view->snapshot && (!opts->current_cached || h->reader->prefer_direct))
 			fi->direct_io = 1;
 	}
 	target_release(&t);

@@ -28,6 +28,8 @@ void fs_options_usage(const char *prog)
 		"  uid=N gid=N           owner of every file (default 0)\n"
 		"  umask=NNN             octal mask on 0444 files / 0555 dirs (default 077)\n"
 		"  rescan=SECONDS        how often VG changes are looked for (default 2)\n"
+		"  current_io=direct|cache  current views skip the page cache (default),\n"
+		"                        or go through it (needed for mmap MAP_SHARED)\n"
 		"  ceph_conf=PATH        rbd: the Ceph configuration (default /etc/ceph/ceph.conf)\n"
 		"  ceph_id=NAME          rbd: the Ceph user (default admin)\n"
 		"  ceph_keyring=PATH     rbd: its keyring\n"
@@ -117,6 +119,10 @@ static int parse_one(struct fs_options *o, const char *tok, bool *in_devices)
 		o->debug = true;
 	else if (!strcmp(tok, "foreground"))
 		o->foreground = true;
+	else if (!strcmp(tok, "current_io=direct"))
+		o->current_cached = false;
+	else if (!strcmp(tok, "current_io=cache"))
+		o->current_cached = true;
 	else if (!strncmp(tok, "ceph_conf=", 10))
 		return set_str(&o->ceph_conf, eq + 1);
 	else if (!strncmp(tok, "ceph_id=", 8))

@@ -26,6 +26,7 @@ struct fs_options {
 	mode_t umask;          /* applied to 0444 files / 0555 dirs; default 0077 */
 	unsigned rescan_secs;  /* how often VG metadata is checked for changes */
 	bool fuse_debug;       /* -d: libfuse's own request tracing */
+	bool current_cached;   /* current_io=cache: current through the page cache (MAP_SHARED works) */
 };
 
 /* Parse argv. Returns 0, or -1 after printing a clear message to stderr. */

@@ -644,13 +644,13 @@ CRASH_DAEMON = os.environ.get("VSTORFS_CRASH_BIN") or os.path.join(REPO, "build-
 
 
 class Mount:
-    def __init__(self, source, mnt, binary=None, env=None):
+    def __init__(self, source, mnt, binary=None, env=None, opts=""):
         if os.geteuid() != 0:
             pytest.skip("needs root (FUSE)")
         self.mnt = mnt
         os.makedirs(mnt, exist_ok=True)
         self.log = open(mnt + ".stderr", "wb")
-        self.proc = subprocess.Popen([need(binary or DAEMON), source, mnt, "-f", "-o", "rescan=1"],
+        self.proc = subprocess.Popen([need(binary or DAEMON), source, mnt, "-f", "-o", "rescan=1" + opts],
                                      stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL,
                                      env=dict(os.environ, **(env or {})))
         end = time.monotonic() + 15
@@ -725,6 +725,61 @@ def test_mounted_directory_store(tmp):
     for f in os.listdir(i100):
         if f.endswith(".qcow2"):
             qemu_check(os.path.join(i100, f))
+
+
+def mapped_sha(path, flags):
+    import mmap
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        m = mmap.mmap(fd, os.fstat(fd).st_size, flags=flags, prot=mmap.PROT_READ)
+    finally:
+        os.close(fd)
+    try:
+        return hashlib.sha256(m).hexdigest()
+    finally:
+        m.close()
+
+
+def loop_sha(path):
+    dev = subprocess.run(["losetup", "-f", "--show", "-r", path], check=True,
+                         capture_output=True).stdout.decode().strip()
+    try:
+        return sha_file(dev)
+    finally:
+        subprocess.run(["losetup", "-d", dev], check=True)
+
+
+def test_current_read_modes(tmp):
+    """current skips the page cache by default: reads, loop devices and
+    MAP_PRIVATE give qemu's bytes, new writes show at once, MAP_SHARED is
+    refused (ENODEV); current_io=cache allows MAP_SHARED. Snapshot views keep
+    their cache and map either way."""
+    import mmap
+    root, cfg, img = take_chain(tmp, ("s1",))
+    s1 = os.path.join(os.path.dirname(img), "snap-s1-" + VOL)
+    m = Mount(root, os.path.join(tmp, "mnt"))
+    try:
+        cur = os.path.join(m.mnt, "vz", VOL, "current", "disk.raw")
+        snap = os.path.join(m.mnt, "vz", VOL, "s1", "disk.raw")
+        assert os.stat(cur).st_blksize == 1 << 20     # what cp sizes its reads by
+        assert sha_file(cur) == loop_sha(cur) == mapped_sha(cur, mmap.MAP_PRIVATE) == sha_qemu(img)
+        with pytest.raises(OSError) as e:
+            mapped_sha(cur, mmap.MAP_SHARED)
+        assert e.value.errno == errno.ENODEV
+        assert mapped_sha(snap, mmap.MAP_SHARED) == sha_qemu(s1)
+        with open(cur, "rb") as f:                    # what the next open reads is new
+            f.read(1 << 20)
+        qio(img, "write -P 0x77 0 64k")
+        with open(cur, "rb") as f:
+            assert f.read(65536) == b"\x77" * 65536
+    finally:
+        m.stop()
+    m = Mount(root, os.path.join(tmp, "mnt"), opts=",current_io=cache")
+    try:
+        cur = os.path.join(m.mnt, "vz", VOL, "current", "disk.raw")
+        assert mapped_sha(cur, mmap.MAP_SHARED) == sha_file(cur) == loop_sha(cur) == sha_qemu(img)
+    finally:
+        m.stop()
 
 
 def test_mounted_crash_then_remount_recovers(tmp):
