@@ -230,3 +230,27 @@ def test_commit_into_narrow_refcounts(tmp_path, merge_bin, bits):
     subprocess.run([merge_bin, "commit", str(top)], check=True, capture_output=True)
     assert_clean(base, f"commit into refcount_bits={bits}")
     assert view(base) == expect
+
+
+@pytest.mark.parametrize("p_size,s_size", [
+    (40 * MiB, 16 * MiB), (40 * MiB, 16 * MiB + 1536), (16 * MiB, 16 * MiB),
+], ids=["parent-longer", "parent-longer-unaligned", "disk-grew"])
+def test_rebase_past_shorter_snapshot(merge_bin, tmp_path, p_size, s_size):
+    """A backing layer shorter than its child reads as zeros past its end.
+    Rebasing C from such an S onto a longer P must write those zeros into C
+    where P has data there (as qemu-img rebase does); where P ends with S
+    (a disk grown since), there is nothing past S to write."""
+    p = engine.create(tmp_path / "p.qcow2", p_size, *BASE)
+    qio(p, f"write -P 0x5a 0 {p_size}")
+    s = engine.create(tmp_path / "s.qcow2", s_size, *OVERLAY, backing=p)
+    qio(s, "write -P 0x22 0 1M", f"write -P 0x23 {s_size - 1024} 512")
+    c = engine.create(tmp_path / "c.qcow2", SIZE, *OVERLAY, backing=s)
+    qio(c, "write -P 0x33 2M 64k", "write -P 0x34 20M 1M", "write -z 30M 64k")
+    for path in (p, s, c):
+        assert_clean(path, f"{path.name} as qemu made it")
+    before, end = view(c), check(c)[1]["image-end-offset"]
+    left = merge(merge_bin, [p, s, c], 1, "rebase")
+    assert view(left[1]) == before
+    grew = check(c)[1]["image-end-offset"] - end
+    # S's own 1 MiB (in 128 KiB clusters) always; past S's end, P's data less C's own.
+    assert grew < (2 * MiB if p_size == s_size else p_size - s_size)
