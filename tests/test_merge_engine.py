@@ -195,18 +195,23 @@ def test_compressed_clusters(merge_bin, tmp_path):
         assert view(left[0]) == before
 
 
-def test_refuses_inconsistent_image(merge_bin, tmp_path):
+@pytest.mark.parametrize("bad_l1_entry", [
+    lambda e: e & ~(1 << 63),
+    # qemu reads it as unallocated; qemu-img check takes the header for an L2 table
+    lambda e: 1 << 63,
+], ids=["copied-dropped", "copied-without-offset"])
+def test_refuses_inconsistent_image(merge_bin, tmp_path, bad_l1_entry):
     """An image qemu-img check finds errors in is refused before any write
     (the writer trusts its refcounts); leaks alone are no reason to refuse."""
     paths = build(tmp_path, [(BASE, ["write -P 1 0 1M", "write -z 64k 64k"]),
                              (OVERLAY, ["write -P 2 0 4k"])])
-    with open(paths[0], "r+b") as f:       # drop COPIED from the first L1 entry
+    with open(paths[0], "r+b") as f:       # the first L1 entry
         f.seek(40)
         l1 = int.from_bytes(f.read(8), "big")
         f.seek(l1)
         e = int.from_bytes(f.read(8), "big")
         f.seek(l1)
-        f.write((e & ~(1 << 63)).to_bytes(8, "big"))
+        f.write(bad_l1_entry(e).to_bytes(8, "big"))
     assert check(paths[0])[0] == 2
     with open(paths[0], "rb") as f:
         image = f.read()
