@@ -263,14 +263,30 @@ int merge_commit(struct chain *view_c, struct qcow2_writer *into_s, const char *
 	return commit_run(view_c, into_s, label, false, NULL);
 }
 
+/*
+ * A backing layer shorter than its child reads as zeros past its end, so C
+ * reads zeros there through S but P's bytes once it is rebased onto a
+ * longer P. C's runs there that it does not cover are moved like S's own
+ * (S's view reads zeros there; units equal to P's are skipped). They lie
+ * past all of S's runs, so the mover's units stay in order.
+ */
+static int past_s_end(struct chain *view_s, struct chain *view_p, struct under_ctx *u)
+{
+	uint64_t from = chain_size(view_s), to = view_p ? chain_size(view_p) : 0;
+
+	return to > from ? under_c(u, from, to - from) : 0;
+}
+
 static int rebase_run(struct chain *view_c, struct chain *view_s, struct chain *view_p,
 		      struct qcow2_writer *c, const char *label, bool need_only, uint64_t *need)
 {
 	struct merge_plan plan;
 	struct mover m = { 0 };
-	struct under_ctx u = { view_c, move_run, &m };
+	struct under_ctx u = { view_c, move_run, &m }, t = { view_c, add_len, &plan.rebase_bytes };
 	int rc = merge_measure(view_c, view_s, &plan);
 
+	if (!rc)
+		rc = past_s_end(view_s, view_p, &t);
 	if (!rc)
 		rc = mover_init(&m, c, view_s, label, plan.rebase_bytes, need_only);
 	if (!rc) {
@@ -278,16 +294,18 @@ static int rebase_run(struct chain *view_c, struct chain *view_s, struct chain *
 		m.cmp = view_p;
 		rc = walk_runs(view_s, true, under_c, &u);
 	}
+	if (!rc)
+		rc = past_s_end(view_s, view_p, &u);
 	rc = mover_finish(&m, rc);
 	if (need)
 		*need = m.need;
 	return rc;
 }
 
-int merge_rebase_need(struct chain *view_c, struct chain *view_s, struct qcow2_writer *into_c,
-		      uint64_t *bytes)
+int merge_rebase_need(struct chain *view_c, struct chain *view_s, struct chain *view_p,
+		      struct qcow2_writer *into_c, uint64_t *bytes)
 {
-	return rebase_run(view_c, view_s, NULL, into_c, "", true, bytes);
+	return rebase_run(view_c, view_s, view_p, into_c, "", true, bytes);
 }
 
 int merge_rebase(struct chain *view_c, struct chain *view_s, struct chain *view_p,
@@ -306,7 +324,7 @@ int merge_run(bool commit, struct chain *view_c, struct chain *view_s, struct ch
 {
 	uint64_t need;
 	int rc = commit ? merge_commit_need(view_c, into, &need)
-			: merge_rebase_need(view_c, view_s, into, &need);
+			: merge_rebase_need(view_c, view_s, view_p, into, &need);
 
 	if (!rc && need > qcow2_writer_room(into))
 		rc = -ENOSPC;

@@ -8,7 +8,10 @@
  *           layers of the same virtual size (-EINVAL otherwise).
  *   rebase: every range where C has nothing of its own but S has, and S's
  *           bytes differ from the parent view P, is written into C as view
- *           S reads it. Afterwards C reads the same with P as its backing.
+ *           S reads it; so is every range past the end of a shorter S
+ *           (where C reads zeros through S) that C does not cover and P
+ *           reads other than zeros. Afterwards C reads the same with P as
+ *           its backing.
  *
  * Writes always go in whole allocation units of the target, with the bytes
  * a view above the target already reads there, so every surviving view
@@ -34,8 +37,9 @@ int merge_measure(struct chain *view_c, struct chain *view_s, struct merge_plan 
 
 /* Host bytes the target would need beyond what it has (for -ENOSPC before any change). */
 int merge_commit_need(struct chain *view_c, struct qcow2_writer *into_s, uint64_t *bytes);
-int merge_rebase_need(struct chain *view_c, struct chain *view_s, struct qcow2_writer *into_c,
-		      uint64_t *bytes);
+/* view_p as for merge_rebase; its bytes are not compared (an upper bound). */
+int merge_rebase_need(struct chain *view_c, struct chain *view_s, struct chain *view_p,
+		      struct qcow2_writer *into_c, uint64_t *bytes);
 
 int merge_commit(struct chain *view_c, struct qcow2_writer *into_s, const char *label);
 /* view_p may be NULL (S has no backing layer: compare against zeros). */

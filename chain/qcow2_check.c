@@ -204,10 +204,12 @@ static int check_tables(struct ck *k, uint8_t **l1, uint8_t **reftable, uint64_t
 	for (uint32_t i = 0; i < k->h.l1_size; i++) {
 		uint64_t e = qcow2_be64(*l1 + 8 * i), l2off = e & QCOW2_OFFSET_MASK;
 
+		/* A flag without an offset reads as unallocated, but qemu-img check
+		 * takes the entry for an L2 table in the header cluster: refuse it too. */
+		if (!e)
+			continue;
 		if (e & L1E_RESERVED)
 			corrupt(k, "an L1 entry with reserved bits set");
-		if (!l2off)
-			continue;
 		if (l2off % k->cs) {
 			corrupt(k, "a misaligned L2 table");
 			continue;

@@ -531,7 +531,7 @@ static int rm_prepare(struct store *s, struct rm *r, bool commit)
 
 	if (!rc)
 		rc = commit ? merge_commit_need(r->view_c, r->w, &need)
-			    : merge_rebase_need(r->view_c, r->view_s, r->w, &need);
+			    : merge_rebase_need(r->view_c, r->view_s, r->view_p, r->w, &need);
 	if (!rc && need > (room = qcow2_writer_room(r->w)))
 		rc = file_io_grow(r->wio, r->wio->size + (need - room));
 	if (rc) {

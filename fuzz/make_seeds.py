@@ -125,6 +125,17 @@ def merge_seeds(d):
     for commit in (0, 1):
         yield "compressed-" + ("commit" if commit else "rebase"), \
             pack_merge([read(d, "L0"), read(d, "L1")], commit)
+    # a snapshot shorter than the layers around it: its child reads zeros
+    # past its end, where the base has data (commit needs one size: rebase)
+    sh("qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=512", "L2", "64k", cwd=d)
+    sh("qemu-io", "-f", "qcow2", "-c", "write -P 10 0 64k", "L2", cwd=d)
+    sh("qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=512", "-b", "L2", "-F", "qcow2",
+       "L1", "22k", cwd=d)
+    sh("qemu-io", "-f", "qcow2", "-c", "write -P 11 20k 2k", "L1", cwd=d)
+    sh("qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", "-b", "L1", "-F", "qcow2",
+       "L0", "64k", cwd=d)
+    sh("qemu-io", "-f", "qcow2", "-c", "write -P 12 40k 2k", "L0", cwd=d)
+    yield "short-snapshot-rebase", pack_merge([read(d, "L0"), read(d, "L1"), read(d, "L2")], 0, room=16)
 
 
 def main():

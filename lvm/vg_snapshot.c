@@ -379,7 +379,7 @@ static int rm_fits(struct op *op, struct rm *r, bool commit)
 
 	if (!rc)
 		rc = commit ? merge_commit_need(r->view_c, r->w, &need)
-			    : merge_rebase_need(r->view_c, r->view_s, r->w, &need);
+			    : merge_rebase_need(r->view_c, r->view_s, r->view_p, r->w, &need);
 	if (!rc && need > qcow2_writer_room(r->w)) {
 		vlog(LOG_WARNING, "%s: %s would need %llu more bytes than the LV has", r->label,
 		     commit ? "commit" : "rebase", (unsigned long long)need);

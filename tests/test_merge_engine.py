@@ -195,18 +195,23 @@ def test_compressed_clusters(merge_bin, tmp_path):
         assert view(left[0]) == before
 
 
-def test_refuses_inconsistent_image(merge_bin, tmp_path):
+@pytest.mark.parametrize("bad_l1_entry", [
+    lambda e: e & ~(1 << 63),
+    # qemu reads it as unallocated; qemu-img check takes the header for an L2 table
+    lambda e: 1 << 63,
+], ids=["copied-dropped", "copied-without-offset"])
+def test_refuses_inconsistent_image(merge_bin, tmp_path, bad_l1_entry):
     """An image qemu-img check finds errors in is refused before any write
     (the writer trusts its refcounts); leaks alone are no reason to refuse."""
     paths = build(tmp_path, [(BASE, ["write -P 1 0 1M", "write -z 64k 64k"]),
                              (OVERLAY, ["write -P 2 0 4k"])])
-    with open(paths[0], "r+b") as f:       # drop COPIED from the first L1 entry
+    with open(paths[0], "r+b") as f:       # the first L1 entry
         f.seek(40)
         l1 = int.from_bytes(f.read(8), "big")
         f.seek(l1)
         e = int.from_bytes(f.read(8), "big")
         f.seek(l1)
-        f.write((e & ~(1 << 63)).to_bytes(8, "big"))
+        f.write(bad_l1_entry(e).to_bytes(8, "big"))
     assert check(paths[0])[0] == 2
     with open(paths[0], "rb") as f:
         image = f.read()
@@ -230,3 +235,27 @@ def test_commit_into_narrow_refcounts(tmp_path, merge_bin, bits):
     subprocess.run([merge_bin, "commit", str(top)], check=True, capture_output=True)
     assert_clean(base, f"commit into refcount_bits={bits}")
     assert view(base) == expect
+
+
+@pytest.mark.parametrize("p_size,s_size", [
+    (40 * MiB, 16 * MiB), (40 * MiB, 16 * MiB + 1536), (16 * MiB, 16 * MiB),
+], ids=["parent-longer", "parent-longer-unaligned", "disk-grew"])
+def test_rebase_past_shorter_snapshot(merge_bin, tmp_path, p_size, s_size):
+    """A backing layer shorter than its child reads as zeros past its end.
+    Rebasing C from such an S onto a longer P must write those zeros into C
+    where P has data there (as qemu-img rebase does); where P ends with S
+    (a disk grown since), there is nothing past S to write."""
+    p = engine.create(tmp_path / "p.qcow2", p_size, *BASE)
+    qio(p, f"write -P 0x5a 0 {p_size}")
+    s = engine.create(tmp_path / "s.qcow2", s_size, *OVERLAY, backing=p)
+    qio(s, "write -P 0x22 0 1M", f"write -P 0x23 {s_size - 1024} 512")
+    c = engine.create(tmp_path / "c.qcow2", SIZE, *OVERLAY, backing=s)
+    qio(c, "write -P 0x33 2M 64k", "write -P 0x34 20M 1M", "write -z 30M 64k")
+    for path in (p, s, c):
+        assert_clean(path, f"{path.name} as qemu made it")
+    before, end = view(c), check(c)[1]["image-end-offset"]
+    left = merge(merge_bin, [p, s, c], 1, "rebase")
+    assert view(left[1]) == before
+    grew = check(c)[1]["image-end-offset"] - end
+    # S's own 1 MiB (in 128 KiB clusters) always; past S's end, P's data less C's own.
+    assert grew < (2 * MiB if p_size == s_size else p_size - s_size)
