@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "common/crash.h"
+#include "common/big_buffer.h"
 #include "common/log.h"
 
 #define MERGE_CHUNK (4ULL << 20)
@@ -210,8 +211,8 @@ static int mover_init(struct mover *m, struct qcow2_writer *w, struct chain *src
 		m->chunk = MERGE_CHUNK;
 	if (need_only)
 		return 0;
-	m->buf = malloc(m->chunk);
-	m->cbuf = malloc(m->chunk);
+	m->buf = big_buffer_alloc(m->chunk);
+	m->cbuf = big_buffer_alloc(m->chunk);
 	return m->buf && m->cbuf ? 0 : -ENOMEM;
 }
 
@@ -223,8 +224,8 @@ static int mover_finish(struct mover *m, int rc)
 		rc = qcow2_writer_commit(m->w);
 	if (!rc && !m->need_only)
 		progress(m, true);
-	free(m->buf);
-	free(m->cbuf);
+	big_buffer_free(m->buf, m->chunk);
+	big_buffer_free(m->cbuf, m->chunk);
 	return rc;
 }
 

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/big_buffer.h"
 #include "common/log.h"
 #include "qcow2_check.h"
 #include "qcow2_format.h"
@@ -402,7 +403,7 @@ void qcow2_writer_close(struct qcow2_writer *w)
 		free(w->l2c[i].buf);
 		free(w->rbc[i].buf);
 	}
-	free(w->pool);
+	big_buffer_free(w->pool, (size_t)w->max_pending * w->cs);
 	free(w->spare);
 	free(w->l1);
 	free(w->reftable);
@@ -518,7 +519,7 @@ int qcow2_writer_write(struct qcow2_writer *w, uint64_t off, const void *buf, ui
 				return rc;
 			p = &w->pend[w->npend];
 			memset(p, 0, sizeof(*p));
-			if (!w->pool && !(w->pool = malloc(w->max_pending * w->cs)))
+			if (!w->pool && !(w->pool = big_buffer_alloc((size_t)w->max_pending * w->cs)))
 				return -ENOMEM;
 			p->data = w->pool + w->npend * w->cs;
 			p->cluster = c;
