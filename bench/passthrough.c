@@ -12,7 +12,10 @@
  * With --direct-io every open is FOPEN_DIRECT_IO: each read(2) becomes one
  * request of its own size, with no page cache (and no readahead) between.
  *
- * usage: passthrough [--splice] [--direct-io] RAWFILE MOUNTPOINT [-f] [-o opts]
+ * With --keep-cache the FUSE page cache survives opens, as vstorfs keeps it
+ * for snapshot views.
+ *
+ * usage: passthrough [--splice] [--direct-io] [--keep-cache] RAWFILE MOUNTPOINT [-f] [-o opts]
  */
 #define FUSE_USE_VERSION 314
 #include <fuse_lowlevel.h>
@@ -28,6 +31,7 @@
 static int src_fd = -1;
 static int use_splice;
 static int use_direct_io;
+static int use_keep_cache;
 static struct stat src_st;
 
 #define FILE_INO 2
@@ -119,7 +123,7 @@ static void pt_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return (void)fuse_reply_err(req, EISDIR);
 	if ((fi->flags & O_ACCMODE) != O_RDONLY)
 		return (void)fuse_reply_err(req, EROFS);
-	fi->keep_cache = 0;
+	fi->keep_cache = use_keep_cache;
 	fi->direct_io = use_direct_io;
 	fuse_reply_open(req, fi);
 }
@@ -173,11 +177,14 @@ int main(int argc, char **argv)
 	struct fuse_loop_config *loop;
 	int rc = 1;
 
-	while (argc > 1 && (!strcmp(argv[1], "--splice") || !strcmp(argv[1], "--direct-io"))) {
+	while (argc > 1 && (!strcmp(argv[1], "--splice") || !strcmp(argv[1], "--direct-io") ||
+			    !strcmp(argv[1], "--keep-cache"))) {
 		if (!strcmp(argv[1], "--splice"))
 			use_splice = 1;
-		else
+		else if (!strcmp(argv[1], "--direct-io"))
 			use_direct_io = 1;
+		else
+			use_keep_cache = 1;
 		argv[1] = argv[0];
 		argv++;
 		argc--;
@@ -187,7 +194,7 @@ int main(int argc, char **argv)
 	mallopt(M_MMAP_THRESHOLD, 8 << 20);
 	mallopt(M_TRIM_THRESHOLD, 32 << 20);
 	if (argc < 3) {
-		fprintf(stderr, "usage: %s [--splice] [--direct-io] RAWFILE MOUNTPOINT [-f] [-o opts]\n", argv[0]);
+		fprintf(stderr, "usage: %s [--splice] [--direct-io] [--keep-cache] RAWFILE MOUNTPOINT [-f] [-o opts]\n", argv[0]);
 		return 2;
 	}
 	src_fd = open(argv[1], O_RDONLY);
