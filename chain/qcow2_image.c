@@ -9,6 +9,7 @@
 #include "qcow2_image.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,9 +46,43 @@ struct qcow2_image {
 	unsigned logged;            /* atomic bitmask of enum log_once */
 };
 
+/*
+ * A live view is opened anew for every open(2), so "once per image" alone
+ * would log a damaged layer again on each. The last LOGGED_RECENT (layer,
+ * reason) pairs logged anywhere are remembered; the layer is its identity
+ * (LV UUID, file) and creation time, so a new layer under an old name is
+ * still reported.
+ */
+#define LOGGED_RECENT 256
+
+static uint64_t logged_recent[LOGGED_RECENT];
+static unsigned logged_next;
+static pthread_mutex_t logged_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static bool logged_before(const struct layer_io *io, unsigned what)
+{
+	const char *id = io->id ? io->id : io->name ? io->name : "";
+	uint64_t key = 1469598103934665603ULL;
+	bool seen = false;
+
+	for (const char *p = id; *p; p++)
+		key = (key ^ (unsigned char)*p) * 1099511628211ULL;
+	key = (key ^ (uint64_t)io->ctime) * 1099511628211ULL;
+	key = (key ^ what) * 1099511628211ULL;
+	pthread_mutex_lock(&logged_lock);
+	for (unsigned i = 0; i < LOGGED_RECENT && !seen; i++)
+		seen = logged_recent[i] == key;
+	if (!seen)
+		logged_recent[logged_next++ % LOGGED_RECENT] = key;
+	pthread_mutex_unlock(&logged_lock);
+	return seen;
+}
+
 static void log_once(struct qcow2_image *img, unsigned what, const char *reason, uint64_t off)
 {
 	if (__atomic_fetch_or(&img->logged, what, __ATOMIC_RELAXED) & what)
+		return;
+	if (logged_before(img->io, what))
 		return;
 	vlog(LOG_ERR, "%s: layer %s: %s (guest offset %llu; further errors of this kind not logged)",
 	     img->label, img->io->name, reason, (unsigned long long)off);

@@ -325,8 +325,9 @@ int fs_store_view_reader(struct fs_store *s, const struct store_volume *vol,
 	} else {
 		rc = s->store->ops->open_view(s->store, s->listing, vol, view, &r);
 		/* A live view read through cached tables is only kept for the
-		 * open it was made for (view_reader.h, follows_writes). */
-		if (rc == 0 && (view->snapshot || r->follows_writes)) {
+		 * open it was made for (view_reader.h, follows_writes); a
+		 * broken one stays, as it was logged once. */
+		if (rc == 0 && (view->snapshot || r->follows_writes || r->broken)) {
 			s->readers[idx] = r;
 			view_reader_get(r);
 		}

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#include "chain/chain.h"
 #include "chain/diff.h"
 
 struct chain_reader {
@@ -72,6 +73,7 @@ int chain_reader_new(struct chain *c, struct view_reader **out)
 	r->base.ops = &chain_reader_ops;
 	r->base.size = chain_size(c);
 	r->base.refs = 1;
+	r->base.broken = chain_is_broken(c);
 	r->chain = c;
 	*out = &r->base;
 	return 0;

@@ -61,6 +61,10 @@ struct view_reader {
 	 * view without this is opened anew by fs/ for each open(2): a VM's
 	 * writes since the last open are never read through stale tables. */
 	bool follows_writes;
+	/* A layer could not be opened (logged once, when opened): every read
+	 * fails. fs/ keeps such a reader instead of opening it, and logging
+	 * the same fault, again for each open(2). */
+	bool broken;
 };
 
 static inline void view_reader_get(struct view_reader *r)
