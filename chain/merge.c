@@ -142,6 +142,12 @@ static int read_view(struct chain *v, uint8_t *buf, uint64_t len, uint64_t off)
 	return 0;
 }
 
+/* Whether the unit at `at` of the chunk must be written (rebase skips units P already reads). */
+static bool unit_differs(const struct mover *m, uint64_t at, uint64_t unit)
+{
+	return !m->compare || memcmp(m->buf + at, m->cbuf + at, unit);
+}
+
 static int move_units(struct mover *m, uint64_t off, uint64_t len)
 {
 	uint64_t unit = qcow2_writer_unit(m->w), vsize = qcow2_writer_vsize(m->w);
@@ -168,12 +174,11 @@ static int move_units(struct mover *m, uint64_t off, uint64_t len)
 				return rc;
 			/* Runs of units that differ go to the writer as one call each. */
 			for (uint64_t u = 0, v; u < n; u = v) {
-				if (m->compare && !memcmp(m->buf + u, m->cbuf + u, unit)) {
+				if (!unit_differs(m, u, unit)) {
 					v = u + unit;
 					continue;
 				}
-				for (v = u + unit; v < n && !(m->compare && !memcmp(m->buf + v, m->cbuf + v, unit));
-				     v += unit)
+				for (v = u + unit; v < n && unit_differs(m, v, unit); v += unit)
 					;
 				if ((rc = qcow2_writer_write(m->w, start + u, m->buf + u, v - u)) < 0)
 					return rc;
