@@ -63,6 +63,14 @@ build-fuzz/fuzz_%: fuzz/fuzz_%.c $(FUZZ_DEPS)
 	@mkdir -p $(dir $@)
 	clang -O1 -g -fsanitize=fuzzer,address,undefined -std=gnu11 -D_GNU_SOURCE -I. -o $@ $< $(FUZZ_LIB) -lz -lzstd -lblkid -pthread
 
+# Throughput builds for long runs: UBSan without ASan, -O2. ASan's allocator
+# maps every large input afresh, and on a guest where a page fault costs
+# ~20 us that made the ASan build of fuzz_merge 7x slower.
+build-fuzz/fuzz_%_ubsan: fuzz/fuzz_%.c $(FUZZ_DEPS)
+	@mkdir -p $(dir $@)
+	clang -O2 -g -fsanitize=fuzzer,undefined -fno-sanitize-recover=undefined -std=gnu11 -D_GNU_SOURCE -I. \
+		-o $@ $< $(FUZZ_LIB) -lz -lzstd -lblkid -pthread
+
 $(BUILD)/fuzz-replay: fuzz/fuzz_chain.c fuzz/replay.c $(FUZZ_DEPS)
 	@mkdir -p $(dir $@)
 	$(REPLAY_CC)

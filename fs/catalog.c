@@ -314,28 +314,43 @@ void fs_catalog_stop(void)
 int fs_store_view_reader(struct fs_store *s, const struct store_volume *vol,
 			 const struct store_view *view, struct view_reader **out)
 {
-	int idx = s->first_view[vol - s->listing->vols] + (int)(view - vol->views), rc = 0;
-
-	struct view_reader *r;
+	int idx = s->first_view[vol - s->listing->vols] + (int)(view - vol->views), rc;
+	struct view_reader *r, *kept;
 
 	pthread_mutex_lock(&s->reader_lock);
 	r = s->readers[idx];
-	if (r) {
+	if (r)
 		view_reader_get(r);
-	} else {
-		rc = s->store->ops->open_view(s->store, s->listing, vol, view, &r);
-		/* A live view read through cached tables is only kept for the
-		 * open it was made for (view_reader.h, follows_writes); a
-		 * broken one stays, as it was logged once. */
-		if (rc == 0 && (view->snapshot || r->follows_writes || r->broken)) {
+	pthread_mutex_unlock(&s->reader_lock);
+	if (r) {
+		*out = r;
+		return 0;
+	}
+	/* Opened unlocked: a chain's open reads headers and tables of every
+	 * layer, and other views of the store need not wait for that. */
+	rc = s->store->ops->open_view(s->store, s->listing, vol, view, &r);
+	if (rc)
+		return rc;
+	/* A live view read through cached tables is only kept for the open it
+	 * was made for (view_reader.h, follows_writes); a broken one stays, as
+	 * it was logged once. Of two opened at once, the first kept wins. */
+	if (view->snapshot || r->follows_writes || r->broken) {
+		pthread_mutex_lock(&s->reader_lock);
+		kept = s->readers[idx];
+		if (!kept) {
 			s->readers[idx] = r;
 			view_reader_get(r);
+		} else {
+			view_reader_get(kept);
+		}
+		pthread_mutex_unlock(&s->reader_lock);
+		if (kept) {
+			view_reader_put(r);
+			r = kept;
 		}
 	}
-	pthread_mutex_unlock(&s->reader_lock);
-	if (rc == 0)
-		*out = r;
-	return rc;
+	*out = r;
+	return 0;
 }
 
 static void log_progress(void *arg, uint64_t done, uint64_t total)

@@ -105,8 +105,9 @@ int main(int argc, char **argv)
 	struct fuse_loop_config *loop = NULL;
 	int rc = 1;
 
-	/* Each reply of up to 1 MiB is a buffer malloc'ed for that request (by
-	 * libfuse whenever it cannot splice, by ops.c for copied runs). Left to
+	/* Some replies still use a buffer malloc'ed for that request (libfuse's
+	 * when a splice fails, compressed runs in a spliced reply); ops.c's own
+	 * copies use one per thread (fs/copy_reply.h). Left to
 	 * itself glibc returns such blocks to the kernel on free, and the next
 	 * request pays a page fault per 4 KiB touching them again: on a
 	 * paravirtualized guest that held direct reads to 110 MiB/s instead of

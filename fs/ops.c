@@ -19,6 +19,7 @@
 
 #include "common/log.h"
 #include "fs/catalog.h"
+#include "fs/copy_reply.h"
 #include "fs/extent_cache.h"
 #include "fs/partition_cache.h"
 #include "store/slice_reader.h"
@@ -687,13 +688,14 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 }
 
 /*
- * Reads are answered with a vector of buffers, one per run of the view's
- * extent map: runs that sit as plain bytes in a file descriptor are handed
- * to libfuse as (fd, offset) pairs so they can be spliced or read straight
- * into the reply, zero runs point at a shared page of zeros, and only the
- * rest (compressed clusters, network stores) is produced into memory. A
- * reply must never be short before EOF, so when the vector is full the
- * rest is read into one buffer.
+ * A read libfuse can splice is answered with a vector of buffers, one per
+ * run of the view's extent map: runs that sit as plain bytes in a file
+ * descriptor are handed to libfuse as (fd, offset) pairs to be spliced,
+ * zero runs point at a shared page of zeros, and only the rest (compressed
+ * clusters) is produced into memory. A reply must never be short before
+ * EOF, so when the vector is full the rest is read into one buffer. Every
+ * other read (small, longer than libfuse's pipe, of a store with no map) is
+ * read into the thread's buffer and copied out (fs/copy_reply.h).
  */
 #define READ_MAX_BUFS 64
 
@@ -786,22 +788,6 @@ static int build_reply(struct read_reply *r, struct view_reader *vr, uint64_t of
  */
 #define SMALL_READ (32u << 10)
 
-static int reply_small(fuse_req_t req, struct view_reader *vr, uint64_t off, size_t len)
-{
-	void *p = malloc(len);
-	ssize_t n;
-
-	if (!p)
-		return -ENOMEM;
-	n = vr->ops->read(vr, p, len, off);
-	if (n >= 0 && (size_t)n != len)
-		n = -EIO;
-	if (n >= 0)
-		fuse_reply_buf(req, p, len);
-	free(p);
-	return n < 0 ? (int)n : 0;
-}
-
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
@@ -830,8 +816,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return (void)fuse_reply_buf(req, NULL, 0);
 	}
 	len = vsize - off < size ? vsize - off : size;
-	if (len <= SMALL_READ || !vr->ops->map) {
-		rc = reply_small(req, vr, off, len);
+	if (len <= SMALL_READ || !vr->ops->map || len > copy_reply_splice_max(READ_MAX_BUFS)) {
+		rc = copy_reply(req, vr, off, len);
 		if (rc)
 			fuse_reply_err(req, -rc);
 		view_reader_put(vr);

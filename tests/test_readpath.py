@@ -230,7 +230,9 @@ def test_parallel_readers(zoo):
             for _ in range(120):
                 vol, view, ref = rnd.choice(jobs)
                 size = os.path.getsize(ref)
-                n = rnd.randrange(1, 256 * 1024)
+                # up to 2 MiB: spliced replies and replies copied from the
+                # thread's own buffer, from threads running at once
+                n = rnd.randrange(1, 2 * MiB)
                 off = rnd.randrange(0, size)
                 with open(disk_path(d.mnt, ch.vg.name, vol, view), "rb", buffering=0) as f, \
                         open(ref, "rb", buffering=0) as r:

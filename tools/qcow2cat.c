@@ -40,133 +40,11 @@
 #include "chain/diff.h"
 #include "chain/qcow2_check.h"
 #include "common/log.h"
+#include "tools/lib/file_io.h"
 
 #define CHUNK (4u << 20)
 
-static int id_by_name;
-
-struct file_io {
-	struct layer_io io;
-	int fd;
-	char *path;     /* as opened; its directory resolves backing strings */
-	char id[64];
-};
-
-static int file_pread(struct layer_io *io, void *buf, size_t len, uint64_t off)
-{
-	struct file_io *f = (struct file_io *)io;
-
-	if (off > io->size || len > io->size - off)
-		return -EIO;
-	while (len) {
-		ssize_t n = pread(f->fd, buf, len, off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		buf = (char *)buf + n;
-		len -= n;
-		off += n;
-	}
-	return 0;
-}
-
-static void file_close(struct layer_io *io)
-{
-	struct file_io *f = (struct file_io *)io;
-
-	close(f->fd);
-	free(f->path);
-	free(f);
-}
-
-static const struct layer_io_ops file_ops = { .pread = file_pread, .close = file_close };
-
-/* 0 and *out, or a negative errno (-ENOENT when the file is missing). */
-static int file_open(const char *path, struct layer_io **out)
-{
-	struct file_io *f = calloc(1, sizeof(*f));
-	struct stat st;
-
-	if (!f)
-		return -ENOMEM;
-	f->fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (f->fd < 0 || fstat(f->fd, &st) || !S_ISREG(st.st_mode)) {
-		int rc = f->fd < 0 ? -errno : -EINVAL;
-
-		if (f->fd >= 0)
-			close(f->fd);
-		free(f);
-		return rc;
-	}
-	f->path = strdup(path);
-	if (!f->path) {
-		close(f->fd);
-		free(f);
-		return -ENOMEM;
-	}
-	if (id_by_name) {
-		const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
-
-		snprintf(f->id, sizeof(f->id), "%.*s", (int)strcspn(base, "@"), base);
-	} else {
-		snprintf(f->id, sizeof(f->id), "%ju:%ju", (uintmax_t)st.st_dev, (uintmax_t)st.st_ino);
-	}
-	f->io.ops = &file_ops;
-	f->io.size = st.st_size;
-	f->io.name = f->path;
-	f->io.id = f->id;
-	*out = &f->io;
-	return 0;
-}
-
-/* The directory part of path ("." when none), malloc'd. */
-static char *dir_of(const char *path)
-{
-	const char *slash = strrchr(path, '/');
-
-	if (!slash)
-		return strdup(".");
-	if (slash == path)
-		return strdup("/");
-	return strndup(path, slash - path);
-}
-
-static int open_backing(const struct chain_store *st, struct layer_io *from, const char *backing,
-			struct layer_io **out)
-{
-	char *dir = dir_of(((struct file_io *)from)->path), *path = NULL;
-	char real_dir[PATH_MAX], real_bdir[PATH_MAX];
-	int rc = -EACCES;
-
-	(void)st;
-	if (!dir)
-		return -ENOMEM;
-	if (backing[0] == '/') {
-		char *bdir = dir_of(backing);
-
-		/* Absolute: only inside the directory of the image naming it. */
-		if (bdir && realpath(dir, real_dir) && realpath(bdir, real_bdir) &&
-		    !strcmp(real_dir, real_bdir) && strcmp(strrchr(backing, '/') + 1, "..") &&
-		    strcmp(strrchr(backing, '/') + 1, "."))
-			path = strdup(backing);
-		free(bdir);
-	} else if (!strchr(backing, '/') && strcmp(backing, ".") && strcmp(backing, "..")) {
-		if (asprintf(&path, "%s/%s", dir, backing) < 0)
-			path = NULL;
-	}
-	free(dir);
-	if (path) {
-		rc = file_open(path, out);
-		if (rc && rc != -ENOENT && rc != -ENOMEM)
-			rc = -EIO;
-		free(path);
-	}
-	return rc;
-}
-
-static const struct chain_store file_store = { .open_backing = open_backing };
+static unsigned file_flags; /* TOOL_FILE_ID_BY_NAME with --id-by-name */
 
 static int parse_u64(const char *s, uint64_t *v)
 {
@@ -299,7 +177,7 @@ static int do_probe(const char *path)
 	static const char *const names[] = { "auto", "raw", "qcow2", "bad" };
 	struct chain_probe p;
 	struct layer_io *io = NULL;
-	int rc = file_open(path, &io);
+	int rc = tool_file_open(path, file_flags, &io);
 
 	if (!rc)
 		rc = chain_probe_layer(io, &p);
@@ -323,10 +201,10 @@ static struct chain *open_chain(const char *path, enum chain_layer_format fmt)
 {
 	struct layer_io *top;
 	struct chain *c;
-	int rc = file_open(path, &top);
+	int rc = tool_file_open(path, file_flags, &top);
 
 	if (!rc)
-		rc = chain_open(top, fmt, &file_store, path, &c);
+		rc = chain_open(top, fmt, &file_io_store, path, &c);
 	if (rc) {
 		fprintf(stderr, "qcow2cat: %s: %s\n", path, strerror(-rc));
 		return NULL;
@@ -379,7 +257,7 @@ static int do_check(const char *path)
 {
 	struct qcow2_layer_check r;
 	struct layer_io *io = NULL;
-	int rc = file_open(path, &io);
+	int rc = tool_file_open(path, file_flags, &io);
 
 	if (!rc)
 		rc = qcow2_check_layer(io, &r);
@@ -454,7 +332,7 @@ int main(int argc, char **argv)
 			atexit(print_stats);
 			break;
 		case 'I':
-			id_by_name = 1;
+			file_flags = TOOL_FILE_ID_BY_NAME;
 			break;
 		case 'f':
 			if (!strcmp(optarg, "qcow2"))
@@ -489,13 +367,13 @@ int main(int argc, char **argv)
 		return do_check(argv[optind]);
 	if (argc - optind == 3 && (parse_u64(argv[optind + 1], &off) || parse_u64(argv[optind + 2], &len)))
 		usage();
-	rc = file_open(argv[optind], &top);
+	rc = tool_file_open(argv[optind], file_flags, &top);
 	if (rc) {
 		fprintf(stderr, "qcow2cat: %s: %s\n", argv[optind], strerror(-rc));
 		return 1;
 	}
-	rc = snap ? chain_open_snapshot(top, fmt, &file_store, snap, argv[optind], &c)
-		  : chain_open(top, fmt, &file_store, argv[optind], &c);
+	rc = snap ? chain_open_snapshot(top, fmt, &file_io_store, snap, argv[optind], &c)
+		  : chain_open(top, fmt, &file_io_store, argv[optind], &c);
 	if (rc) {
 		fprintf(stderr, "qcow2cat: %s: %s\n", argv[optind], strerror(-rc));
 		return 1;

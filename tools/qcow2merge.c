@@ -31,7 +31,7 @@ struct views {
 static int open_view(const char *path, struct chain **out)
 {
 	struct layer_io *io;
-	int rc = tool_file_open(path, false, &io);
+	int rc = tool_file_open(path, 0, &io);
 
 	if (rc)
 		return rc;
@@ -66,14 +66,14 @@ static int open_all(const char *c_path, bool commit, struct views *v)
 {
 	struct layer_io *c_io = NULL, *s_io = NULL;
 	char *s_backing = NULL;
-	int rc = tool_file_open(c_path, false, &c_io);
+	int rc = tool_file_open(c_path, 0, &c_io);
 
 	if (!rc && !(rc = backing_of(c_io, &s_backing)) && !s_backing)
 		rc = -EINVAL; /* no snapshot below C */
 	if (!rc && !(v->s_path = tool_file_backing_path(c_io, s_backing, &rc)))
 		goto out;
 	if (!rc)
-		rc = tool_file_open(v->s_path, false, &s_io);
+		rc = tool_file_open(v->s_path, 0, &s_io);
 	if (!rc)
 		rc = backing_of(s_io, &v->p_backing);
 	if (!rc)
@@ -88,7 +88,7 @@ static int open_all(const char *c_path, bool commit, struct views *v)
 		free(p_path);
 	}
 	if (!rc)
-		rc = tool_file_open(commit ? v->s_path : c_path, true, &v->target);
+		rc = tool_file_open(commit ? v->s_path : c_path, TOOL_FILE_WRITE, &v->target);
 out:
 	layer_close(c_io);
 	layer_close(s_io);

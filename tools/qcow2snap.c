@@ -25,90 +25,7 @@
 
 #include "chain/qcow2_snapshot.h"
 #include "common/log.h"
-
-struct file_io {
-	struct layer_io io;
-	int fd;
-};
-
-static int f_pread(struct layer_io *io, void *buf, size_t len, uint64_t off)
-{
-	struct file_io *f = (struct file_io *)io;
-
-	if (off > io->size || len > io->size - off)
-		return -EIO;
-	while (len) {
-		ssize_t n = pread(f->fd, buf, len, off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		buf = (char *)buf + n;
-		len -= n;
-		off += n;
-	}
-	return 0;
-}
-
-/* Files grow: a write past the end extends the file (and io->size). */
-static int f_pwrite(struct layer_io *io, const void *buf, size_t len, uint64_t off)
-{
-	struct file_io *f = (struct file_io *)io;
-	uint64_t end = off + len;
-
-	while (len) {
-		ssize_t n = pwrite(f->fd, buf, len, off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		buf = (const char *)buf + n;
-		len -= n;
-		off += n;
-	}
-	if (end > io->size)
-		io->size = end;
-	return 0;
-}
-
-static int f_flush(struct layer_io *io)
-{
-	return fdatasync(((struct file_io *)io)->fd) ? -errno : 0;
-}
-
-static void f_close(struct layer_io *io)
-{
-	close(((struct file_io *)io)->fd);
-	free(io);
-}
-
-static const struct layer_io_ops ops_ro = { .pread = f_pread, .close = f_close };
-static const struct layer_io_ops ops_rw = { .pread = f_pread, .close = f_close, .pwrite = f_pwrite,
-					    .flush = f_flush };
-
-static struct layer_io *open_file(const char *path, bool rw)
-{
-	struct file_io *f = calloc(1, sizeof(*f));
-	struct stat st;
-
-	if (!f)
-		return NULL;
-	f->fd = open(path, (rw ? O_RDWR : O_RDONLY) | O_CLOEXEC);
-	if (f->fd < 0 || fstat(f->fd, &st)) {
-		fprintf(stderr, "qcow2snap: %s: %s\n", path, strerror(errno));
-		if (f->fd >= 0)
-			close(f->fd);
-		free(f);
-		return NULL;
-	}
-	f->io.ops = rw ? &ops_rw : &ops_ro;
-	f->io.size = st.st_size;
-	f->io.name = path;
-	f->io.id = path;
-	return &f->io;
-}
+#include "tools/lib/file_io.h"
 
 static int do_list(struct layer_io *io)
 {
@@ -166,8 +83,11 @@ int main(int argc, char **argv)
 		usage();
 	if (!rw && strcmp(cmd, "list") && strcmp(cmd, "check"))
 		usage();
-	if (!(io = open_file(argv[2], rw)))
+	rc = tool_file_open(argv[2], rw ? TOOL_FILE_WRITE | TOOL_FILE_GROWS : 0, &io);
+	if (rc) {
+		fprintf(stderr, "qcow2snap: %s: %s\n", argv[2], strerror(-rc));
 		return 1;
+	}
 	if (!strcmp(cmd, "list")) {
 		rc = do_list(io);
 	} else if (!strcmp(cmd, "check")) {

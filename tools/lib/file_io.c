@@ -17,6 +17,7 @@ struct file_io {
 	struct layer_io io;
 	int fd;
 	char *path;     /* as opened; its directory resolves backing strings */
+	unsigned flags;
 	char id[64];
 };
 
@@ -43,9 +44,10 @@ static int file_pread(struct layer_io *io, void *buf, size_t len, uint64_t off)
 static int file_pwrite(struct layer_io *io, const void *buf, size_t len, uint64_t off)
 {
 	struct file_io *f = (struct file_io *)io;
+	uint64_t end = off + len;
 
-	/* An LV cannot grow under a write: neither can this layer. */
-	if (off > io->size || len > io->size - off)
+	/* An LV cannot grow under a write: neither can this layer, unless told. */
+	if (!(f->flags & TOOL_FILE_GROWS) && (off > io->size || len > io->size - off))
 		return -ENOSPC;
 	while (len) {
 		ssize_t n = pwrite(f->fd, buf, len, off);
@@ -58,6 +60,8 @@ static int file_pwrite(struct layer_io *io, const void *buf, size_t len, uint64_
 		len -= n;
 		off += n;
 	}
+	if (end > io->size)
+		io->size = end;
 	return 0;
 }
 
@@ -80,8 +84,9 @@ static const struct layer_io_ops rw_ops = {
 	.pread = file_pread, .close = file_close, .pwrite = file_pwrite, .flush = file_flush,
 };
 
-int tool_file_open(const char *path, bool writable, struct layer_io **out)
+int tool_file_open(const char *path, unsigned flags, struct layer_io **out)
 {
+	bool writable = flags & TOOL_FILE_WRITE;
 	struct file_io *f = calloc(1, sizeof(*f));
 	struct stat st;
 
@@ -102,7 +107,14 @@ int tool_file_open(const char *path, bool writable, struct layer_io **out)
 		free(f);
 		return -ENOMEM;
 	}
-	snprintf(f->id, sizeof(f->id), "%ju:%ju", (uintmax_t)st.st_dev, (uintmax_t)st.st_ino);
+	f->flags = flags;
+	if (flags & TOOL_FILE_ID_BY_NAME) {
+		const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+
+		snprintf(f->id, sizeof(f->id), "%.*s", (int)strcspn(base, "@"), base);
+	} else {
+		snprintf(f->id, sizeof(f->id), "%ju:%ju", (uintmax_t)st.st_dev, (uintmax_t)st.st_ino);
+	}
 	f->io.ops = writable ? &rw_ops : &ro_ops;
 	f->io.size = st.st_size;
 	f->io.name = f->path;
@@ -160,7 +172,7 @@ static int open_backing(const struct chain_store *st, struct layer_io *from, con
 	(void)st;
 	if (!path)
 		return rc;
-	rc = tool_file_open(path, false, out);
+	rc = tool_file_open(path, ((struct file_io *)from)->flags & TOOL_FILE_ID_BY_NAME, out);
 	if (rc && rc != -ENOENT && rc != -ENOMEM)
 		rc = -EIO;
 	free(path);
