@@ -27,7 +27,9 @@ static void thread_buf_free(void *v)
 	free(b);
 }
 
-static void find_pipe_max(void)
+/* Once per process: the key of the threads' buffers, and the largest pipe
+ * this process may make (what libfuse's splice is bounded by). */
+static void init_once(void)
 {
 	int p[2], got = -1;
 
@@ -47,7 +49,7 @@ size_t copy_reply_splice_max(unsigned nbufs)
 	 * header and one spare. */
 	size_t overhead = (size_t)(nbufs + 2) * PAGE;
 
-	pthread_once(&once, find_pipe_max);
+	pthread_once(&once, init_once);
 	return pipe_max > 0 && (size_t)pipe_max > overhead ? (size_t)pipe_max - overhead : 0;
 }
 
@@ -57,7 +59,7 @@ static void *thread_buffer(size_t len)
 {
 	struct thread_buf *b;
 
-	pthread_once(&once, find_pipe_max);
+	pthread_once(&once, init_once);
 	b = pthread_getspecific(buf_key);
 	if (b && b->cap >= len)
 		return b->p;

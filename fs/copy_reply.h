@@ -12,11 +12,10 @@
 #ifndef VSTORFS_COPY_REPLY_H
 #define VSTORFS_COPY_REPLY_H
 
-#define FUSE_USE_VERSION 314
-#include <fuse_lowlevel.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "inode.h"
 #include "store/view_reader.h"
 
 /* The longest reply of up to nbufs buffers that libfuse can splice on
