@@ -294,6 +294,11 @@ def test_read_snapshot_of_resized_image(tools, tmp_path):
     got = our_view(tools, img, "small")
     assert len(got) == 4 * MiB and got == ref[:4 * MiB]
     assert our_view(tools, img) == qemu_view(img)
+    # What restoring the snapshot gives back: the same size and the same bytes.
+    restored = str(tmp_path / "restored.qcow2")
+    shutil.copyfile(img, restored)
+    run("qemu-img", "snapshot", "-a", "small", restored)
+    assert got == qemu_view(restored)
 
 
 def test_vmstate_not_shown(tools, tmp_path):
