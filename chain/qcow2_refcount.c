@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "qcow2_check.h"
 
 #define MAX_L1_BYTES        (32ULL << 20)   /* qemu's QCOW_MAX_L1_SIZE */
 #define MAX_REFTABLE_BYTES  (8ULL << 20)    /* qemu's QCOW_MAX_REFTABLE_SIZE */
@@ -550,251 +551,40 @@ int qmeta_walk_l1(struct qmeta *m, const uint64_t *l1, uint64_t n, qmeta_ref_fn 
 	return rc;
 }
 
-struct l2ref {
-	uint64_t cluster;
-	bool active;
-};
-
-static int cmp_l2ref(const void *a, const void *b)
-{
-	const struct l2ref *x = a, *y = b;
-
-	return x->cluster < y->cluster ? -1 : x->cluster > y->cluster;
-}
-
-struct counter {
-	struct qmeta *m;
-	uint32_t *refs;
-	struct qcow2_check_result *r;
-	struct l2ref *l2;
-	uint64_t nl2, capl2;
-};
-
-static void error_at(struct counter *k, const char *fmt, uint64_t a, uint64_t b, uint64_t c)
-{
-	k->r->errors++;
-	if (!k->r->first_error[0])
-		snprintf(k->r->first_error, sizeof(k->r->first_error), fmt, (unsigned long long)a,
-			 (unsigned long long)b, (unsigned long long)c);
-}
-
-static void add_ref(struct counter *k, uint64_t cluster, uint64_t times)
-{
-	if (cluster >= k->m->nclusters) {
-		error_at(k, "reference to cluster %llu past the end of the image (%llu %llu)", cluster,
-			 k->m->nclusters, times);
-		return;
-	}
-	k->refs[cluster] = k->refs[cluster] + times > UINT32_MAX ? UINT32_MAX : k->refs[cluster] + times;
-}
-
-static void add_range(struct counter *k, uint64_t off, uint64_t bytes)
-{
-	for (uint64_t c = off / k->m->cs; bytes && c <= (off + bytes - 1) / k->m->cs; c++)
-		add_ref(k, c, 1);
-}
-
-static int collect_l1(struct counter *k, const uint64_t *l1, uint64_t n, bool active)
-{
-	for (uint64_t i = 0; i < n; i++) {
-		uint64_t l2 = l1[i] & QCOW2_OFFSET_MASK;
-
-		if (!l2)
-			continue;
-		if (l2 % k->m->cs) {
-			error_at(k, "L1 entry %llu: misaligned L2 offset %llu%.0llu", i, l2, 0);
-			continue;
-		}
-		if (k->nl2 == k->capl2) {
-			uint64_t cap = k->capl2 ? 2 * k->capl2 : 1024;
-			struct l2ref *g = realloc(k->l2, cap * sizeof(*g));
-
-			if (!g)
-				return -ENOMEM;
-			k->l2 = g;
-			k->capl2 = cap;
-		}
-		k->l2[k->nl2].cluster = l2 / k->m->cs;
-		k->l2[k->nl2++].active = active;
-	}
-	return 0;
-}
-
-static int copied_check(struct counter *k, uint64_t cluster, uint64_t entry)
-{
-	uint64_t v;
-	int rc = qmeta_rc_get(k->m, cluster, &v);
-
-	if (rc)
-		return rc;
-	if ((v == 1) != !!(entry & QCOW2_OFLAG_COPIED))
-		k->r->copied_errors++;
-	return 0;
-}
-
-/* One L2 table referenced `times` times; `active` when the active L1 is among them. */
-static int count_table(struct counter *k, uint64_t cluster, uint64_t times, bool active, uint8_t *t)
-{
-	struct qmeta *m = k->m;
-	int rc;
-
-	add_ref(k, cluster, times);
-	if (cluster >= m->nclusters)
-		return 0;
-	if ((rc = qmeta_read_table(m, cluster * m->cs, t)))
-		return rc;
-	for (uint64_t j = 0; j < m->l2_entries; j++) {
-		const uint8_t *p = t + j * m->l2e_size;
-		uint64_t e = qcow2_be64(p), bm = m->extended ? qcow2_be64(p + 8) : 0, h = e & QCOW2_OFFSET_MASK;
-
-		if (e & QCOW2_L2_COMPRESSED) {
-			uint64_t coff, clen;
-
-			if (bm) {
-				error_at(k, "L2 table %llu entry %llu: compressed with a subcluster bitmap%.0llu",
-					 cluster, j, 0);
-				continue;
-			}
-			qcow2_decode_compressed(e, m->cb, &coff, &clen);
-			for (uint64_t c = coff / m->cs; c <= (coff + clen - 1) / m->cs; c++)
-				add_ref(k, c, times);
-			continue;
-		}
-		if (m->extended && (h ? (uint32_t)bm & (uint32_t)(bm >> 32) : (uint32_t)bm)) {
-			error_at(k, "L2 table %llu entry %llu: invalid subcluster bitmap %llx", cluster, j, bm);
-			continue;
-		}
-		if (!h)
-			continue;
-		if (h % m->cs) {
-			error_at(k, "L2 table %llu entry %llu: misaligned offset %llu", cluster, j, h);
-			continue;
-		}
-		add_ref(k, h / m->cs, times);
-		if (active && k->r && h / m->cs < m->nclusters && (rc = copied_check(k, h / m->cs, e)))
-			return rc;
-	}
-	return 0;
-}
-
-static int read_l1(struct qmeta *m, uint64_t off, uint32_t n, uint64_t **out)
-{
-	uint8_t *raw = malloc((uint64_t)n * 8 + 1);
-	uint64_t *l1 = calloc((uint64_t)n + 1, 8);
-	int rc = raw && l1 ? 0 : -ENOMEM;
-
-	if (!rc && n)
-		rc = layer_pread(m->io, raw, (uint64_t)n * 8, off);
-	for (uint32_t i = 0; !rc && i < n; i++)
-		l1[i] = qcow2_be64(raw + 8 * i);
-	free(raw);
-	if (rc) {
-		free(l1);
-		l1 = NULL;
-	}
-	*out = l1;
-	return rc;
-}
-
 int qmeta_count_refs(struct qmeta *m, uint32_t **refs_out, struct qcow2_check_result *res)
 {
 	struct qcow2_check_result dummy;
-	struct counter k = { .m = m, .r = res ? res : &dummy };
-	uint8_t *t = NULL;
-	int rc = 0;
+	struct qcow2_check_result *r = res ? res : &dummy;
+	struct qcow2_layer_check ck;
+	uint32_t *refs = NULL;
+	uint64_t n = 0;
+	int rc = qcow2_check_layer_refs(m->io, &ck, refs_out ? &refs : NULL, &n);
 
-	memset(k.r, 0, sizeof(*k.r));
-	k.r->clusters = m->nclusters;
-	k.refs = calloc(m->nclusters + 1, sizeof(*k.refs));
-	t = malloc(m->cs);
-	if (!k.refs || !t) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	add_ref(&k, 0, 1);
-	add_range(&k, m->rt_off, (uint64_t)m->rt_clusters * m->cs);
-	for (uint64_t b = 0; b < m->rt_n; b++) {
-		uint64_t off = m->rt[b] & QCOW2_OFFSET_MASK;
-
-		if (!off)
-			continue;
-		if (off % m->cs || off / m->cs >= m->nclusters) {
-			error_at(&k, "refcount block %llu at %llu outside the image%.0llu", b, off, 0);
-			/* refcounts of that block cannot be read: nothing else is trustworthy */
-			rc = -EIO;
-			goto out;
+	memset(r, 0, sizeof(*r));
+	r->clusters = m->nclusters;
+	if (rc) {
+		if (rc != -ENOMEM && rc != -ENOTSUP) {
+			r->errors = 1;
+			snprintf(r->first_error, sizeof(r->first_error), "cannot walk the metadata (%s)",
+				 strerror(-rc));
 		}
-		add_ref(&k, off / m->cs, 1);
+		return rc;
 	}
-	add_range(&k, m->h.l1_offset, (uint64_t)m->h.l1_size * 8);
-	if ((rc = collect_l1(&k, m->l1, m->h.l1_size, true)))
-		goto out;
-	if (m->snaps.n)
-		add_range(&k, m->snaps.table_offset, m->snaps.table_size);
-	for (unsigned i = 0; i < m->snaps.n; i++) {
-		const struct qcow2_snapshot_info *s = &m->snaps.s[i];
-		uint64_t *l1;
+	r->errors = ck.corruptions - ck.copied + ck.check_errors + ck.unreadable;
+	r->copied_errors = ck.copied;
+	r->leaks = ck.leaks;
+	snprintf(r->first_error, sizeof(r->first_error), "%s", ck.first);
+	if (refs_out) {
+		/* Indexed up to m->nclusters, whatever the walk counted. */
+		uint32_t *out = calloc(m->nclusters + 1, sizeof(*out));
 
-		if ((uint64_t)s->l1_size * 8 > MAX_L1_BYTES || !table_ok(m, s->l1_offset, (uint64_t)s->l1_size * 8)) {
-			error_at(&k, "snapshot %llu: L1 table (%llu, %llu entries) invalid", i, s->l1_offset,
-				 s->l1_size);
-			continue;
+		if (!out) {
+			free(refs);
+			return -ENOMEM;
 		}
-		add_range(&k, s->l1_offset, (uint64_t)s->l1_size * 8);
-		if ((rc = read_l1(m, s->l1_offset, s->l1_size, &l1)))
-			goto out;
-		rc = collect_l1(&k, l1, s->l1_size, false);
-		free(l1);
-		if (rc)
-			goto out;
+		memcpy(out, refs, (n < m->nclusters ? n : m->nclusters) * sizeof(*out));
+		free(refs);
+		*refs_out = out;
 	}
-	if (m->h.version >= 3)
-		for (unsigned i = 0; i < m->snaps.n; i++)
-			if (m->snaps.s[i].extra_data_size < 16)
-				error_at(&k, "snapshot %llu: incomplete table entry (%llu bytes of extra data)%.0llu",
-					 i, m->snaps.s[i].extra_data_size, 0);
-	qsort(k.l2, k.nl2, sizeof(*k.l2), cmp_l2ref);
-	for (uint64_t i = 0, j; i < k.nl2 && !rc; i = j) {
-		bool active = false;
-
-		for (j = i; j < k.nl2 && k.l2[j].cluster == k.l2[i].cluster; j++)
-			active |= k.l2[j].active;
-		rc = count_table(&k, k.l2[i].cluster, j - i, active, t);
-	}
-	if (rc)
-		goto out;
-	/* COPIED of the active L1 entries */
-	if (res)
-		for (uint32_t i = 0; i < m->h.l1_size && !rc; i++) {
-			uint64_t l2 = m->l1[i] & QCOW2_OFFSET_MASK;
-
-			if (l2 && l2 % m->cs == 0 && l2 / m->cs < m->nclusters)
-				rc = copied_check(&k, l2 / m->cs, m->l1[i]);
-		}
-	for (uint64_t c = 0, end = qmeta_rc_end(m); res && !rc && c < end; c++) {
-		uint64_t v, refs = c < m->nclusters ? k.refs[c] : 0;
-
-		if (c >= m->nclusters && !block_present(m, c / m->rpb)) {
-			c = (c / m->rpb + 1) * m->rpb - 1;
-			continue;
-		}
-		if ((rc = qmeta_rc_get(m, c, &v)))
-			break;
-		if (v < refs)
-			error_at(&k, "cluster %llu refcount=%llu reference=%llu", c, v, refs);
-		else if (v > refs)
-			res->leaks++;   /* past the end of the layer too: a crash before the first write there */
-	}
-out:
-	if (rc && rc != -ENOMEM && !k.r->errors)
-		error_at(&k, "cannot walk the metadata (error %llu)%.0llu%.0llu", -rc, 0, 0);
-	free(t);
-	free(k.l2);
-	if (rc || !refs_out) {
-		free(k.refs);
-		k.refs = NULL;
-	}
-	if (refs_out)
-		*refs_out = k.refs;
-	return rc;
+	return 0;
 }

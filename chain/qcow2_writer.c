@@ -355,10 +355,11 @@ int qcow2_writer_open(struct layer_io *io, qcow2_fill_fn fill, void *fill_opaque
 		rc = fail(w, rc == -ENOTSUP ? -ENOTSUP : -EIO, "its tables cannot be checked");
 		goto out;
 	}
-	if (ck.corruptions) {
-		vlog(LOG_ERR, "%s: cannot write this image: qemu-img check would find %llu errors, "
-		     "the first: %s (run qemu-img check -r all first)", io->name,
-		     (unsigned long long)ck.corruptions, ck.first);
+	if (ck.corruptions || ck.check_errors || ck.unreadable) {
+		vlog(LOG_ERR, "%s: cannot write this image: qemu-img check would find %llu errors "
+		     "and %llu check errors%s, the first: %s (run qemu-img check -r all first)", io->name,
+		     (unsigned long long)ck.corruptions, (unsigned long long)ck.check_errors,
+		     ck.unreadable ? ", and it holds entries vstorfs cannot read" : "", ck.first);
 		rc = -EIO;
 		goto out;
 	}

@@ -113,8 +113,8 @@ static int merge(struct mem_stack *st, bool commit, int c, int s, int p, const c
 		rc = merge_run(commit, vc, vs, vp, w, p_str, "fuzz");
 	qcow2_writer_close(w);
 	if (st->writes) {
-		if (qcow2_check_layer(target, &after) || after.corruptions)
-			broken(after.first ? after.first : "the written image cannot be checked", commit ? s : c);
+		if (qcow2_check_layer(target, &after) || after.corruptions || after.check_errors)
+			broken(after.first[0] ? after.first : "the written image cannot be checked", commit ? s : c);
 		if (after.leaks > before.leaks)
 			broken("the merge leaked clusters", commit ? s : c);
 	}

@@ -266,10 +266,12 @@ static int do_check(const char *path)
 		fprintf(stderr, "qcow2cat: %s: %s\n", path, strerror(-rc));
 		return 1;
 	}
-	printf("corruptions %" PRIu64 "\nleaks %" PRIu64 "\n", r.corruptions, r.leaks);
-	if (r.first)
+	printf("corruptions %" PRIu64 "\nleaks %" PRIu64 "\ncheck_errors %" PRIu64 "\ncopied %" PRIu64
+	       "\nunreadable %" PRIu64 "\nclusters %" PRIu64 "\n", r.corruptions, r.leaks, r.check_errors,
+	       r.copied, r.unreadable, r.clusters);
+	if (r.first[0])
 		printf("first %s\n", r.first);
-	return r.corruptions ? 2 : r.leaks ? 3 : 0;
+	return r.corruptions || r.check_errors || r.unreadable ? 2 : r.leaks ? 3 : 0;
 }
 
 static void usage(void)
