@@ -224,7 +224,7 @@ static int mover_init(struct mover *m, struct qcow2_writer *w, struct chain *src
 static int mover_finish(struct mover *m, int rc)
 {
 	if (m->need_only)
-		m->need += qcow2_writer_refcount_need(m->w, m->need);
+		m->need += qcow2_writer_refcount_need(m->w, m->need) + qcow2_writer_tail(m->w);
 	if (!rc && !m->need_only)
 		rc = qcow2_writer_commit(m->w);
 	if (!rc && !m->need_only)

@@ -421,6 +421,13 @@ uint64_t qcow2_writer_vsize(const struct qcow2_writer *w)
 	return w->vsize;
 }
 
+uint64_t qcow2_writer_tail(const struct qcow2_writer *w)
+{
+	uint64_t end = w->next_free * w->cs;
+
+	return end > w->io->size ? end - w->io->size : 0;
+}
+
 uint64_t qcow2_writer_room(const struct qcow2_writer *w)
 {
 	uint64_t end = w->next_free * w->cs;

@@ -55,6 +55,13 @@ int qcow2_writer_need(struct qcow2_writer *w, uint64_t off, uint64_t len, uint64
 uint64_t qcow2_writer_refcount_need(const struct qcow2_writer *w, uint64_t bytes);
 /* Bytes between the current end of the image and the end of its layer. */
 uint64_t qcow2_writer_room(const struct qcow2_writer *w);
+/*
+ * Bytes the layer lacks to hold every cluster its refcounts use: a file
+ * qemu left ending inside its last cluster (it writes only the subclusters
+ * it needs). A merge needs them before it writes anything (merge_*_need
+ * count them): the writer reads and writes whole clusters.
+ */
+uint64_t qcow2_writer_tail(const struct qcow2_writer *w);
 
 /* Queue whole units [off, off + len) with their data; written by qcow2_writer_commit. */
 int qcow2_writer_write(struct qcow2_writer *w, uint64_t off, const void *buf, uint64_t len);

@@ -373,3 +373,32 @@ def _merge(tmp_path, direction):
 @pytest.mark.parametrize("direction", ["commit", "rebase"])
 def test_item3_merge(cat_bin, tmp_path, direction):
     _merge(tmp_path, direction)
+
+
+@pytest.mark.parametrize("victim", ["a", "b"])
+def test_item3_rmdir_in_a_directory_store(cat_bin, tmp_path, victim):
+    """rmdir through the directory store (files grow there): a snapshot
+    layer that ends inside its last cluster, merged with its child (victim
+    b) or as the child of the merge (victim a)."""
+    import test_dirstore as dst
+
+    tmp = str(tmp_path)
+    root = dst.pve_store(tmp)
+    cfg = dst.storage_cfg(tmp, root, "\tsnapshot-as-volume-chain 1")
+    d = os.path.join(root, "images", "100")
+    img = os.path.join(d, dst.VOL)
+    for snap, cmds in (("a", ("write 0 4k",)), ("b", ("write -P 5 8k 4k", "write -P 6 1M 130k"))):
+        os.rename(img, os.path.join(d, f"snap-{snap}-{dst.VOL}"))
+        dst.q("qemu-img", "create", "-F", "qcow2", "-b", f"snap-{snap}-{dst.VOL}", "-f", "qcow2", img,
+              "-o", "extended_l2=on,cluster_size=128k")
+        qio(img, *cmds)
+    assert os.path.getsize(os.path.join(d, f"snap-b-{dst.VOL}")) % 131072 == 4096
+    before = dst.chain_views(root, cfg)
+    dst.ds("rmdir", root, dst.VOL, victim, cfg=cfg)
+    after = dst.chain_views(root, cfg)
+    del before[victim]
+    assert after == before
+    for f in os.listdir(d):
+        if f.endswith(".qcow2") and "disk-0" in f:
+            assert qemu_check(os.path.join(d, f)) == (0, 0, 0), f
+    assert dst.sha_qemu(img) == after["current"]
