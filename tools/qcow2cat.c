@@ -13,7 +13,9 @@
  *     ("img@a.qcow2" and "img@b.qcow2" are one layer seen at two instants;
  *     tests use it to stand for two L1 tables of one image)
  *   -s SNAP / --snapshot SNAP       read (or map) the view at internal snapshot SNAP of IMAGE
- *   qcow2cat --check IMAGE          (qcow2_check_layer, qemu-img check's rules: corruptions, leaks;
+ *   qcow2cat --check IMAGE          (qcow2_check_layer, the writer's gate: qemu-img check's
+ *                                    corruptions, leaks and check errors, then what of them are
+ *                                    COPIED flags, entries chain/ cannot read, clusters compared;
  *                                    exit 0 clean, 2 corrupt, 3 leaks only, as qemu-img check)
  *
  * Layers are plain files here (a tiny file-backed layer_io). A backing
