@@ -350,7 +350,7 @@ static int check_header(struct ck *k, const uint8_t *hdr, size_t hlen)
 		off += 8 + ((len + 7ULL) & ~7ULL);
 	}
 	span = k->cs / k->es * k->cs;
-	if ((uint64_t)k->h.l1_size * 8 > MAX_L1_BYTES || k->h.l1_size < (k->h.size + span - 1) / span ||
+	if ((uint64_t)k->h.l1_size * 8 > MAX_L1_BYTES || k->h.l1_size < k->h.size / span + !!(k->h.size % span) ||
 	    k->h.l1_offset % k->cs)
 		return -EIO;
 	k->rt_n = (uint64_t)k->h.refcount_table_clusters * k->cs / 8;
