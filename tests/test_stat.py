@@ -348,3 +348,22 @@ def test_allow_other_default_umask(env):
     r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                         "head", "-c", "512", p], capture_output=True)
     assert r.returncode == 0 and r.stdout == b"\0" * 512, r.stderr
+
+
+def test_volume_chain_snapshot_birth_time_nanoseconds(env):
+    """A Proxmox snap-* view without a recorded time: the birth time of the layer above, to the ns."""
+    root = os.path.join(env.dir, "vz")
+    i100 = os.path.join(root, "images", "100")
+    os.makedirs(i100)
+    snap, top = os.path.join(i100, "snap-s1-vm-100-disk-0.qcow2"), os.path.join(i100, "vm-100-disk-0.qcow2")
+    q("qemu-img", "create", "-f", "qcow2", snap, "16M")
+    q("qemu-io", "-f", "qcow2", "-c", "write -P 0x61 0 1M", snap)
+    q("qemu-img", "create", "-f", "qcow2", "-b", "snap-s1-vm-100-disk-0.qcow2", "-F", "qcow2", top)
+    w = run(["stat", "-c", "%w", top]).stdout.decode().strip()
+    if w in ("-", ""):
+        w = run(["stat", "-c", "%y", top]).stdout.decode().strip()
+    frac = int(w.split(".")[1].split()[0].ljust(9, "0")[:9])
+    d = env.mount(root, [], name="chain")
+    st = os.stat(os.path.join(d.mnt, "vz", "vm-100-disk-0.qcow2", "s1", "disk.raw"))
+    assert st.st_mtime_ns % 10**9 == frac, (w, st.st_mtime_ns)
+    assert st.st_blocks * 512 >= MiB
