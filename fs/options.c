@@ -204,7 +204,8 @@ static int check_source(const char *source)
 	for (char *w = strtok_r(copy, ",", &save); w && !rc; w = strtok_r(NULL, ",", &save)) {
 		if (w[0] == '/' || !strncmp(w, "rbd:", 4) || !strcmp(w, "all"))
 			continue;
-		if (strchr(w, '/') || w[0] == '.' || w[0] == '~') {
+		/* VG names hold no '/' or '~' and are never "." or ".." */
+		if (strchr(w, '/') || w[0] == '~' || !strcmp(w, ".") || !strcmp(w, "..")) {
 			abs = realpath(w, NULL);
 			fprintf(stderr, "vstorfs: source '%s': a directory store needs an absolute path%s%s%s "
 				"(a bare word is a volume group name, rbd:<pool> a Ceph pool)\n",
