@@ -534,6 +534,15 @@ int rbd_scan(struct store *s, struct store_listing **out)
 		}
 		free(byname);
 	}
+	{
+		/* statfs: the cluster's raw space (one monitor round trip per scan). */
+		struct rados_cluster_stat_t cs;
+
+		if (rados_cluster_stat(rs->cluster, &cs) == 0) {
+			l->capacity = cs.kb * 1024;
+			l->available = cs.kb_avail * 1024;
+		}
+	}
 	*out = l;
 	l = NULL;
 	p = NULL;

@@ -472,6 +472,12 @@ def test_tree_stat_contract(ceph_cluster, mounted):
     b = wait_for(lambda: (lambda x: x if x.st_mtime_ns != a.st_mtime_ns else None)(os.stat(p)), 5)
     assert b and b.st_ctime_ns == b.st_mtime_ns and b.st_mtime_ns > a.st_mtime_ns
     assert b.st_mtime_ns >= time.time_ns() - 5 * 10**9
+    # statfs: the cluster's raw space (memstore: a fixed size)
+    df = json.loads(ceph_cluster.ceph("df", "--format", "json").stdout)["stats"]
+    sv = os.statvfs(mounted)
+    assert sv.f_blocks * sv.f_frsize == df["total_bytes"] // sv.f_frsize * sv.f_frsize
+    assert sv.f_bavail * sv.f_frsize == df["total_avail_bytes"] // sv.f_frsize * sv.f_frsize
+    assert sv.f_bavail <= sv.f_blocks and sv.f_files > 10
 
 
 def test_tree_mkdir_rmdir(ceph_cluster, mounted):
