@@ -91,7 +91,8 @@ struct store_listing {
 	struct store_volume *vols; /* sorted by name (strcmp) */
 	void *priv;
 	/* statfs: the storage's capacity and free space in bytes as of the
-	 * scan (VG size/free, the directory's statvfs); 0 = not known. */
+	 * scan (VG size/free, the directory's statvfs, the RBD cluster's raw
+	 * space); 0 = not known. */
 	uint64_t capacity, available;
 };
 
