@@ -22,6 +22,7 @@
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "chain/qcow2_snapshot.h"
@@ -255,6 +256,21 @@ static uint64_t file_used(struct dir_store_priv *p, const char *rel, int64_t *mt
 	return (uint64_t)st.st_blocks * 512;
 }
 
+/* The nanoseconds of dir_birth_time(rel) (btime, else mtime), 0 if unknown. */
+static int32_t birth_nsec(struct dir_store_priv *p, const char *rel)
+{
+	struct statx stx;
+	int fd = dir_openat(p->rootfd, rel, O_RDONLY | O_NONBLOCK, 0), rc;
+
+	if (fd < 0)
+		return 0;
+	rc = statx(fd, "", AT_EMPTY_PATH, STATX_BTIME | STATX_MTIME, &stx);
+	close(fd);
+	if (rc)
+		return 0;
+	return (int32_t)((stx.stx_mask & STATX_BTIME) ? stx.stx_btime.tv_nsec : stx.stx_mtime.tv_nsec);
+}
+
 /* The snap-<snap>-<vol> layers below a Proxmox volume, oldest first. */
 static int pve_chain_views(struct store *s, struct store_volume *vol, const struct dir_cand *c)
 {
@@ -334,6 +350,9 @@ static int pve_chain_views(struct store *s, struct store_volume *vol, const stru
 				ident = NULL;
 			rc = add_view(vol, found[i].snap, ident, found[i].vsize, t / 1000000000, used, true,
 				      found[i].rel, CHAIN_FMT_QCOW2, NULL);
+			if (rc == 0)
+				vol->views[vol->nviews - 1].mtime_nsec =
+					btime ? birth_nsec(p, found[i].above) : (int32_t)(t % 1000000000);
 		}
 		free(found[i].snap);
 		free(found[i].rel);
@@ -375,6 +394,10 @@ static int isnap_views(struct store *s, struct store_volume *vol, const struct d
 			ident = NULL;
 		rc = add_view(vol, nm, ident, e->disk_size, e->date_sec, 0, true, c->rel,
 			      CHAIN_FMT_QCOW2, nm);
+		/* used stays 0: the file's blocks are shared with current, so
+		 * fs/ counts the snapshot's own data (store.h, the stat contract). */
+		if (rc == 0)
+			vol->views[vol->nviews - 1].mtime_nsec = (int32_t)(e->date_nsec % 1000000000u);
 	}
 	qcow2_snapshot_list_free(&sl);
 	return rc;
@@ -531,6 +554,14 @@ static int dscan(struct store *s, struct store_listing **out)
 	}
 	if (p->netfs)
 		lp->sig = signature(p, l);
+	{
+		struct statvfs sv;
+
+		if (fstatvfs(p->rootfd, &sv) == 0) {
+			l->capacity = (uint64_t)sv.f_blocks * sv.f_frsize;
+			l->available = (uint64_t)sv.f_bavail * sv.f_frsize;
+		}
+	}
 	*out = l;
 	return 0;
 }

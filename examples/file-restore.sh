@@ -9,11 +9,11 @@
 #
 # As root the partition file is loop-mounted read-only; as any other user
 # (or with RESTORE_WITHOUT_MOUNT=1) debugfs reads the ext2/3/4 filesystem
-# straight from part<N>.raw, no loop device, no root.
+# straight from .partitions/part<N>.raw, no loop device, no root.
 set -euo pipefail
 
 view=${1:?usage: $0 VIEW_DIR PARTITION PATH DEST}
-part="$view/part${2:?partition number}.raw"
+part="$view/.partitions/part${2:?partition number}.raw"
 path=${3:?path inside the guest filesystem}
 dest=${4:?destination}
 

@@ -6,7 +6,7 @@
  * hash of its parent's number, its name and its identity, so the same
  * path standing for the same bytes gets the same number in every mount,
  * whatever the lookup order (backup tools that skip unchanged files by
- * inode number rely on it). Two different nodes hashing alike are told
+ * inode number rely on it); numbers lie in [2, 2^63). Two different nodes hashing alike are told
  * apart by probing the next numbers: the later one moves on, so numbers
  * stay unique, and only such a (2^-64 rare) pair can depend on order.
  */
@@ -113,6 +113,11 @@ static bool same_node(const struct fs_node *e, const struct fs_node *parent, enu
 	       same_ident(e->ident, ident);
 }
 
+/* Numbers stay below 2^63: tools that keep st_ino in a signed 64-bit
+ * integer (Java, SQLite-backed catalogs, some borg and restic code paths)
+ * would see negative numbers above. */
+#define INO_MASK 0x7fffffffffffffffULL
+
 /* The number for (parent, kind, name, ident); FUSE_ROOT_ID and 0 are taken. */
 static uint64_t derive_ino(const struct fs_node *parent, enum fs_node_kind kind, const char *name,
 			   const char *ident)
@@ -122,8 +127,8 @@ static uint64_t derive_ino(const struct fs_node *parent, enum fs_node_kind kind,
 	h = hash_str(h, name);
 	if (ident)
 		h = hash_str(h, ident);
-	h = mix(h);
-	for (;; h++) {
+	h = mix(h) & INO_MASK;
+	for (;; h = (h + 1) & INO_MASK) {
 		struct fs_node *e = ino_lookup(h);
 
 		if (h <= FUSE_ROOT_ID)

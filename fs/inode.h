@@ -19,6 +19,7 @@
 enum fs_node_kind {
 	FS_NODE_ROOT, FS_NODE_STORE, FS_NODE_VOLUME, FS_NODE_VIEW, FS_NODE_FILE,
 	FS_NODE_ALLOCATED, FS_NODE_CHANGED_DIR, FS_NODE_CHANGED, FS_NODE_PART,
+	FS_NODE_PARTS_DIR, /* <view>/.partitions: holds the PART files, hidden from readdir */
 	FS_NODE_BYINO,  /* the daemon's own door to disk.raw by inode (fs/partition_cache.h) */
 };
 

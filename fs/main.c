@@ -99,6 +99,7 @@ static void daemon_ready(int ready_fd)
 int main(int argc, char **argv)
 {
 	int ready_fd = -1;
+	char src[4096];
 	struct fs_options o;
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	struct fuse_session *se = NULL;
@@ -117,6 +118,14 @@ int main(int argc, char **argv)
 	mallopt(M_TRIM_THRESHOLD, 32 << 20);
 	if (fs_options_parse(argc, argv, &o))
 		return 1;
+	/* mount(8) refuses to mount a filesystem again where it already is;
+	 * a FUSE mount would silently stack, hiding the first daemon. */
+	if (fs_options_mounted_here(o.mountpoint, src, sizeof(src))) {
+		fprintf(stderr, "vstorfs: %s is already a vstorfs mount (of %s); umount it first\n",
+			o.mountpoint, src);
+		fs_options_free(&o);
+		return 1;
+	}
 	vlog_init(true, o.debug);
 	if (fs_inode_init() || fuse_args_build(&o, &args, argv[0])) {
 		vlog(LOG_ERR, "out of memory");

@@ -2,6 +2,13 @@
  * ops: the FUSE low-level operations of the read-only tree
  * MOUNT/<store>/<volume>/<view>/disk.raw.
  *
+ * Every file's stat follows one contract (store/store.h, fill_attr below):
+ * st_blocks counts the bytes its data occupies, the times of anything
+ * under current are the time of the stat, those of a snapshot when it was
+ * taken, to the nanosecond. Partition files live in <view>/.partitions,
+ * which readdir leaves out (partitions=visible lists it), so a walk of
+ * the tree reads each byte of a view once.
+ *
  * Every operation replies exactly once; helpers return 0 or a negative
  * errno and never reply. A node is resolved against the newest published
  * catalog on every call, so the tree follows VG changes without remounts.
@@ -14,12 +21,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
 #include "fs/catalog.h"
 #include "fs/copy_reply.h"
+#include "fs/data_bytes.h"
 #include "fs/extent_cache.h"
 #include "fs/partition_cache.h"
 #include "store/slice_reader.h"
@@ -29,6 +38,7 @@
 #define DISK_FILE "disk.raw"
 #define ALLOCATED_FILE "allocated.json"
 #define CHANGED_DIR "changed-since"
+#define PARTS_DIR ".partitions"
 #define JSON_SUFFIX ".json"
 
 static const struct fs_options *opts;
@@ -42,7 +52,6 @@ struct target {
 	const struct store_view *view;
 	const struct store_view *older; /* CHANGED: the view it compares with */
 	int part;                       /* PART: the partition number */
-	bool stale;   /* the view's name now stands for other bytes than when looked up */
 };
 
 /* Views of a volume are current first, then snapshots oldest first: the
@@ -79,12 +88,14 @@ static int part_number(const char *name)
 	return n;
 }
 
-/* The partition table of t's view (t: the view or a file in it). */
+/* The partition table of t's view (t: the view or anything below it). */
 static int view_partitions(const struct target *t, struct partition_table *pt)
 {
-	struct fs_node *view = t->node->kind == FS_NODE_VIEW ? t->node : t->node->parent;
-	struct fs_node *disk = fs_inode_child(view, FS_NODE_FILE, DISK_FILE, NULL);
+	struct fs_node *view = t->node, *disk;
 
+	while (view && view->kind != FS_NODE_VIEW)
+		view = view->parent;
+	disk = view ? fs_inode_child(view, FS_NODE_FILE, DISK_FILE, NULL) : NULL;
 	if (!disk)
 		return -ENOMEM;
 	return fs_partitions(t->st->store->name, t->vol->name, t->view, disk->ino, pt);
@@ -142,10 +153,14 @@ static int resolve(struct fs_node *n, struct target *t)
 			t->view = store_volume_find_view(t->vol, p->name);
 			if (!t->view)
 				goto gone;
-			/* Same name, other layer: after a merge the bytes are the same,
-			 * after a delete-and-retake they are not. Serve the name, but
-			 * never reuse the kernel's cache of the old inode. */
-			t->stale = strcmp(t->view->ident, p->ident) != 0;
+			/* Same name, other bytes (a snapshot deleted and taken again;
+			 * merges keep idents): the old inode is gone. ESTALE makes the
+			 * kernel look the path up again (and find the new inode), and
+			 * an open handle keep the reader of the bytes it had. */
+			if (strcmp(t->view->ident, p->ident)) {
+				target_release(t);
+				return -ESTALE;
+			}
 			break;
 		case FS_NODE_CHANGED:
 			t->older = older_view(t, p->name);
@@ -165,10 +180,25 @@ gone:
 	return -ENOENT;
 }
 
-/* current has no time that stands for its bytes: a VM may have written just now. */
-static time_t view_mtime(const struct store_view *v)
+/*
+ * current has no time that stands for its bytes: a VM may have written
+ * just now, through a descriptor it keeps open (no inotify event, no
+ * mtime change on the image file), into LV extents or over librbd. So its
+ * mtime and ctime are the time of the stat: a backup tool comparing
+ * (size, mtime, ctime) never takes it for unchanged. A snapshot's are
+ * when it was taken, at the store's precision (store.h).
+ */
+static struct timespec view_time(const struct store_view *v)
 {
-	return v->mtime ? v->mtime : time(NULL);
+	struct timespec ts = { 0 };
+
+	if (v->snapshot && v->mtime) {
+		ts.tv_sec = v->mtime;
+		ts.tv_nsec = v->mtime_nsec >= 0 && v->mtime_nsec < 1000000000 ? v->mtime_nsec : 0;
+	} else {
+		clock_gettime(CLOCK_REALTIME, &ts);
+	}
+	return ts;
 }
 
 static bool is_file(enum fs_node_kind k)
@@ -176,28 +206,44 @@ static bool is_file(enum fs_node_kind k)
 	return k == FS_NODE_FILE || k == FS_NODE_ALLOCATED || k == FS_NODE_CHANGED || k == FS_NODE_PART;
 }
 
-/* Bytes in a file of a view; a JSON file's text is computed (and cached) to know. */
-static uint64_t file_size(const struct target *t)
+/*
+ * Bytes in a file of a view, and the bytes its data occupies (st_blocks):
+ * disk.raw what the store says its layers hold, else what SEEK_DATA calls
+ * data; a part file the data of disk.raw within the partition; a JSON
+ * file its text (computed, and cached, to know).
+ */
+static void file_size(const struct target *t, uint64_t *size, uint64_t *data)
 {
 	struct partition p;
 	struct blob *b;
-	uint64_t size = 0;
 
+	*size = *data = 0;
 	switch (t->node->kind) {
 	case FS_NODE_FILE:
-		return t->view->size;
+		*size = t->view->size;
+		*data = t->view->used ? t->view->used
+				      : fs_data_bytes(t->st, t->vol, t->view, 0, t->view->size);
+		break;
 	case FS_NODE_PART:
-		return find_partition(t, &p) == 0 ? p.length : 0;
+		if (find_partition(t, &p) == 0) {
+			*size = p.length;
+			*data = fs_data_bytes(t->st, t->vol, t->view, p.start, p.length);
+		}
+		break;
 	default:
 		if (fs_extents_json(t->st, t->vol, t->view, t->older, &b) == 0)
-			size = b->len;
+			*size = *data = b->len;
 		blob_put(b);
-		return size;
+		break;
 	}
+	if (*data > *size)
+		*data = *size;
 }
 
 static void fill_attr(const struct target *t, struct stat *st)
 {
+	uint64_t size, data;
+
 	memset(st, 0, sizeof(*st));
 	st->st_ino = t->node->ino;
 	st->st_uid = opts->uid;
@@ -205,23 +251,23 @@ static void fill_attr(const struct target *t, struct stat *st)
 	/* cp and friends size their buffers by it: 1 MiB reads are what the
 	 * reply path serves best, above all without a page cache between. */
 	st->st_blksize = 1 << 20;
-	st->st_mtime = mount_time;
+	st->st_mtim.tv_sec = mount_time;
 	if (is_file(t->node->kind)) {
 		st->st_mode = S_IFREG | (0444 & ~opts->umask);
 		st->st_nlink = 1;
-		st->st_size = file_size(t);
-		st->st_blocks = t->node->kind == FS_NODE_FILE ? (t->view->used + 511) / 512
-							      : ((uint64_t)st->st_size + 511) / 512;
-		st->st_mtime = view_mtime(t->view);
+		file_size(t, &size, &data);
+		st->st_size = size;
+		st->st_blocks = (data + 511) / 512;
+		st->st_mtim = view_time(t->view);
 	} else {
 		st->st_mode = S_IFDIR | (0555 & ~opts->umask);
 		st->st_nlink = 2;
 		if (t->view)
-			st->st_mtime = view_mtime(t->view);
+			st->st_mtim = view_time(t->view);
 		else if (t->vol && t->vol->mtime)
-			st->st_mtime = t->vol->mtime;
+			st->st_mtim.tv_sec = t->vol->mtime;
 	}
-	st->st_atime = st->st_ctime = st->st_mtime;
+	st->st_atim = st->st_ctim = st->st_mtim;
 }
 
 static struct fs_node *node_of(fuse_ino_t ino)
@@ -257,20 +303,27 @@ static int child_node(const struct target *t, const char *name, struct fs_node *
 		break;
 	}
 	case FS_NODE_VIEW: {
-		struct partition p;
-		struct target pt = *t;
-
 		if (!strcmp(name, DISK_FILE)) {
 			n = fs_inode_child(t->node, FS_NODE_FILE, name, NULL);
 		} else if (!strcmp(name, ALLOCATED_FILE)) {
 			n = fs_inode_child(t->node, FS_NODE_ALLOCATED, name, NULL);
 		} else if (!strcmp(name, CHANGED_DIR)) {
 			n = fs_inode_child(t->node, FS_NODE_CHANGED_DIR, name, NULL);
-		} else if ((pt.part = part_number(name)) > 0 && find_partition(&pt, &p) == 0) {
-			n = fs_inode_child(t->node, FS_NODE_PART, name, NULL);
+		} else if (!strcmp(name, PARTS_DIR)) {
+			n = fs_inode_child(t->node, FS_NODE_PARTS_DIR, name, NULL);
 		} else {
 			return -ENOENT;
 		}
+		break;
+	}
+	case FS_NODE_PARTS_DIR: {
+		struct partition p;
+		struct target pt = *t;
+
+		if ((pt.part = part_number(name)) > 0 && find_partition(&pt, &p) == 0)
+			n = fs_inode_child(t->node, FS_NODE_PART, name, NULL);
+		else
+			return -ENOENT;
 		break;
 	}
 	case FS_NODE_CHANGED_DIR: {
@@ -386,10 +439,13 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct fs_node *n = node_of(ino);
 	struct target t;
 	struct stat st;
+	int rc;
 
 	(void)fi;
-	if (!n || resolve(n, &t))
+	if (!n)
 		return (void)fuse_reply_err(req, ENOENT);
+	if ((rc = resolve(n, &t)))
+		return (void)fuse_reply_err(req, -rc);
 	fill_attr(&t, &st);
 	fuse_reply_attr(req, &st, entry_timeout(&t));
 	target_release(&t);
@@ -479,8 +535,13 @@ static int list_names(const struct target *t, struct entries *e)
 			rc = entries_add(e, "%s", ALLOCATED_FILE, 0);
 		if (!rc)
 			rc = entries_add(e, "%s", CHANGED_DIR, 0);
+		/* Hidden as ZFS hides .zfs: a walk would read every byte twice. */
+		if (!rc && opts->partitions_visible)
+			rc = entries_add(e, "%s", PARTS_DIR, 0);
+		return rc;
+	case FS_NODE_PARTS_DIR:
 		/* A disk whose table cannot be read now just lists no partition files. */
-		if (!rc && view_partitions(t, &pt) == 0) {
+		if (view_partitions(t, &pt) == 0) {
 			for (int i = 0; i < pt.n && !rc; i++)
 				rc = entries_add(e, "part%d.raw", NULL, pt.parts[i].number);
 			partitions_release(&pt);
@@ -523,8 +584,10 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct target t;
 	int rc;
 
-	if (!n || resolve(n, &t))
+	if (!n)
 		return (void)fuse_reply_err(req, ENOENT);
+	if ((rc = resolve(n, &t)))
+		return (void)fuse_reply_err(req, -rc);
 	if (is_file(n->kind)) {
 		target_release(&t);
 		return (void)fuse_reply_err(req, ENOTDIR);
@@ -643,9 +706,11 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct target t;
 	int rc;
 
-	if (!n || resolve(n, &t))
+	if (!n)
 		return (void)fuse_reply_err(req, ENOENT);
-	fi->keep_cache = t.view && t.view->snapshot && !t.stale;
+	if ((rc = resolve(n, &t)))
+		return (void)fuse_reply_err(req, -rc);
+	fi->keep_cache = t.view && t.view->snapshot;
 	if (!is_file(n->kind) || (fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
 		target_release(&t);
 		return (void)fuse_reply_err(req, is_file(n->kind) ? EROFS : EISDIR);
@@ -904,11 +969,53 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	fuse_reply_err(req, 0);
 }
 
+/*
+ * statfs: the stores' own capacity and free space (a VG's size and free
+ * extents, a directory's filesystem; 0 where a store cannot say cheaply,
+ * RBD), summed over the mount, so df shows what snapshots can still take.
+ * f_files counts the tree's entries a walk finds (directories and files,
+ * the hidden partition files left out); nothing can be created: f_ffree 0.
+ */
+#define STATFS_FRSIZE 4096
+
+static uint64_t listing_files(const struct store_listing *l)
+{
+	uint64_t n = 1; /* the store's directory */
+
+	for (int i = 0; i < l->nvols; i++) {
+		const struct store_volume *v = &l->vols[i];
+
+		n += 1;
+		for (int j = 0; j < v->nviews; j++)
+			/* the view, disk.raw, allocated.json, changed-since/, .partitions/, the JSONs */
+			n += 5 + (uint64_t)(j == 0 ? v->nviews - 1 : j - 1);
+	}
+	return n;
+}
+
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
-	struct statvfs sv = { .f_bsize = 65536, .f_frsize = 65536, .f_namemax = 255 };
+	struct statvfs sv = { .f_bsize = STATFS_FRSIZE, .f_frsize = STATFS_FRSIZE, .f_namemax = 255 };
+	uint64_t cap = 0, avail = 0, files = 1;
+	char **names = fs_catalog_store_names();
 
 	(void)ino;
+	for (int i = 0; names && names[i]; i++) {
+		struct fs_store *st = fs_catalog_get_store(names[i]);
+
+		if (!st)
+			continue;
+		cap += st->listing->capacity;
+		avail += st->listing->available < st->listing->capacity ? st->listing->available
+									 : st->listing->capacity;
+		files += listing_files(st->listing);
+		fs_store_put(st);
+	}
+	if (names)
+		fs_catalog_free_names(names);
+	sv.f_blocks = cap / STATFS_FRSIZE;
+	sv.f_bfree = sv.f_bavail = avail / STATFS_FRSIZE;
+	sv.f_files = files;
 	fuse_reply_statfs(req, &sv);
 }
 

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 void fs_options_usage(const char *prog)
 {
@@ -24,9 +25,11 @@ void fs_options_usage(const char *prog)
 		"options:\n"
 		"  devices=DEV[,DEV...]  only let lvm2 scan these devices\n"
 		"  ro                    read-only mount: no snapshot creation or removal\n"
-		"  allow_other           let users other than the mounter in\n"
+		"  allow_other           let users other than the mounter in (umask then 022)\n"
 		"  uid=N gid=N           owner of every file (default 0)\n"
-		"  umask=NNN             octal mask on 0444 files / 0555 dirs (default 077)\n"
+		"  umask=NNN             octal mask on 0444 files / 0555 dirs (default 077,\n"
+		"                        022 with allow_other)\n"
+		"  partitions=visible    list <view>/.partitions (hidden by default, always there)\n"
 		"  rescan=SECONDS        how often VG changes are looked for (default 2)\n"
 		"  current_io=direct|cache  current views skip the page cache (default),\n"
 		"                        or go through it (needed for mmap MAP_SHARED)\n"
@@ -123,6 +126,10 @@ static int parse_one(struct fs_options *o, const char *tok, bool *in_devices)
 		o->current_cached = false;
 	else if (!strcmp(tok, "current_io=cache"))
 		o->current_cached = true;
+	else if (!strcmp(tok, "partitions=visible"))
+		o->partitions_visible = true;
+	else if (!strcmp(tok, "partitions=hidden"))
+		o->partitions_visible = false;
 	else if (!strncmp(tok, "ceph_conf=", 10))
 		return set_str(&o->ceph_conf, eq + 1);
 	else if (!strncmp(tok, "ceph_id=", 8))
@@ -141,6 +148,7 @@ static int parse_one(struct fs_options *o, const char *tok, bool *in_devices)
 		if (parse_uint("umask", eq + 1, 0777, 8, &v))
 			return -1;
 		o->umask = v;
+		o->umask_set = true;
 	} else if (!strncmp(tok, "rescan=", 7)) {
 		if (parse_uint("rescan", eq + 1, 3600, 10, &v) || v == 0) {
 			if (v == 0)
@@ -178,6 +186,87 @@ static void fill_store_config(struct fs_options *o)
 	o->store.ceph_id = o->ceph_id;
 	o->store.ceph_keyring = o->ceph_keyring;
 	o->store.pve_storage_cfg = NULL; /* Proxmox's own path */
+}
+
+/*
+ * SOURCE's words: "all", a VG name (a bare word), an absolute directory,
+ * rbd:<pool>. A relative path would be taken for a VG name and fail with
+ * "not found": say the rule instead.
+ */
+static int check_source(const char *source)
+{
+	char *copy = strdup(source), *save = NULL, *abs;
+	struct stat st;
+	int rc = 0;
+
+	if (!copy)
+		return -1;
+	for (char *w = strtok_r(copy, ",", &save); w && !rc; w = strtok_r(NULL, ",", &save)) {
+		if (w[0] == '/' || !strncmp(w, "rbd:", 4) || !strcmp(w, "all"))
+			continue;
+		/* VG names hold no '/' or '~' and are never "." or ".." */
+		if (strchr(w, '/') || w[0] == '~' || !strcmp(w, ".") || !strcmp(w, "..")) {
+			abs = realpath(w, NULL);
+			fprintf(stderr, "vstorfs: source '%s': a directory store needs an absolute path%s%s%s "
+				"(a bare word is a volume group name, rbd:<pool> a Ceph pool)\n",
+				w, abs ? " (" : "", abs ? abs : "", abs ? ")" : "");
+			free(abs);
+			rc = -1;
+		} else if (stat(w, &st) == 0 && S_ISDIR(st.st_mode)) {
+			abs = realpath(w, NULL);
+			fprintf(stderr, "vstorfs: note: source '%s' is taken as a volume group name; for the "
+				"directory here give its absolute path (%s)\n", w, abs ? abs : w);
+			free(abs);
+		}
+	}
+	free(copy);
+	return rc;
+}
+
+/* mountinfo escapes space, tab, newline and backslash as \ooo. */
+static void unescape(char *s)
+{
+	char *d = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+		    s[3] >= '0' && s[3] <= '7') {
+			*d++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
+			s += 3;
+		} else {
+			*d++ = *s;
+		}
+	}
+	*d = 0;
+}
+
+bool fs_options_mounted_here(const char *path, char *src, size_t n)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "r");
+	char *line = NULL;
+	size_t cap = 0;
+	bool found = false;
+
+	if (!f)
+		return false;
+	while (!found && getline(&line, &cap, f) > 0) {
+		char mnt[4096], fstype[256], source[4096];
+		char *sep = strstr(line, " - ");
+
+		/* id parent maj:min root MOUNTPOINT opts [optional...] - FSTYPE SOURCE super */
+		if (!sep || sscanf(line, "%*s %*s %*s %*s %4095s", mnt) != 1 ||
+		    sscanf(sep + 3, "%255s %4095s", fstype, source) != 2)
+			continue;
+		unescape(mnt);
+		unescape(source);
+		if (!strcmp(mnt, path) && !strcmp(fstype, "fuse.vstorfs")) {
+			snprintf(src, n, "%s", source);
+			found = true;
+		}
+	}
+	free(line);
+	fclose(f);
+	return found;
 }
 
 int fs_options_parse(int argc, char **argv, struct fs_options *o)
@@ -235,6 +324,12 @@ int fs_options_parse(int argc, char **argv, struct fs_options *o)
 		fprintf(stderr, "vstorfs: empty source\n");
 		return -1;
 	}
+	if (check_source(o->source))
+		return -1;
+	/* allow_other is asked for so that others can read: the private
+	 * default would refuse them anyway. */
+	if (o->allow_other && !o->umask_set)
+		o->umask = 022;
 	fill_store_config(o);
 	return 0;
 }

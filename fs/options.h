@@ -23,15 +23,20 @@ struct fs_options {
 	bool shared_snapshots; /* allow mkdir/rmdir on shared or lvmlockd VGs */
 	uid_t uid;
 	gid_t gid;
-	mode_t umask;          /* applied to 0444 files / 0555 dirs; default 0077 */
+	mode_t umask;          /* applied to 0444 files / 0555 dirs; default 077, 022 with allow_other */
 	unsigned rescan_secs;  /* how often VG metadata is checked for changes */
 	bool fuse_debug;       /* -d: libfuse's own request tracing */
 	bool current_cached;   /* current_io=cache: current through the page cache (MAP_SHARED works) */
+	bool partitions_visible; /* partitions=visible: readdir of a view lists .partitions */
+	bool umask_set;        /* umask= given (else allow_other makes it 022) */
 };
 
 /* Parse argv. Returns 0, or -1 after printing a clear message to stderr. */
 int fs_options_parse(int argc, char **argv, struct fs_options *o);
 void fs_options_free(struct fs_options *o);
 void fs_options_usage(const char *prog);
+/* Is path already a vstorfs mount (/proc/self/mountinfo)? Its source into
+ * src (size n) when so. */
+bool fs_options_mounted_here(const char *path, char *src, size_t n);
 
 #endif

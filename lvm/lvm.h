@@ -58,6 +58,7 @@ struct lvm_vg {
 	char *uuid;
 	uint64_t seqno;
 	uint64_t extent_size;
+	uint64_t size, free_bytes; /* vg_size, vg_free (statfs); 0 if lvm2 did not say */
 	char *lock_type;   /* vg_lock_type: "" or "sanlock"/"dlm" (lvmlockd) */
 	int npvs;
 	struct lvm_pv *pvs;

@@ -198,6 +198,8 @@ static int scan_vg_row(struct json_object *rows, struct lvm_vg *vg)
 	if (num(row, "vg_seqno", &vg->seqno) || num(row, "vg_extent_size", &vg->extent_size) ||
 	    vg->extent_size == 0)
 		return -EIO;
+	if (num(row, "vg_size", &vg->size) || num(row, "vg_free", &vg->free_bytes))
+		vg->size = vg->free_bytes = 0; /* only statfs wants them */
 	return 0;
 }
 
@@ -357,7 +359,7 @@ int lvm_vg_scan(const struct lvm_opts *o, const char *name, struct lvm_vg **out)
 	const char *argv[] = {
 		"fullreport", "--reportformat", "json", "--units", "b", "--nosuffix",
 		"--config", "report/time_format=\"%s\"",
-		"--configreport", "vg", "-o", "vg_name,vg_uuid,vg_seqno,vg_extent_size,vg_lock_type",
+		"--configreport", "vg", "-o", "vg_name,vg_uuid,vg_seqno,vg_extent_size,vg_lock_type,vg_size,vg_free",
 		"--configreport", "pv", "-o", "pv_name,pe_start,vg_name",
 		"--configreport", "lv", "-o", "lv_name",
 		"--configreport", "pvseg", "-o", "pvseg_start",

@@ -101,6 +101,18 @@ static void volume_free(struct store_volume *sv)
 	free(sv->views);
 }
 
+/* LVM keeps seconds only: nanoseconds that never change for one view
+ * (a hash of its persistent ident), so two views taken in one second
+ * still differ in time and a remount shows the same times. */
+static int32_t ident_nsec(const char *ident)
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	for (; *ident; ident++)
+		h = (h ^ (unsigned char)*ident) * 1099511628211ULL;
+	return (int32_t)(h % 1000000000u);
+}
+
 static int volume_build(struct lvm_vg *vg, const struct pve_volume *pv, struct store_volume *sv,
 			bool *unsettled)
 {
@@ -160,6 +172,7 @@ static int volume_build(struct lvm_vg *vg, const struct pve_volume *pv, struct s
 			if (us)
 				v->mtime = strtoll(us + 1, NULL, 10);
 		}
+		v->mtime_nsec = ident_nsec(vv->ident);
 	}
 	/* Snapshots are oldest first; a view holds its own layer and every older one. */
 	for (int i = 1; i <= sv->nviews; i++) {
@@ -220,6 +233,8 @@ static int vs_scan(struct store *s, struct store_listing **out)
 		vs_listing_free(s, &vl->base);
 		return rc;
 	}
+	vl->base.capacity = vl->vg->size;
+	vl->base.available = vl->vg->free_bytes;
 	vlog(LOG_DEBUG, "volume group %s: seqno %llu, %d volumes", s->name,
 	     (unsigned long long)vl->vg->seqno, vl->base.nvols);
 	*out = &vl->base;

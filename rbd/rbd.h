@@ -28,6 +28,7 @@ struct rbd_snap_meta {
 	char *name;
 	uint64_t size;
 	int64_t mtime;
+	int32_t mtime_nsec; /* rbd_snap_get_timestamp's nanoseconds */
 	char *ident;
 };
 

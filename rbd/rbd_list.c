@@ -278,8 +278,10 @@ static int load_meta(struct rbd_store *rs, struct img_ref *ref)
 		sm->id = si[i].id;
 		sm->size = si[i].size;
 		sm->name = strdup(si[i].name);
-		if (rbd_snap_get_timestamp(img, si[i].id, &ts) == 0)
+		if (rbd_snap_get_timestamp(img, si[i].id, &ts) == 0) {
 			sm->mtime = ts.tv_sec;
+			sm->mtime_nsec = (int32_t)ts.tv_nsec;
+		}
 		if (!sm->name || asprintf(&sm->ident, "%s@%" PRIu64, m->ident, sm->id) < 0) {
 			free(sm->name);
 			r = -ENOMEM;
@@ -525,11 +527,21 @@ int rbd_scan(struct store *s, struct store_listing **out)
 				v->views[1 + k] = (struct store_view){
 					.name = m->snaps[k].name, .ident = m->snaps[k].ident,
 					.size = m->snaps[k].size, .mtime = m->snaps[k].mtime,
+					.mtime_nsec = m->snaps[k].mtime_nsec,
 					.used = m->snaps[k].size, .snapshot = true, .priv = &m->snaps[k],
 				};
 			l->nvols++;
 		}
 		free(byname);
+	}
+	{
+		/* statfs: the cluster's raw space (one monitor round trip per scan). */
+		struct rados_cluster_stat_t cs;
+
+		if (rados_cluster_stat(rs->cluster, &cs) == 0) {
+			l->capacity = cs.kb * 1024;
+			l->available = cs.kb_avail * 1024;
+		}
 	}
 	*out = l;
 	l = NULL;

@@ -50,13 +50,31 @@ struct store_config {
 	const char *pve_storage_cfg; /* Proxmox's storage.cfg (default /etc/pve/storage.cfg) */
 };
 
+/*
+ * The stat contract (fs/ops.c fill_attr applies it; the README's backup
+ * section states it for users). A store answers from what it knows:
+ *  - size: the virtual size.
+ *  - used: bytes the view's data occupies: what its layers hold for it
+ *    (LV extents of its layers, a file's st_blocks, provisioned RBD
+ *    objects), at most size. 0 means "not known here": fs/ then counts
+ *    what SEEK_DATA calls data (the reader's map). st_blocks is used
+ *    rounded up to 512 bytes, 0 only when the file holds no data.
+ *  - mtime, mtime_nsec: for a snapshot, when it was taken, at the source's
+ *    own precision (qcow2 date_sec/date_nsec, rbd_snap_get_timestamp, a
+ *    file layer's birth time); a store that only has seconds (LVM) derives
+ *    the nanoseconds from something stable, the view's ident, so they never
+ *    change across remounts. Ignored for current: its mtime and ctime are
+ *    the time of each stat, since a VM may be writing it through a
+ *    descriptor it keeps open, and no store can tell when it last did.
+ */
 struct store_view {
 	const char *name;   /* "current" or the snapshot's name */
 	const char *ident;  /* persistent identity (see above); never NULL */
 	uint64_t size;      /* virtual size in bytes */
-	int64_t mtime;      /* snapshot: when it was taken; current: last change, 0 = unknown (now) */
-	uint64_t used;      /* bytes of storage the view's own layers take (st_blocks) */
+	int64_t mtime;      /* snapshot: when it was taken (seconds); current: ignored */
+	uint64_t used;      /* bytes the view's data occupies (st_blocks); 0 = fs/ counts */
 	bool snapshot;      /* immutable while it exists: the kernel may cache it */
+	int32_t mtime_nsec; /* nanoseconds of mtime, [0, 1e9) */
 	void *priv;         /* the store's */
 };
 
@@ -72,6 +90,10 @@ struct store_listing {
 	int nvols;
 	struct store_volume *vols; /* sorted by name (strcmp) */
 	void *priv;
+	/* statfs: the storage's capacity and free space in bytes as of the
+	 * scan (VG size/free, the directory's statvfs, the RBD cluster's raw
+	 * space); 0 = not known. */
+	uint64_t capacity, available;
 };
 
 /* Progress of a long operation (a merge): bytes done of total. May be NULL. */

@@ -1,5 +1,5 @@
 """Backup and restore files of a view: changed-since/<older>.json,
-allocated.json, part<N>.raw, and identities that survive remounts and
+allocated.json, .partitions/part<N>.raw, and identities that survive remounts and
 neighbours' removal."""
 
 import json
@@ -212,14 +212,17 @@ def test_partition_files(env, label):
     env.daemons.append(d)
     d.wait_mounted()
     view = os.path.join(d.mnt, vg.name, "vm-120-disk-0.qcow2", "before")
-    listed = sorted(n for n in os.listdir(view) if n.startswith("part"))
+    assert ".partitions" not in os.listdir(view)   # hidden: a walk reads disk.raw only
+    pdir = os.path.join(view, ".partitions")
+    listed = sorted(os.listdir(pdir))
     assert listed == sorted("part%d.raw" % n for n in parts)
     with open(disk, "rb") as f:
         raw = f.read()
     for num, (start, length) in parts.items():
-        p = os.path.join(view, "part%d.raw" % num)
+        p = os.path.join(pdir, "part%d.raw" % num)
         assert os.stat(p).st_size == length
         assert read_all(p) == raw[start:start + length]
         out = run(["debugfs", "-R", "cat /hostname", p]).stdout.decode()
         assert out.strip() == "host-%s-%d" % (label, num)
-    assert not os.path.exists(os.path.join(view, "part9.raw"))
+    assert not os.path.exists(os.path.join(pdir, "part9.raw"))
+    assert not os.path.exists(os.path.join(view, "part1.raw"))

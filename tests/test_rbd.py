@@ -453,6 +453,33 @@ def test_tree_views_byte_exact(ceph_cluster, mounted):
             assert abs(st.st_mtime - ts) <= 1 and st.st_size == s["size"]
 
 
+def test_tree_stat_contract(ceph_cluster, mounted):
+    """Snapshot times carry rbd_snap_get_timestamp's nanoseconds; current's are the stat's
+    (librbd's modify timestamp lags writes by up to a minute); st_blocks never 0 for data."""
+    img = os.path.join(mounted, POOL, "vm-100-disk-0")
+    seen = set()
+    for s in snap_ls(ceph_cluster, "vm-100-disk-0"):
+        st = os.stat(os.path.join(img, s["name"], "disk.raw"))
+        ts = time.mktime(time.strptime(s["timestamp"], "%a %b %d %H:%M:%S %Y"))
+        assert st.st_mtime_ns // 10**9 == int(ts) and st.st_mtime_ns % 10**9, (s, st.st_mtime_ns)
+        assert st.st_ctime_ns == st.st_mtime_ns
+        assert os.stat(os.path.join(img, s["name"], "disk.raw")).st_mtime_ns == st.st_mtime_ns
+        assert st.st_blocks > 0
+        seen.add(st.st_mtime_ns)
+    assert len(seen) == 2
+    p = os.path.join(img, "current", "disk.raw")
+    a = os.stat(p)
+    b = wait_for(lambda: (lambda x: x if x.st_mtime_ns != a.st_mtime_ns else None)(os.stat(p)), 5)
+    assert b and b.st_ctime_ns == b.st_mtime_ns and b.st_mtime_ns > a.st_mtime_ns
+    assert b.st_mtime_ns >= time.time_ns() - 5 * 10**9
+    # statfs: the cluster's raw space (memstore: a fixed size)
+    df = json.loads(ceph_cluster.ceph("df", "--format", "json").stdout)["stats"]
+    sv = os.statvfs(mounted)
+    assert sv.f_blocks * sv.f_frsize == df["total_bytes"] // sv.f_frsize * sv.f_frsize
+    assert sv.f_bavail * sv.f_frsize == df["total_avail_bytes"] // sv.f_frsize * sv.f_frsize
+    assert sv.f_bavail <= sv.f_blocks and sv.f_files > 10
+
+
 def test_tree_mkdir_rmdir(ceph_cluster, mounted):
     import errno
     c = ceph_cluster
