@@ -211,8 +211,11 @@ class LvmStore(QemuStore):
         ch.place(VOL, slack=24 * MiB)        # room for what the VM writes later
         ch.sync()
         layout = self.vg.layout()
-        bd = [{"driver": "host_device", "node-name": "pv", "filename": self.vg.loops[0],
-               "aio": "threads", "cache": {"direct": False}}]
+        # the lower layers read through one node, the top writes through another
+        # (locking off: both are the same loop device)
+        bd = [{"driver": "host_device", "node-name": "pv" + k, "filename": self.vg.loops[0],
+               "aio": "threads", "cache": {"direct": False}, "locking": "off",
+               "read-only": k == "ro"} for k in ("ro", "rw")]
         names = []
         layers = v.layers()
         for i, lv in enumerate(layers):
@@ -220,7 +223,7 @@ class LvmStore(QemuStore):
             for a, b in zip(segs, segs[1:]):
                 assert a[1] == b[1] and a[2] + a[3] == b[2], "LV %s is not contiguous" % lv
             top = i == len(layers) - 1
-            bd.append({"driver": "raw", "node-name": "f%d" % i, "file": "pv", "offset": segs[0][2],
+            bd.append({"driver": "raw", "node-name": "f%d" % i, "file": "pvrw" if top else "pvro", "offset": segs[0][2],
                        "size": sum(s[3] for s in segs), "read-only": not top})
             name = "top" if top else "l%d" % i
             bd.append({"driver": "qcow2", "node-name": name, "file": "f%d" % i,
@@ -340,8 +343,9 @@ class RbdStore(Store):
 
 class ReadTrace:
     """Bytes the daemon answered to READ requests, per inode (nodeid), from
-    the libfuse request trace in its stderr; requests of the daemon's own
-    threads (its partition probe reads disk.raw through the mount) left out."""
+    the libfuse request trace in its stderr, counting only the requests of
+    the given threads (a client's: the daemon's partition probe reads
+    disk.raw through the mount too, from worker threads that come and go)."""
 
     REQ = re.compile(rb"unique: (\d+), opcode: READ \(15\), nodeid: (\d+), insize: \d+, pid: (\d+)")
     REP = re.compile(rb"\s+unique: (\d+), (?:success|error: -?\d+[^,]*), outsize: (\d+)")
@@ -352,14 +356,7 @@ class ReadTrace:
     def pos(self):
         return os.path.getsize(self.d.logpath)
 
-    def own_tids(self):
-        try:
-            return {int(t) for t in os.listdir("/proc/%d/task" % self.d.proc.pid)}
-        except FileNotFoundError:
-            return set()
-
-    def reads_since(self, pos):
-        own = self.own_tids() | {self.d.proc.pid}
+    def reads_since(self, pos, pids):
         with open(self.d.logpath, "rb") as f:
             f.seek(pos)
             text = f.read()
@@ -373,9 +370,41 @@ class ReadTrace:
             m = self.REP.match(line)
             if m and m.group(1) in pending:
                 node, pid = pending.pop(m.group(1))
-                if pid not in own:
+                if pid in pids:
                     out[node] += max(0, int(m.group(2)) - 16)
         return out
+
+
+def run_sampled(argv, env=None, cwd=None, timeout=900):
+    """Run a client; return (returncode, stdout, stderr, every thread id it had),
+    its /proc/PID/task polled while it runs (FUSE requests carry thread ids)."""
+    import tempfile
+    import threading
+    out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+    p = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+    tids = {p.pid}
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            try:
+                tids.update(int(t) for t in os.listdir("/proc/%d/task" % p.pid))
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+            done.wait(0.005)
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        rc = p.wait(timeout=timeout)
+    finally:
+        done.set()
+        t.join()
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    out.seek(0)
+    err.seek(0)
+    return rc, out.read().decode(errors="replace"), err.read().decode(errors="replace"), tids
 
 
 def traced_binary(workdir, binary):
