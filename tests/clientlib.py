@@ -316,6 +316,10 @@ class RbdStore(Store):
             cluster.rbd("snap", "create", "%s@%s" % (self.spec, s))
             self.vm_write_extents([((43 + i) * MiB, bytes([0x50 + i]) * MiB)])
 
+    def remove(self):
+        self.c.rbd("snap", "purge", self.spec, timeout=120)
+        self.c.rbd("rm", "--no-progress", self.spec, timeout=120)
+
     def vm_write_extents(self, extents):
         stream = bytearray(b"rbd diff v1\n")
         for off, data in extents:
