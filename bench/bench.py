@@ -1692,13 +1692,21 @@ def new_targets(res):
         for key, label in (("rand4k_iops_1job", "1 job"), ("rand4k_iops_4jobs", "4 jobs")):
             x = rb[key]["vstorfs"] / rb[key]["qsd"]
             t.append(("rbd: random 4k ahead of qsd (%s)" % label, "%.2fx" % x, x > 1))
+    nb = res.get("nightly", {})
+    if "second_s" in nb:
+        x = nb["second_s"]["vstorfs"] / nb["second_s"]["local"]
+        t.append(("nightly: 2nd restic backup <= 1.5x local copies", "%.2fx" % x, x <= 1.5))
+        t.append(("nightly: 2nd backup reads no snapshot byte", "%d B" % max(nb["daemon_read_bytes"]),
+                  max(nb["daemon_read_bytes"]) == 0 and nb["restic_files_changed"] == 0
+                  and nb["restic_files_new"] == 0))
     return t
 
 
 def new_table(res):
     L = []
     for part, title in (("dir", "file chain, directory store (1 GiB, 3 qcow2 files)"),
-                        ("backup", "backup"), ("rbd", "RBD (1 GiB image, memstore cluster)")):
+                        ("backup", "backup"), ("rbd", "RBD (1 GiB image, memstore cluster)"),
+                        ("nightly", "nightly backup (restic, directory store)")):
         rows = res.get(part, {}).get("rows")
         if not rows:
             continue
@@ -1744,10 +1752,149 @@ def new_table(res):
             L.append("  daemon RSS after the reads: %.1f MiB" % (
                 res[part]["rss_kib_after_reads"] / 1024))
         L.append("  ceiling = passthrough FUSE server over the flattened bytes in the page cache"
-                 "; vs best/ceil > 1 = vstorfs faster" if part != "backup" else
+                 "; vs best/ceil > 1 = vstorfs faster" if part not in ("backup", "nightly") else
                  "  vs best > 1 = vstorfs faster")
         L.append("")
     return "\n".join(L)
+
+
+# -- part `nightly`: a second restic backup of an unchanged tree ---------------------
+
+NIGHT_DISKS = 20
+NIGHT_DISK = 128 * MiB
+
+
+def build_nightly_store(workdir):
+    """nightly/images/<vmid>/vm-<vmid>-disk-0.qcow2, 20 disks of 128 MiB with
+    16 MiB of data each (a fill byte per MiB) and an internal snapshot s1;
+    current moved on."""
+    t = time.monotonic()
+    store = os.path.join(workdir, "nightly")
+    vols = []
+    for k in range(NIGHT_DISKS):
+        vmid = 400 + k
+        d = os.path.join(store, "images", str(vmid))
+        os.makedirs(d)
+        vol = "vm-%d-disk-0.qcow2" % vmid
+        img = os.path.join(d, vol)
+        lvmlib.qemu_img("create", "-q", "-f", "qcow2", "-o", BASE_OPTS, img, str(NIGHT_DISK))
+        rnd = random.Random(k)
+        # 16 MiB of data in 1 MiB pieces spread over the disk, a fill byte per piece
+        lvmlib.qemu_io(img, *["write -P 0x%02x %d %d" % (1 + (k * 16 + j) % 250,
+                                                          (j * 8 + rnd.randrange(0, 7)) * MiB, MiB)
+                              for j in range(16)])
+        lvmlib.qemu_img("snapshot", "-c", "s1", img)
+        lvmlib.qemu_io(img, "write -P 0xee %d %d" % (120 * MiB, 4 * MiB))
+        vols.append(vol)
+    log("nightly fixture built in %.1fs" % (time.monotonic() - t))
+    return store, vols
+
+
+def restic_backup(repo_env, paths, logdir):
+    """One restic backup: (seconds, its JSON summary, the thread ids it had)."""
+    import clientlib
+    t = time.monotonic()
+    rc, out, err, tids = clientlib.run_sampled(["restic", "backup", "--json", "--host", "nightly"]
+                                               + paths, env=repo_env)
+    dt = time.monotonic() - t
+    if rc:
+        raise RuntimeError("restic backup failed: %s" % err[-2000:])
+    summary = [json.loads(x) for x in out.splitlines() if '"message_type":"summary"' in x][-1]
+    return dt, summary, tids
+
+
+def fuse_read_bytes(logpath, pos, tids):
+    """Bytes of READ replies in a vstorfs -d trace after byte `pos` of the log:
+    (all of them, those to the threads `tids`)."""
+    req = re.compile(rb"unique: (\d+), opcode: READ \(15\), nodeid: \d+, insize: \d+, pid: (\d+)")
+    rep = re.compile(rb"\s+unique: (\d+), \S+.*outsize: (\d+)")
+    pending, total, theirs = {}, 0, 0
+    with open(logpath, "rb") as f:
+        f.seek(pos)
+        for line in f:
+            m = req.match(line)
+            if m:
+                pending[m.group(1)] = int(m.group(2))
+                continue
+            m = rep.match(line)
+            if m and m.group(1) in pending:
+                n = max(0, int(m.group(2)) - 16)
+                total += n
+                if pending.pop(m.group(1)) in tids:
+                    theirs += n
+    return total, theirs
+
+
+def bench_nightly(workdir, logdir, res):
+    if not shutil.which("restic"):
+        log("nightly: restic not installed, skipped")
+        return
+    store, vols = build_nightly_store(workdir)
+    r = res["nightly"] = {"disks": NIGHT_DISKS, "disk_MiB": NIGHT_DISK // MiB}
+    mnt = os.path.join(workdir, "mnt-nightly")
+    name = os.path.basename(store)
+    views = [os.path.join(mnt, name, v, "s1") for v in vols]
+    local = os.path.join(workdir, "local-nightly")
+    envs = {}
+    for k in ("vstorfs", "local"):
+        envs[k] = dict(os.environ, RESTIC_PASSWORD="bench",
+                       RESTIC_REPOSITORY=os.path.join(workdir, "restic-" + k),
+                       RESTIC_CACHE_DIR=os.path.join(workdir, "restic-cache-" + k))
+        run(["restic", "init"], env=envs[k])
+    # the first night: both trees backed up once; the local tree is a copy of
+    # the snapshot views (times kept), on the scratch directory's filesystem
+    p = start_vstorfs_src(store, mnt, logdir)
+    for v in views:
+        dst = os.path.join(local, os.path.relpath(v, mnt))
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        run(["cp", "-a", "--sparse=always", v, dst])
+    lpaths = [os.path.join(local, os.path.relpath(v, mnt)) for v in views]
+    first = {"vstorfs": restic_backup(envs["vstorfs"], views, logdir)[0],
+             "local": restic_backup(envs["local"], lpaths, logdir)[0]}
+    CLEAN.stop(p, mnt)
+    # the next nights: a fresh mount each (nothing cached by the kernel or the
+    # daemon), traced with -d to count the bytes the daemon answers
+    times = {"vstorfs": [], "local": []}
+    summaries, served, served_restic = [], [], []
+    for i in range(RUNS):
+        p = subprocess.Popen([VSTORFS, store, mnt, "-f", "-d"], stdin=subprocess.DEVNULL,
+                             stdout=open(os.path.join(logdir, "nightly-trace.log"), "wb"),
+                             stderr=subprocess.STDOUT)
+        CLEAN.add_proc(p, mnt)
+        wait_mount(mnt, p)
+        pos = os.path.getsize(os.path.join(logdir, "nightly-trace.log"))
+        for k in (("vstorfs", "local") if i % 2 == 0 else ("local", "vstorfs")):
+            dt, summ, tids = restic_backup(envs[k], views if k == "vstorfs" else lpaths, logdir)
+            times[k].append(dt)
+            if k == "vstorfs":
+                summaries.append(summ)
+                vtids = tids
+        a, b = fuse_read_bytes(os.path.join(logdir, "nightly-trace.log"), pos, vtids)
+        served.append(a)
+        served_restic.append(b)
+        CLEAN.stop(p, mnt)
+    s = summaries[-1]
+    r.update({"first_s": first, "second_s": {k: median(v) for k, v in times.items()},
+              "second_runs": times, "daemon_read_bytes": served,
+              "daemon_read_bytes_to_restic": served_restic,
+              "restic_files_unmodified": s["files_unmodified"],
+              "restic_files_changed": s["files_changed"], "restic_files_new": s["files_new"],
+              "restic_data_added": s["data_added"]})
+    log("nightly: second restic backup of %d snapshot views: vstorfs %s s, local copies %s s; "
+        "daemon answered %s bytes (%s to restic's own reads, the rest to the daemon's partition "
+        "probe through the mount); restic: %d unmodified, %d changed, %d new, %d bytes added" % (
+            NIGHT_DISKS, ["%.2f" % x for x in times["vstorfs"]], ["%.2f" % x for x in times["local"]],
+            served, served_restic, s["files_unmodified"], s["files_changed"], s["files_new"],
+            s["data_added"]))
+    r["rows"] = [
+        row("restic 2nd nightly, %d unchanged snapshot views (s)" % NIGHT_DISKS, "s",
+            r["second_s"]["vstorfs"], {"restic on local copies": r["second_s"]["local"]},
+            lower_is_better=True,
+            note="fresh mount, -d trace; daemon answered %d bytes (%d to restic); restic: %d files "
+                 "unmodified, %d changed, %d new" % (max(served), max(served_restic),
+                                                    s["files_unmodified"], s["files_changed"],
+                                                    s["files_new"])),
+    ]
 
 
 # -- targets and the table ---------------------------------------------------------
@@ -1925,7 +2072,7 @@ def table(res):
 
 
 PARTS = {"main": bench_main, "many": bench_many, "snap": bench_snap,
-         "dir": bench_dir, "backup": bench_backup, "rbd": bench_rbd}
+         "dir": bench_dir, "backup": bench_backup, "rbd": bench_rbd, "nightly": bench_nightly}
 
 
 def main():
