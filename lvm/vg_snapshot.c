@@ -46,6 +46,7 @@
 #include "lvm/pve_storage.h"
 #include "lvm/vg_snapshot_internal.h"
 #include "lvm/vg_store.h"
+#include "store/pve_cluster.h"
 
 int vg_op_rescan(struct op *op)
 {
@@ -79,7 +80,8 @@ int vg_op_begin(struct op *op, struct store *s, bool writing)
 	rc = pve_storage_find(o->pve_storage_cfg ? o->pve_storage_cfg : PVE_STORAGE_CFG, vg, &st);
 	if (rc < 0)
 		return rc;
-	if (writing && st.shared && !o->shared_snapshots) {
+	/* A shared storage: only under the cluster lock (store/pve_store.c) or when told to. */
+	if (writing && st.shared && !o->shared_snapshots && !pve_cfs_lock_held()) {
 		vlog(LOG_ERR, "%s: storage %s is shared: snapshots there are Proxmox's to take "
 		     "(mount with -o shared_snapshots to override)", vg, st.storeid);
 		return -EBUSY;
