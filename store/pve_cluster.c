@@ -39,6 +39,8 @@
 #define FUSE_SUPER_MAGIC 0x65735546
 
 static __thread int cfs_held;
+static __thread struct pve_cfs_lock *cur_lock;       /* held by this thread */
+static __thread struct pve_cfs_lock *suspended_lock; /* released for a data step */
 
 bool pve_cfs_lock_held(void)
 {
@@ -216,6 +218,8 @@ static int record_stale_pid(const struct pve_cfs_lock *lk)
 
 static void lock_taken(struct pve_cfs_lock *lk, const char *storeid)
 {
+	snprintf(lk->storeid, sizeof(lk->storeid), "%s", storeid);
+	cur_lock = lk;
 	lk->taken_ns = now_ns();
 	cfs_held++;
 	record_write(lk);
@@ -306,4 +310,30 @@ void pve_cfs_unlock(struct pve_cfs_lock *lk)
 		     "60 s, and its waiters on other nodes gave up after 10 s", lk->path, held / 1000);
 	cfs_held--;
 	lk->path[0] = 0;
+	if (cur_lock == lk)
+		cur_lock = NULL;
+}
+
+int pve_cfs_suspend(const char *why)
+{
+	struct pve_cfs_lock *lk = cur_lock;
+
+	if (!lk || !lk->path[0])
+		return 0;
+	vlog(LOG_INFO, "storage %s: releasing the cluster lock while %s", lk->storeid, why);
+	pve_cfs_unlock(lk);
+	suspended_lock = lk;
+	return 1;
+}
+
+int pve_cfs_resume(void)
+{
+	struct pve_cfs_lock *lk = suspended_lock;
+	char storeid[128];
+
+	if (!lk)
+		return 0;
+	suspended_lock = NULL;
+	snprintf(storeid, sizeof(storeid), "%s", lk->storeid);
+	return pve_cfs_lock_storage(storeid, false, lk) < 0 ? -EBUSY : 0;
 }

@@ -38,6 +38,7 @@ struct pve_cfs_lock {
 	bool refreshing;
 	void *refresher;      /* the refresh thread's state */
 	long long taken_ns;   /* CLOCK_MONOTONIC when taken */
+	char storeid[128];
 };
 
 /*
@@ -52,6 +53,20 @@ int pve_cfs_lock_storage(const char *storeid, bool no_cluster_ok, struct pve_cfs
 void pve_cfs_unlock(struct pve_cfs_lock *lk);
 /* Does this thread hold a cluster storage lock (the stores' shared-storage check)? */
 bool pve_cfs_lock_held(void);
+
+/*
+ * For a step that changes no storage metadata (a merge's data copy into an
+ * LV it owns): release the cluster lock this thread holds, if any (1 if it
+ * did, 0 if none was held), and take it back afterwards. pve_cfs_resume
+ * returns 0 (held again, or nothing was suspended) or -EBUSY (logged); the
+ * caller then re-checks under the lock that the chain is what it measured.
+ */
+int pve_cfs_suspend(const char *why);
+int pve_cfs_resume(void);
+
+/* Is the volume an LV name belongs to (vstorfs-new-<vol>, snap_<vol>_<snap>.qcow2,
+ * snap-<snap>-<vol>, <vol>) a VM's that another node owns? Logged when so. */
+bool pve_lv_owned_elsewhere(const char *store, const char *lvname);
 
 /* This node's name: gethostname up to the first dot. */
 void pve_node_name(char *buf, size_t len);

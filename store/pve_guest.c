@@ -157,6 +157,26 @@ static int check_guest(const char *store, const char *volume, struct guest *g)
 	return 0;
 }
 
+bool pve_lv_owned_elsewhere(const char *store, const char *lvname)
+{
+	struct guest g = { .vmid = -1 };
+	char me[128];
+
+	for (const char *p = lvname; *p && g.vmid < 0; p++)
+		if ((p == lvname || p[-1] == '_' || p[-1] == '-') && (!strncmp(p, "vm-", 3) || !strncmp(p, "base-", 5)))
+			g.vmid = pve_volume_vmid(p);
+	if (g.vmid < 0 || !is_dir(PVE_NODES_DIR))
+		return false;
+	if (!from_vmlist(&g))
+		from_node_dirs(&g);
+	pve_node_name(me, sizeof(me));
+	if (!g.node[0] || !strcmp(g.node, me))
+		return false;
+	vlog(LOG_NOTICE, "%s/%s: an unfinished snapshot operation of VM %d, which node %s owns: "
+	     "left to that node", store, lvname, g.vmid, g.node);
+	return true;
+}
+
 int pve_vm_guard_begin(const char *store, const char *volume, int *fd)
 {
 	struct guest g = { .vmid = pve_volume_vmid(volume) };

@@ -221,6 +221,8 @@ def test_two_nodes_take_turns_under_the_cluster_lock(env):
     for (t0, t1), (u0, u1) in zip(spans, spans[1:]):
         assert t1 <= u0, "two nodes held storage-vstest at once: %s %s" % ((t0, t1), (u0, u1))
     assert not os.path.exists(lock_path(pvedir))
+    # rmdir merged outside the lock, and took it back for its metadata steps.
+    assert "releasing the cluster lock while merging" in a.log() + b.log()
     check_views(env, vg, (a, b), "turns")
 
 
@@ -349,6 +351,54 @@ def test_killed_holding_the_cluster_lock(env):
     assert "interrupted snapshot" in log, log
     assert not os.path.exists(lock_path(pvedir))
     check_views(env, vg, (a2,), "killed")
+
+
+def test_merge_runs_outside_the_cluster_lock(env):
+    """Killed halfway through an rmdir's merge: the cluster lock is free (the
+    merge copies data only), the other node works meanwhile, and the next
+    mount finishes the rmdir under the lock."""
+    if not os.access(CRASH_BIN, os.X_OK):
+        pytest.skip("crash-hook build missing (make crash)")
+    vg, pvedir = build(env)
+    b = Node(env, "nodeb", pvedir, vg.name, vg.loops).wait_mounted()
+    a = Node(env, "nodea", pvedir, vg.name, vg.loops, binary=CRASH_BIN,
+             envvars={"VSTORFS_CRASH_AT": "merge-half"}).wait_mounted()
+    try:
+        os.rmdir(a.path(vg.name, VOL_A, "s1"))
+    except OSError as e:
+        assert e.errno in (errno.ENOTCONN, errno.ECONNABORTED, errno.EIO), e
+    assert wait_for(lambda: a.proc.poll() is not None, 30)
+    a.stop(check=False)
+    assert "crash point merge-half" in a.log()
+    assert not os.path.exists(lock_path(pvedir)), "the merge ran under the cluster lock"
+    # Node b's recovery leaves a's unfinished rmdir alone; its own work goes on.
+    os.mkdir(b.path(vg.name, VOL_B, "during"))
+    a2 = Node(env, "nodea", pvedir, vg.name, vg.loops, tag="2").wait_mounted()
+    assert "interrupted snapshot" in a2.log() or "deleting snapshot s1" in a2.log(), a2.log()
+    assert "s1" not in os.listdir(a2.path(vg.name, VOL_A))
+    check_views(env, vg, (a2, b), "merge-half")
+
+
+def test_recovery_leaves_another_nodes_vm_alone(env):
+    if not os.access(CRASH_BIN, os.X_OK):
+        pytest.skip("crash-hook build missing (make crash)")
+    vg, pvedir = build(env)
+    a = Node(env, "nodea", pvedir, vg.name, vg.loops, binary=CRASH_BIN,
+             envvars={"VSTORFS_CRASH_AT": "merge-half"}).wait_mounted()
+    try:
+        os.rmdir(a.path(vg.name, VOL_A, "s1"))
+    except OSError as e:
+        assert e.errno in (errno.ENOTCONN, errno.ECONNABORTED, errno.EIO), e
+    assert wait_for(lambda: a.proc.poll() is not None, 30)
+    a.stop(check=False)
+    tagged = {lv: t for lv, t in lv_tags(vg).items() if any(x.startswith("vstorfs-rmdir") for x in t)}
+    assert tagged
+    b = Node(env, "nodeb", pvedir, vg.name, vg.loops).wait_mounted()
+    assert "which node nodea owns: left to that node" in b.log(), b.log()
+    assert {lv: t for lv, t in lv_tags(vg).items() if any(x.startswith("vstorfs-rmdir") for x in t)} == tagged
+    a2 = Node(env, "nodea", pvedir, vg.name, vg.loops, tag="2").wait_mounted()
+    assert "s1" not in os.listdir(a2.path(vg.name, VOL_A))
+    check_views(env, vg, (a2, b), "left-alone")
 
 
 # -- SOURCE pve: --------------------------------------------------------------
