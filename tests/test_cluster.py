@@ -52,7 +52,8 @@ def mountpoints():
 class Node:
     """One vstorfs daemon in its own namespaces, as one cluster node."""
 
-    def __init__(self, env, name, pvedir, source, devices, binary=None, envvars=None, tag=""):
+    def __init__(self, env, name, pvedir, source, devices, binary=None, envvars=None, tag="",
+                 opts=()):
         self.name = name
         base = os.path.join(env.dir, "node-" + name)
         self.lockdir, self.rundir = base + "-lock", base + "-run"
@@ -64,7 +65,7 @@ class Node:
         argv = ["unshare", "-mu", "--propagation", "private", "sh", "-c", NS_SCRIPT, "sh",
                 pvedir, self.lockdir, self.rundir, name,
                 binary or require_daemon(), source, self.mnt, "-f", "-o",
-                "devices=%s,rescan=1" % ",".join(devices)]
+                ",".join(["devices=" + ",".join(devices), "rescan=1", *opts])]
         self.proc = subprocess.Popen(argv, stdout=self.log_fh, stderr=self.log_fh,
                                      stdin=subprocess.DEVNULL, env=dict(os.environ, **(envvars or {})))
         self.view = "/proc/%d/root%s" % (self.proc.pid, self.mnt)
@@ -435,3 +436,33 @@ def test_pve_source_serves_the_storages_of_this_node(env):
     one = Node(env, "nodea", pvedir, "pve:%s" % STORE, vg.loops, tag="one").wait_mounted()
     assert os.listdir(one.view) == [STORE]
     assert "via-pve" in os.listdir(one.path(STORE, VOL_A))
+
+
+def test_pve_rbd_storage_follows_the_vm_rules(env, ceph_cluster):
+    """An rbd storage of storage.cfg (the local cluster: no monhost), mounted
+    by pve:<id>: another node's VM is refused, this node's VM gets its snapshot."""
+    ns = "vstcluster"
+    ceph_cluster.rbd("namespace", "create", "rbd/" + ns, check=False)
+    for vmid in (100, 200):
+        ceph_cluster.rbd("rm", "rbd/%s/vm-%d-disk-0" % (ns, vmid), check=False)
+        ceph_cluster.rbd("create", "--size", "8M", "rbd/%s/vm-%d-disk-0" % (ns, vmid))
+    pvedir = os.path.join(env.dir, "pve")
+    vg = env.vg(npvs=1, pv_size=256 * MiB)
+    write_pve(pvedir, vg, extra="rbd: ceph1\n\tpool rbd\n\tnamespace %s\n\tcontent images\n" % ns)
+    a = Node(env, "nodea", pvedir, "pve:ceph1", vg.loops,
+             opts=("ceph_conf=" + ceph_cluster.conf, "ceph_id=admin")).wait_mounted()
+    try:
+        assert os.listdir(a.view) == ["ceph1"]
+        with pytest.raises(OSError) as e:
+            os.mkdir(a.path("ceph1", "vm-200-disk-0", "x1"))
+        assert e.value.errno == errno.EBUSY
+        assert "VM 200 belongs to node nodeb" in a.log()
+        os.mkdir(a.path("ceph1", "vm-100-disk-0", "x1"))
+        snaps = ceph_cluster.rbd("snap", "ls", "rbd/%s/vm-100-disk-0" % ns).stdout.decode()
+        assert "x1" in snaps
+        assert "x1" not in ceph_cluster.rbd("snap", "ls", "rbd/%s/vm-200-disk-0" % ns).stdout.decode()
+    finally:
+        a.stop()
+        for vmid in (100, 200):
+            ceph_cluster.rbd("snap", "purge", "rbd/%s/vm-%d-disk-0" % (ns, vmid), check=False)
+            ceph_cluster.rbd("rm", "rbd/%s/vm-%d-disk-0" % (ns, vmid), check=False)
