@@ -6,7 +6,10 @@
  * Invariants, for every operation:
  * (1) The storage lock (Proxmox's own when a storage names the VG) is held
  *     from the first check to the last change: two operations on one VG
- *     never interleave, with each other or with Proxmox.
+ *     never interleave, with each other or with Proxmox. On a shared VG
+ *     the cluster lock (store/pve_store.c) is released only for the merge's
+ *     data copy (into an LV of a VM this node holds qemu-server's lock
+ *     for), and the layers are re-checked when it is taken back.
  * (2) Before the first change, the intent is an LV tag on the layer being
  *     changed ("vstorfs-mkdir=<snap>", "vstorfs-rmdir=..."). Tags live in
  *     the VG metadata, so the intent travels with the VG to any host.

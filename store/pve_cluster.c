@@ -295,6 +295,8 @@ void pve_cfs_unlock(struct pve_cfs_lock *lk)
 {
 	long long held;
 
+	if (suspended_lock == lk)
+		suspended_lock = NULL; /* never taken back: nothing to release */
 	if (!lk->path[0])
 		return;
 	refresher_stop(lk);
