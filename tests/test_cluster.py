@@ -19,7 +19,7 @@ import threading
 
 import pytest
 
-from conftest import MiB, GiB, MOUNT_TIMEOUT, require_daemon, run, wait_for
+from conftest import MiB, GiB, MOUNT_TIMEOUT, require_daemon, run, sanitizer_check, wait_for
 import lvmlib
 from test_snapshots import CRASH_BIN, copy_all_lvs, expected_views, lv_tags, qemu_check_all
 
@@ -66,8 +66,10 @@ class Node:
                 pvedir, self.lockdir, self.rundir, name,
                 binary or require_daemon(), source, self.mnt, "-f", "-o",
                 ",".join(["devices=" + ",".join(devices), "rescan=1", *opts])]
+        env_vars = dict(os.environ, **(envvars or {}))
+        env_vars.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
         self.proc = subprocess.Popen(argv, stdout=self.log_fh, stderr=self.log_fh,
-                                     stdin=subprocess.DEVNULL, env=dict(os.environ, **(envvars or {})))
+                                     stdin=subprocess.DEVNULL, env=env_vars)
         self.view = "/proc/%d/root%s" % (self.proc.pid, self.mnt)
         self.stopped = False
         env.daemons.append(self)
@@ -99,6 +101,7 @@ class Node:
             rc = self.proc.wait()
         self.log_fh.close()
         if check:
+            sanitizer_check(self.log())
             assert rc == 0, "node %s exited %d:\n%s" % (self.name, rc, self.log())
 
 
