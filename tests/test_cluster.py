@@ -469,3 +469,29 @@ def test_pve_rbd_storage_follows_the_vm_rules(env, ceph_cluster):
         for vmid in (100, 200):
             ceph_cluster.rbd("snap", "purge", "rbd/%s/vm-%d-disk-0" % (ns, vmid), check=False)
             ceph_cluster.rbd("rm", "rbd/%s/vm-%d-disk-0" % (ns, vmid), check=False)
+
+
+def test_shared_directory_storage_takes_the_cluster_lock(env):
+    """A `shared 1` dir storage (a plain path SOURCE that storage.cfg names):
+    mkdir waits for storage-<id> like LVM does, then takes the snapshot."""
+    local = os.path.join(env.dir, "shared-vz")
+    img = os.path.join(local, "images", "100")
+    os.makedirs(img)
+    run(["qemu-img", "create", "-q", "-f", "qcow2", os.path.join(img, "vm-100-disk-0.qcow2"), "8M"])
+    pvedir = os.path.join(env.dir, "pve")
+    vg = env.vg(npvs=1, pv_size=256 * MiB)
+    write_pve(pvedir, vg, extra="dir: shvz\n\tpath %s\n\tcontent images\n\tshared 1\n" % local)
+    a = Node(env, "nodea", pvedir, local, vg.loops).wait_mounted()
+    held = os.path.join(pvedir, "priv", "lock", "storage-shvz")
+    os.mkdir(held)
+    t, r = in_thread(lambda: os.mkdir(a.path("shared-vz", "vm-100-disk-0.qcow2", "s1")))
+    assert wait_for(lambda: "trying to acquire cfs lock 'storage-shvz'" in a.log(), 8), a.log()
+    snaps = lambda: run(["qemu-img", "snapshot", "-l", os.path.join(img, "vm-100-disk-0.qcow2")]).stdout
+    assert b"s1" not in snaps(), "the snapshot was taken while storage-shvz was held"
+    os.rmdir(held)
+    t.join(60)
+    assert r["rc"] == 0, (r, a.log())
+    assert "storage shvz: cluster lock taken" in a.log()
+    assert not os.path.exists(held)
+    assert b"s1" in snaps()
+    assert wait_for(lambda: "s1" in os.listdir(a.path("shared-vz", "vm-100-disk-0.qcow2")), 10)
