@@ -1935,6 +1935,7 @@ def bench_cluster(workdir, logdir, res):
     pmxcfs here), once on the work directory's filesystem, once on tmpfs."""
     tool = os.path.join(REPO, "build", "pvelock")
     out = {}
+    made = not os.path.isdir("/etc/pve")
     for where, base in (("workdir", workdir), ("tmpfs", "/dev/shm")):
         d = tempfile.mkdtemp(prefix="vstorfs-pve-", dir=base)
         try:
@@ -1946,6 +1947,9 @@ def bench_cluster(workdir, logdir, res):
             out[where] = {"median_us": float(m.group(1)), "mean_us": float(m.group(2))}
         finally:
             shutil.rmtree(d, ignore_errors=True)
+    if made:
+        with contextlib.suppress(OSError):
+            os.rmdir("/etc/pve")
     res["cfs_lock"] = out
 
 
