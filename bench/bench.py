@@ -2057,6 +2057,10 @@ def table(res):
                       "%.1f / %.1f / %.1f / %.1f MiB" % (
                           m["rss_kib_idle"] / 1024, m["rss_kib_20_read"] / 1024,
                           m["rss_kib_100_read"] / 1024, m["rss_kib_100_open"] / 1024)))
+    for where, c in sorted(res.get("cfs_lock", {}).items()):
+        other.append(("cluster storage lock, acquire+release (%s)" % where,
+                      "median %.0f us, mean %.0f us (a directory, not pmxcfs)" % (
+                          c["median_us"], c["mean_us"])))
     if other:
         L.append("other")
         L += ["  %-62s %s" % o for o in other]
@@ -2071,8 +2075,34 @@ def table(res):
     return "\n".join(L)
 
 
+def bench_cluster(workdir, logdir, res):
+    """The Proxmox cluster storage lock as vstorfs takes it (build/pvelock):
+    acquire + release of /etc/pve/priv/lock/storage-<id>, uncontended, with a
+    directory bind-mounted as /etc/pve in a private mount namespace (no
+    pmxcfs here), once on the work directory's filesystem, once on tmpfs."""
+    tool = os.path.join(REPO, "build", "pvelock")
+    out = {}
+    made = not os.path.isdir("/etc/pve")
+    for where, base in (("workdir", workdir), ("tmpfs", "/dev/shm")):
+        d = tempfile.mkdtemp(prefix="vstorfs-pve-", dir=base)
+        try:
+            os.makedirs(os.path.join(d, "priv", "lock"))
+            os.makedirs("/etc/pve", exist_ok=True)
+            p = run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                     'mount --bind "$1" /etc/pve && exec "$2" -n 2000 bench', "sh", d, tool])
+            m = re.search(r"median ([\d.]+) us, mean ([\d.]+) us", p.stdout.decode())
+            out[where] = {"median_us": float(m.group(1)), "mean_us": float(m.group(2))}
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+    if made:
+        with contextlib.suppress(OSError):
+            os.rmdir("/etc/pve")
+    res["cfs_lock"] = out
+
+
 PARTS = {"main": bench_main, "many": bench_many, "snap": bench_snap,
-         "dir": bench_dir, "backup": bench_backup, "rbd": bench_rbd, "nightly": bench_nightly}
+         "dir": bench_dir, "backup": bench_backup, "rbd": bench_rbd, "nightly": bench_nightly,
+         "cluster": bench_cluster}
 
 
 def main():
@@ -2080,7 +2110,7 @@ def main():
     ap.add_argument("--only", default=",".join(PARTS),
                     help="comma list of parts: main (seq/rand/sparse/ttfb), many, snap, "
                     "dir (file chain, internal snapshots), backup (changed-since, "
-                    "incremental-backup.sh), rbd (Ceph)")
+                    "incremental-backup.sh), rbd (Ceph), cluster (the Proxmox cluster lock)")
     ap.add_argument("--out", default=os.path.join(HERE, "results.json"))
     args = ap.parse_args()
     if os.geteuid() != 0:

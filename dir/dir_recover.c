@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "store/pve_cluster.h"
 
 int dir_recover_one(struct store *s, const struct dir_op_paths *np)
 {
@@ -86,6 +87,11 @@ static int recover_dir(struct store *s, const char *dir)
 
 			snprintf(vol, sizeof(vol), "%.*s", (int)vl, names[i] + strlen(DIR_INTENT_PREFIX));
 			r = dir_op_paths(&np, dir, vol);
+			/* On a shared storage, another node's VM is that node's to finish. */
+			if (r == 0 && pve_lv_owned_elsewhere(s->name, vol)) {
+				free(names[i]);
+				continue;
+			}
 		}
 		if (r == 0)
 			r = dir_recover_one(s, &np);

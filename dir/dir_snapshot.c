@@ -59,6 +59,7 @@
 #include "chain/qcow2_writer.h"
 #include "common/crash.h"
 #include "common/log.h"
+#include "store/pve_cluster.h"
 #include "store/store.h"
 #include "dir/dir_snapshot.h"
 
@@ -213,7 +214,8 @@ int dir_op_begin(struct dir_op *op, struct store *s, bool writing)
 	rc = dir_pve_cfg_find(cfgpath, p->path, p->realpath, &op->pc);
 	if (rc < 0)
 		return rc;
-	if (writing && (op->pc.shared || shared_fs(p->rootfd)) && !(s->cfg && s->cfg->shared_snapshots)) {
+	if (writing && (op->pc.shared || shared_fs(p->rootfd)) && !(s->cfg && s->cfg->shared_snapshots) &&
+	    !(op->pc.storeid[0] && pve_cfs_lock_held())) {
 		vlog(LOG_ERR, "%s: %s is shared storage: snapshots there are Proxmox's to take "
 		     "(mount with -o shared_snapshots to override)", s->name,
 		     op->pc.storeid[0] ? op->pc.storeid : p->path);

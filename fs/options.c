@@ -22,6 +22,7 @@ void fs_options_usage(const char *prog)
 		"usage: %s SOURCE MOUNTPOINT [-f] [-d] [-o option[,option...]]\n"
 		"  SOURCE: a comma list of stores: volume group names or 'all' (every VG),\n"
 		"          absolute directory paths, rbd:POOL[/NAMESPACE]\n"
+		"          pve: or pve:all (every storage of /etc/pve/storage.cfg), pve:STOREID\n"
 		"options:\n"
 		"  devices=DEV[,DEV...]  only let lvm2 scan these devices\n"
 		"  ro                    read-only mount: no snapshot creation or removal\n"
@@ -36,7 +37,8 @@ void fs_options_usage(const char *prog)
 		"  ceph_conf=PATH        rbd: the Ceph configuration (default /etc/ceph/ceph.conf)\n"
 		"  ceph_id=NAME          rbd: the Ceph user (default admin)\n"
 		"  ceph_keyring=PATH     rbd: its keyring\n"
-		"  shared_snapshots      allow mkdir/rmdir on shared storages and lvmlockd VGs\n"
+		"  shared_snapshots      mkdir/rmdir on a shared storage that no Proxmox cluster\n"
+		"                        uses (no /etc/pve/priv/lock), and on lvmlockd VGs\n"
 		"  foreground (-f)       stay in the foreground, log to stderr\n"
 		"  debug                 verbose logging; -d also traces FUSE requests\n",
 		prog);

@@ -13,6 +13,7 @@
 #include "lvm/lvm_change.h"
 #include "lvm/vg_snapshot_internal.h"
 #include "lvm/vg_store.h"
+#include "store/pve_cluster.h"
 
 
 static int recover_mkdir(struct op *op, const struct lvm_lv *lv, const char *snap)
@@ -129,6 +130,9 @@ static int recover_vg(struct store *s)
 		for (i = 0; i < op.vg->nlvs && !snap && !rm; i++) {
 			snap = lvm_lv_tag_value(&op.vg->lvs[i], TAG_MKDIR);
 			rm = lvm_lv_tag_value(&op.vg->lvs[i], TAG_RMDIR);
+			/* On a shared VG, another node's VM is that node's to finish. */
+			if ((snap || rm) && pve_lv_owned_elsewhere(s->name, op.vg->lvs[i].name))
+				snap = rm = NULL;
 		}
 		if (!snap && !rm)
 			break;

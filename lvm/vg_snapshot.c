@@ -6,7 +6,10 @@
  * Invariants, for every operation:
  * (1) The storage lock (Proxmox's own when a storage names the VG) is held
  *     from the first check to the last change: two operations on one VG
- *     never interleave, with each other or with Proxmox.
+ *     never interleave, with each other or with Proxmox. On a shared VG
+ *     the cluster lock (store/pve_store.c) is released only for the merge's
+ *     data copy (into an LV of a VM this node holds qemu-server's lock
+ *     for), and the layers are re-checked when it is taken back.
  * (2) Before the first change, the intent is an LV tag on the layer being
  *     changed ("vstorfs-mkdir=<snap>", "vstorfs-rmdir=..."). Tags live in
  *     the VG metadata, so the intent travels with the VG to any host.
@@ -46,6 +49,7 @@
 #include "lvm/pve_storage.h"
 #include "lvm/vg_snapshot_internal.h"
 #include "lvm/vg_store.h"
+#include "store/pve_cluster.h"
 
 int vg_op_rescan(struct op *op)
 {
@@ -79,7 +83,8 @@ int vg_op_begin(struct op *op, struct store *s, bool writing)
 	rc = pve_storage_find(o->pve_storage_cfg ? o->pve_storage_cfg : PVE_STORAGE_CFG, vg, &st);
 	if (rc < 0)
 		return rc;
-	if (writing && st.shared && !o->shared_snapshots) {
+	/* A shared storage: only under the cluster lock (store/pve_store.c) or when told to. */
+	if (writing && st.shared && !o->shared_snapshots && !pve_cfs_lock_held()) {
 		vlog(LOG_ERR, "%s: storage %s is shared: snapshots there are Proxmox's to take "
 		     "(mount with -o shared_snapshots to override)", vg, st.storeid);
 		return -EBUSY;
@@ -394,11 +399,70 @@ static int rm_fits(struct op *op, struct rm *r, bool commit)
 	return rc;
 }
 
+/*
+ * The merge writes only into an LV of the VM being changed (under its
+ * qemu-server lock), never the VG metadata, so on a shared storage it runs
+ * outside Proxmox's cluster lock (pmxcfs expires that lock at 120 s and
+ * Proxmox's own waiters give up at 10 s). Before the next metadata step the
+ * lock is taken again and the layers are checked to be the ones measured.
+ */
+struct rm_ids {
+	char s[256], c[256], p[256], su[80], cu[80], pu[80];
+};
+
+static bool rm_data_begin(const struct rm *r, struct rm_ids *id)
+{
+	memset(id, 0, sizeof(*id));
+	snprintf(id->s, sizeof(id->s), "%s", r->s->name);
+	snprintf(id->su, sizeof(id->su), "%s", r->s->uuid ? r->s->uuid : "");
+	snprintf(id->c, sizeof(id->c), "%s", r->c->name);
+	snprintf(id->cu, sizeof(id->cu), "%s", r->c->uuid ? r->c->uuid : "");
+	if (r->p) {
+		snprintf(id->p, sizeof(id->p), "%s", r->p->name);
+		snprintf(id->pu, sizeof(id->pu), "%s", r->p->uuid ? r->p->uuid : "");
+	}
+	return pve_cfs_suspend("merging") > 0;
+}
+
+static bool same_lv(const struct lvm_lv *lv, const char *uuid)
+{
+	return lv && !strcmp(lv->uuid ? lv->uuid : "", uuid);
+}
+
+/* Take the cluster lock back and re-find S, C, P in a fresh scan, unchanged. */
+static int rm_data_end(struct op *op, struct rm *r, const struct rm_ids *id, bool suspended, int rc)
+{
+	const struct lvm_lv *s, *c, *p;
+	int lrc;
+
+	if (!suspended)
+		return rc;
+	lrc = pve_cfs_resume();
+	if (rc)
+		return rc;
+	if (lrc || (lrc = vg_op_rescan(op)))
+		return lrc;
+	s = vg_find_lv(op, id->s);
+	c = vg_find_lv(op, id->c);
+	p = id->p[0] ? vg_find_lv(op, id->p) : NULL;
+	if (!same_lv(s, id->su) || !same_lv(c, id->cu) || (id->p[0] && !same_lv(p, id->pu))) {
+		vlog(LOG_ERR, "%s: the layers changed while merging outside the cluster lock: "
+		     "the rest is left to recovery", r->label);
+		return -EIO;
+	}
+	r->s = s;
+	r->c = c;
+	r->p = p;
+	return 0;
+}
+
 /* Steps after the tag, shared by rmdir and recovery. */
 int vg_commit_steps(struct op *op, struct rm *r, const char *tag)
 {
 	char cname[256];
-	int rc = merge_commit(r->view_c, r->w, r->label);
+	struct rm_ids id;
+	bool suspended = rm_data_begin(r, &id);
+	int rc = rm_data_end(op, r, &id, suspended, merge_commit(r->view_c, r->w, r->label));
 
 	if (rc)
 		return rc;
@@ -453,12 +517,15 @@ static int keep_parent_identity(struct op *op, const struct rm *r)
 int vg_rebase_steps(struct op *op, struct rm *r)
 {
 	char sname[256];
+	struct rm_ids id;
+	bool suspended = rm_data_begin(r, &id);
 	int rc = merge_rebase(r->view_c, r->view_s, r->view_p, r->w, r->label);
 
-	if (rc)
-		return rc;
-	crash_point("rmdir-rebase-copied");
-	if ((rc = qcow2_writer_set_backing(r->w, r->p ? r->p->name : NULL)))
+	if (rc == 0) {
+		crash_point("rmdir-rebase-copied");
+		rc = qcow2_writer_set_backing(r->w, r->p ? r->p->name : NULL);
+	}
+	if ((rc = rm_data_end(op, r, &id, suspended, rc)))
 		return rc;
 	crash_point("rmdir-rebase-relinked");
 	snprintf(sname, sizeof(sname), "%s", r->s->name);

@@ -96,6 +96,10 @@ int rbd_conn_open(const struct store_config *cfg, const char *pool, const char *
 		vlog(LOG_ERR, "rbd:%s: keyring %s: %s", pool, cfg->ceph_keyring, strerror(-r));
 		goto fail;
 	}
+	if (cfg && cfg->ceph_mon_host && (r = rados_conf_set(c, "mon_host", cfg->ceph_mon_host)) < 0) {
+		vlog(LOG_ERR, "rbd:%s: monitors %s: %s", pool, cfg->ceph_mon_host, strerror(-r));
+		goto fail;
+	}
 	if ((r = set_default(c, "client_mount_timeout", "300", RBD_MOUNT_TIMEOUT)) < 0 ||
 	    (r = set_default(c, "rados_mon_op_timeout", "0", RBD_MON_OP_TIMEOUT)) < 0 ||
 	    (r = set_default(c, "rados_osd_op_timeout", "0", RBD_OSD_OP_TIMEOUT)) < 0 ||

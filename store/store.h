@@ -47,6 +47,7 @@ struct store_config {
 	const char *ceph_conf;  /* rbd: NULL = librados' default */
 	const char *ceph_id;    /* rbd: NULL = "admin" */
 	const char *ceph_keyring;
+	const char *ceph_mon_host; /* rbd: NULL = what the configuration says */
 	const char *pve_storage_cfg; /* Proxmox's storage.cfg (default /etc/pve/storage.cfg) */
 };
 

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "store/pve_store.h"
 
 int lvm_store_open(const char *vg, const struct store_config *cfg, struct store **out);
 int lvm_store_list_vgs(const struct store_config *cfg, char ***names);
@@ -39,7 +40,7 @@ static int store_cmp(const void *a, const void *b)
 	return strcmp((*(struct store *const *)a)->name, (*(struct store *const *)b)->name);
 }
 
-static int open_one(const char *src, const struct store_config *cfg, struct store **out)
+static int open_inner(const char *src, const struct store_config *cfg, struct store **out)
 {
 	if (!strncmp(src, "rbd:", 4)) {
 		if (!rbd_store_open) {
@@ -56,6 +57,22 @@ static int open_one(const char *src, const struct store_config *cfg, struct stor
 		return dir_store_open(src, cfg, out);
 	}
 	return lvm_store_open(src, cfg, out);
+}
+
+/* Every store is served through the Proxmox cluster rules (store/pve_store.h). */
+static int open_one(const char *src, const struct store_config *cfg, struct store **out)
+{
+	struct pve_store_info info = { 0 };
+	struct store *inner;
+	char storeid[128];
+	int rc = open_inner(src, cfg, &inner);
+
+	if (rc < 0)
+		return rc;
+	pve_storage_of_source(cfg, inner->ops->kind, !strcmp(inner->ops->kind, "lvm") ? inner->name :
+			      !strncmp(src, "rbd:", 4) ? src + 4 : src, storeid, sizeof(storeid), &info.shared);
+	info.storeid = storeid;
+	return pve_store_wrap(inner, &info, out);
 }
 
 static int add(struct store_set *set, struct store *s)
@@ -76,6 +93,27 @@ static void close_store(struct store *s)
 		s->ops->close(s);
 }
 
+static void close_store(struct store *s);
+
+/* SOURCE pve:[<storeid>|all]: every store it names, each under its storage id. */
+static int add_pve(struct store_set *set, const char *spec)
+{
+	struct store **v;
+	int n, rc = pve_source_open(spec, set->cfg, &v, &n);
+
+	for (int i = 0; i < n; i++) {
+		if (rc == 0 && store_set_find(set, v[i]->name)) {
+			vlog(LOG_ERR, "pve:%s: two stores would both be shown as '%s': mount them separately",
+			     spec, v[i]->name);
+			rc = -EINVAL;
+		}
+		if (rc < 0 || (rc = add(set, v[i])) < 0)
+			close_store(v[i]);
+	}
+	free(v);
+	return rc;
+}
+
 int store_set_open(const char *source, const struct store_config *cfg, struct store_set **out)
 {
 	struct store_set *set = calloc(1, sizeof(*set));
@@ -93,6 +131,10 @@ int store_set_open(const char *source, const struct store_config *cfg, struct st
 
 		if (!strcmp(tok, "all")) {
 			set->all_vgs = true;
+			continue;
+		}
+		if (!strncmp(tok, "pve:", 4)) {
+			rc = add_pve(set, tok + 4);
 			continue;
 		}
 		if ((rc = open_one(tok, cfg, &s)) < 0)
@@ -154,7 +196,7 @@ int store_set_refresh(struct store_set *set)
 	for (int i = 0; names[i]; i++) {
 		struct store *s;
 
-		if (store_set_find(set, names[i]) || lvm_store_open(names[i], set->cfg, &s) < 0)
+		if (store_set_find(set, names[i]) || open_one(names[i], set->cfg, &s) < 0)
 			continue;
 		if (add(set, s) < 0)
 			close_store(s);

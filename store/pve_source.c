@@ -1,0 +1,355 @@
+/*
+ * pve_source: SOURCE "pve:", "pve:all", "pve:<storeid>" (see pve_store.h),
+ * and which storage.cfg section a plain SOURCE token's store is.
+ *
+ * storage.cfg: "<type>: <id>" at column 0, then indented "<key> <value>".
+ * Served types and where their disks are (pve-storage's plugins):
+ *   lvm                          vgname
+ *   dir                          path (must exist)
+ *   nfs, cifs, cephfs, glusterfs path, default /mnt/pve/<id>, only when mounted there
+ *   rbd                          pool[/namespace]; monhost, username and
+ *                                /etc/pve/priv/ceph/<id>.keyring for an
+ *                                external cluster, else the local one
+ * Left out, all in one log line: disabled storages ("disable 1"), storages
+ * whose "nodes" list lacks this node, and every other type (lvmthin,
+ * zfspool, iscsi, pbs, esxi, btrfs, ...).
+ *
+ * Why "pve:" and not "pve": a plain "pve" is a VG name (Proxmox's default
+ * VG is called pve) and keeps meaning that VG.
+ */
+#include "store/pve_store.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "store/pve_cluster.h"
+
+int lvm_store_open(const char *vg, const struct store_config *cfg, struct store **out);
+int dir_store_open(const char *path, const struct store_config *cfg, struct store **out)
+	__attribute__((weak));
+int rbd_store_open(const char *spec, const struct store_config *cfg, struct store **out)
+	__attribute__((weak));
+
+#define DEFAULT_CFG "/etc/pve/storage.cfg"
+
+struct sect {
+	char type[32], id[128];
+	char vgname[128], path[PATH_MAX], pool[128], ns[128], monhost[512], username[128], nodes[512];
+	bool shared, disabled;
+};
+
+static char *trim(char *s)
+{
+	char *e;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	e = s + strlen(s);
+	while (e > s && (e[-1] == '\n' || e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t'))
+		*--e = 0;
+	return s;
+}
+
+static void set_key(struct sect *s, const char *key, const char *val)
+{
+	static const struct { const char *key; size_t off, len; } keys[] = {
+		{ "vgname", offsetof(struct sect, vgname), sizeof(((struct sect *)0)->vgname) },
+		{ "path", offsetof(struct sect, path), sizeof(((struct sect *)0)->path) },
+		{ "pool", offsetof(struct sect, pool), sizeof(((struct sect *)0)->pool) },
+		{ "namespace", offsetof(struct sect, ns), sizeof(((struct sect *)0)->ns) },
+		{ "monhost", offsetof(struct sect, monhost), sizeof(((struct sect *)0)->monhost) },
+		{ "username", offsetof(struct sect, username), sizeof(((struct sect *)0)->username) },
+		{ "nodes", offsetof(struct sect, nodes), sizeof(((struct sect *)0)->nodes) },
+	};
+
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		if (!strcmp(key, keys[i].key))
+			snprintf((char *)s + keys[i].off, keys[i].len, "%s", val);
+	if (!strcmp(key, "shared"))
+		s->shared = !strcmp(val, "1");
+	else if (!strcmp(key, "disable"))
+		s->disabled = strcmp(val, "0") != 0;
+}
+
+static bool network_type(const char *t)
+{
+	return !strcmp(t, "nfs") || !strcmp(t, "cifs") || !strcmp(t, "cephfs") || !strcmp(t, "glusterfs");
+}
+
+/* All sections of storage.cfg; a missing file is none. */
+static int load(const struct store_config *cfg, struct sect **out, int *n)
+{
+	const char *path = cfg->pve_storage_cfg ? cfg->pve_storage_cfg : DEFAULT_CFG;
+	FILE *f = fopen(path, "re");
+	struct sect *v = NULL, *cur = NULL;
+	char line[2048];
+
+	*out = NULL;
+	*n = 0;
+	if (!f)
+		return errno == ENOENT ? 0 : -errno;
+	while (fgets(line, sizeof(line), f)) {
+		char *colon, *key, *val;
+
+		if (line[0] == '#' || !trim(line)[0])
+			continue;
+		if (line[0] != ' ' && line[0] != '\t' && (colon = strchr(line, ':'))) {
+			struct sect *g = realloc(v, (size_t)(*n + 1) * sizeof(*g));
+
+			if (!g) {
+				fclose(f);
+				free(v);
+				return -ENOMEM;
+			}
+			v = g;
+			cur = &v[(*n)++];
+			memset(cur, 0, sizeof(*cur));
+			*colon = 0;
+			snprintf(cur->type, sizeof(cur->type), "%s", trim(line));
+			snprintf(cur->id, sizeof(cur->id), "%s", trim(colon + 1));
+			if (network_type(cur->type))
+				cur->shared = true;
+			continue;
+		}
+		if (!cur)
+			continue;
+		key = trim(line);
+		val = key + strcspn(key, " \t");
+		if (*val)
+			*val++ = 0;
+		set_key(cur, key, trim(val));
+	}
+	fclose(f);
+	for (int i = 0; i < *n; i++)
+		if (network_type(v[i].type) && !v[i].path[0])
+			snprintf(v[i].path, sizeof(v[i].path), "/mnt/pve/%s", v[i].id);
+	*out = v;
+	return 0;
+}
+
+static bool same_path(const char *a, const char *b)
+{
+	char ra[PATH_MAX], rb[PATH_MAX];
+
+	if (!a[0] || !b[0])
+		return false;
+	if (realpath(a, ra) && realpath(b, rb))
+		return !strcmp(ra, rb);
+	return !strcmp(a, b);
+}
+
+void pve_storage_of_source(const struct store_config *cfg, const char *kind, const char *src,
+			   char *storeid, size_t len, bool *shared)
+{
+	struct sect *v;
+	int n;
+
+	storeid[0] = 0;
+	*shared = false;
+	if (load(cfg, &v, &n) < 0)
+		return;
+	for (int i = 0; i < n && !storeid[0]; i++) {
+		const struct sect *s = &v[i];
+		bool hit = !strcmp(kind, "lvm") ? !strcmp(s->type, "lvm") && !strcmp(s->vgname, src)
+			 : !strcmp(kind, "dir") ? s->path[0] && same_path(s->path, src)
+			 : !strcmp(s->type, "rbd") && !strcmp(s->pool[0] ? s->pool : "rbd", src);
+
+		if (hit) {
+			snprintf(storeid, len, "%s", s->id);
+			*shared = s->shared;
+		}
+	}
+	free(v);
+}
+
+static bool node_allowed(const struct sect *s)
+{
+	char me[128], list[512];
+
+	if (!s->nodes[0])
+		return true;
+	pve_node_name(me, sizeof(me));
+	snprintf(list, sizeof(list), "%s", s->nodes);
+	for (char *save = NULL, *t = strtok_r(list, ", ", &save); t; t = strtok_r(NULL, ", ", &save))
+		if (!strcmp(t, me))
+			return true;
+	return false;
+}
+
+static bool mounted(const char *path)
+{
+	char parent[PATH_MAX + 4];
+	struct stat a, b;
+
+	snprintf(parent, sizeof(parent), "%s/..", path);
+	return stat(path, &a) == 0 && stat(parent, &b) == 0 && (a.st_dev != b.st_dev || a.st_ino == b.st_ino);
+}
+
+/* Why section s is not served here, or NULL. */
+static const char *left_out(const struct sect *s)
+{
+	struct stat st;
+
+	if (s->disabled)
+		return "disabled";
+	if (!node_allowed(s))
+		return "not for this node";
+	if (!strcmp(s->type, "lvm"))
+		return s->vgname[0] ? NULL : "no vgname";
+	if (!strcmp(s->type, "rbd"))
+		return NULL;
+	if (!strcmp(s->type, "dir"))
+		return s->path[0] && stat(s->path, &st) == 0 && S_ISDIR(st.st_mode) ? NULL : "no such directory";
+	if (network_type(s->type))
+		return mounted(s->path) ? NULL : "not mounted";
+	return "unsupported type";
+}
+
+static char *dup_or_null(const char *s)
+{
+	return s && *s ? strdup(s) : NULL;
+}
+
+/* A pve: rbd storage's own ceph settings. */
+static struct store_config *rbd_cfg(const struct store_config *cfg, const struct sect *s)
+{
+	struct store_config *c = malloc(sizeof(*c));
+	char path[300];
+
+	if (!c)
+		return NULL;
+	*c = *cfg;
+	c->ceph_conf = dup_or_null(cfg->ceph_conf);
+	c->ceph_id = dup_or_null(s->username[0] ? s->username : cfg->ceph_id);
+	c->ceph_keyring = dup_or_null(cfg->ceph_keyring);
+	c->ceph_mon_host = NULL;
+	if (s->monhost[0]) {
+		/* An external cluster, as pve-storage reaches it. */
+		free((char *)c->ceph_conf);
+		snprintf(path, sizeof(path), PVE_ETC_DIR "/priv/ceph/%s.conf", s->id);
+		c->ceph_conf = strdup(access(path, R_OK) == 0 ? path : "/dev/null");
+		free((char *)c->ceph_keyring);
+		snprintf(path, sizeof(path), PVE_ETC_DIR "/priv/ceph/%s.keyring", s->id);
+		c->ceph_keyring = strdup(path);
+		c->ceph_mon_host = strdup(s->monhost);
+		for (char *p = (char *)c->ceph_mon_host; p && *p; p++)
+			if (*p == ';')
+				*p = ',';
+	}
+	return c;
+}
+
+static int open_sect(const struct store_config *cfg, const struct sect *s, struct store **out)
+{
+	struct pve_store_info info = { .name = s->id, .storeid = s->id, .shared = s->shared };
+	struct store *inner = NULL;
+	char spec[300];
+	int rc;
+
+	if (!strcmp(s->type, "lvm")) {
+		rc = lvm_store_open(s->vgname, cfg, &inner);
+	} else if (!strcmp(s->type, "rbd")) {
+		if (!rbd_store_open) {
+			vlog(LOG_ERR, "storage %s: this vstorfs was built without RBD support", s->id);
+			return -EOPNOTSUPP;
+		}
+		if (!(info.owned_cfg = rbd_cfg(cfg, s)))
+			return -ENOMEM;
+		snprintf(spec, sizeof(spec), "%s%s%s", s->pool[0] ? s->pool : "rbd", s->ns[0] ? "/" : "", s->ns);
+		rc = rbd_store_open(spec, info.owned_cfg, &inner);
+	} else {
+		if (!dir_store_open) {
+			vlog(LOG_ERR, "storage %s: this vstorfs was built without directory stores", s->id);
+			return -EOPNOTSUPP;
+		}
+		rc = dir_store_open(s->path, cfg, &inner);
+	}
+	if (rc < 0) {
+		if (info.owned_cfg) {
+			free((char *)info.owned_cfg->ceph_conf);
+			free((char *)info.owned_cfg->ceph_id);
+			free((char *)info.owned_cfg->ceph_keyring);
+			free((char *)info.owned_cfg->ceph_mon_host);
+			free(info.owned_cfg);
+		}
+		return rc;
+	}
+	return pve_store_wrap(inner, &info, out);
+}
+
+static void note_left_out(char *buf, size_t len, const struct sect *s, const char *why)
+{
+	size_t used = strlen(buf);
+
+	snprintf(buf + used, len - used, "%s%s (%s: %s)", used ? ", " : "", s->id, s->type, why);
+}
+
+int pve_source_open(const char *spec, const struct store_config *cfg, struct store ***out, int *n)
+{
+	bool all = !spec[0] || !strcmp(spec, "all");
+	struct store **v = NULL;
+	char skipped[4096] = "";
+	struct sect *secs;
+	int nsecs, rc, found = 0;
+
+	*out = NULL;
+	*n = 0;
+	if ((rc = load(cfg, &secs, &nsecs)) < 0) {
+		vlog(LOG_ERR, "pve:%s: cannot read %s: %s", spec,
+		     cfg->pve_storage_cfg ? cfg->pve_storage_cfg : DEFAULT_CFG, strerror(-rc));
+		return rc;
+	}
+	for (int i = 0; i < nsecs && rc == 0; i++) {
+		const char *why = left_out(&secs[i]);
+		struct store *s, **g;
+
+		if (!all && strcmp(secs[i].id, spec))
+			continue;
+		found++;
+		if (why) {
+			note_left_out(skipped, sizeof(skipped), &secs[i], why);
+			if (!all) {
+				vlog(LOG_ERR, "pve:%s: storage %s cannot be served here (%s: %s)", spec,
+				     secs[i].id, secs[i].type, why);
+				rc = -ENOENT;
+			}
+			continue;
+		}
+		if ((rc = open_sect(cfg, &secs[i], &s)) < 0) {
+			if (all) {
+				note_left_out(skipped, sizeof(skipped), &secs[i], "cannot be opened");
+				rc = 0;
+			}
+			continue;
+		}
+		if (!(g = realloc(v, (size_t)(*n + 1) * sizeof(*g)))) {
+			s->ops->close(s);
+			rc = -ENOMEM;
+			break;
+		}
+		v = g;
+		v[(*n)++] = s;
+	}
+	if (rc == 0 && !found) {
+		vlog(LOG_ERR, "pve:%s: %s", spec, all ? "storage.cfg names no storage" : "no such storage");
+		rc = -ENOENT;
+	}
+	if (all && skipped[0])
+		vlog(LOG_NOTICE, "pve: left out: %s", skipped);
+	free(secs);
+	if (rc < 0) {
+		for (int i = 0; i < *n; i++)
+			v[i]->ops->close(v[i]);
+		free(v);
+		*n = 0;
+		return rc;
+	}
+	*out = v;
+	return 0;
+}
