@@ -298,18 +298,40 @@ def test_later_nights_read_no_unchanged_snapshot(nights, client, store):
             "%s night %d: current/disk.raw %s (the VM wrote it)" % (client, night, status.get(cur))
         assert reads[inodes[cur]] >= cl.DISK_SIZE, "%s night %d: current read %d bytes" % (
             client, night, reads[inodes[cur]])
+        # borg 1.2 keeps no files-cache entry whose ctime is the newest it
+        # memorized in a run (cache.py, _newest_cmtime: its guard against a
+        # file changed within the timestamp's resolution). current's files,
+        # whose ctime is each stat's, are status C and not memorized, so the
+        # one snapshot file with the newest ctime of the whole walk is read
+        # again each night by borg, and only that one: nanosecond times make
+        # it a single file, not every view taken in that second.
+        newest = borg_newest_snapshot_files(nights, mnt) if client == "borg" else set()
         for v in cl.SNAPS:
             for f in view_files(s, mnt, v):
-                # borg 1.2 keeps no files-cache entry whose ctime is the newest
-                # it memorized in a run (cache.py, _newest_cmtime); current's
-                # files, whose ctime is each stat's, are status C and not
-                # memorized, so the newest snapshot view of the tree is the
-                # newest memorized file: if it is read again, that is why
+                if f in newest:
+                    continue
                 assert status.get(f) == "unchanged", "%s night %d: %s is %s" % (
                     client, night, os.path.relpath(f, mnt), status.get(f))
             for f in view_files(s, mnt, v, hidden=True):
+                if f in newest:
+                    continue
                 assert reads[inodes[f]] == 0, "%s night %d: the daemon answered %d bytes of %s" % (
                     client, night, reads[inodes[f]], os.path.relpath(f, mnt))
+
+
+def borg_newest_snapshot_files(nights, mnt):
+    """The files of the snapshot view with the newest ctime in the whole tree
+    (every store): its disk.raw and JSON files share the snapshot's time."""
+    files = {}
+    for name in STORES:
+        s = nights.st.store(name)
+        for v in cl.SNAPS:
+            for f in view_files(s, mnt, v, hidden=True):
+                files[f] = (os.stat(f).st_ctime_ns, s.vdir(mnt, v))
+    top = max(c for c, _ in files.values())
+    newest = {f for f, (c, _) in files.items() if c == top}
+    assert len({files[f][1] for f in newest}) == 1, "one view holds the newest ctime: %s" % newest
+    return newest
 
 
 @pytest.mark.parametrize("store", STORES)
