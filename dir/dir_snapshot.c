@@ -611,7 +611,7 @@ static int commit_steps(struct store *s, struct rm *r)
 	crash_point("dir-rmdir-commit-merged");
 	rm_trim(r);
 	rm_release(r);
-	if ((rc = dir_rename(p->rootfd, r->s, r->c, false)))
+	if ((rc = crash_fail("dir-rmdir-rename")) || (rc = dir_rename(p->rootfd, r->s, r->c, false)))
 		return rc;
 	crash_point("dir-rmdir-commit-renamed");
 	return 0;
@@ -632,7 +632,7 @@ static int rebase_steps(struct store *s, struct rm *r)
 	crash_point("dir-rmdir-rebase-relinked");
 	rm_trim(r);
 	rm_release(r);
-	if ((rc = dir_unlink(p->rootfd, r->s)) && rc != -ENOENT)
+	if ((rc = crash_fail("dir-rmdir-unlink")) || ((rc = dir_unlink(p->rootfd, r->s)) && rc != -ENOENT))
 		return rc;
 	if ((rc = dir_fsync_parent(p->rootfd, r->s)))
 		return rc;
@@ -641,20 +641,15 @@ static int rebase_steps(struct store *s, struct rm *r)
 }
 
 /* The end of the image in file rel: past its last cluster with a refcount. */
-static int image_end(struct store *s, const char *rel, uint64_t *end)
+int dir_image_end(struct store *s, const char *rel, uint64_t *end)
 {
 	struct dir_store_priv *p = s->priv;
-	struct qcow2_writer *w;
 	struct layer_io *io;
-	int rc = file_io_open(p->rootfd, s->name, rel, true, &io);
+	int rc = file_io_open(p->rootfd, s->name, rel, false, &io);
 
 	if (rc)
 		return rc;
-	rc = qcow2_writer_open(io, (qcow2_fill_fn)merge_fill_from_view, NULL, &w);
-	if (rc == 0) {
-		*end = io->size - qcow2_writer_room(w);
-		qcow2_writer_close(w);
-	}
+	rc = qcow2_image_end(io, end);
 	layer_close(io);
 	return rc;
 }
@@ -690,7 +685,7 @@ static int rebase_undo(struct store *s, struct rm *r, const struct dir_op_paths 
 			layer_flush(io);
 		layer_close(io);
 	}
-	if (image_end(s, r->c, &end) == 0 && file_io_open(p->rootfd, s->name, r->c, true, &io) == 0) {
+	if (dir_image_end(s, r->c, &end) == 0 && file_io_open(p->rootfd, s->name, r->c, true, &io) == 0) {
 		if (io->size > (end > orig ? end : orig))
 			(void)!ftruncate(file_io_fd(io), (off_t)(end > orig ? end : orig));
 		layer_close(io);
