@@ -442,8 +442,12 @@ static int take_chain(struct dir_op *op, const struct store_volume *vol, const c
 	if ((rc = build_overlay(op, &n, sbase, vol->views[0].size, st.st_mode)))
 		goto undo_intent;
 	crash_point("dir-mkdir-written");
-	if ((rc = rename_noreplace(op->p->rootfd, n.vol, srel)))
+	/* The bookkeeping that takes room goes before the point of no return (the first
+	 * rename): after it only the intent's removal is left, which frees room. */
+	if ((rc = dir_snaptime_set(op->s, &n, snap, now)))
 		goto undo_scratch;
+	if ((rc = rename_noreplace(op->p->rootfd, n.vol, srel)))
+		goto undo_times;
 	crash_point("dir-mkdir-renamed");
 	if ((rc = crash_fail("dir-mkdir-swap")) || (rc = rename_noreplace(op->p->rootfd, n.scratch, n.vol))) {
 		int back = crash_fail("dir-mkdir-rename-back");
@@ -457,16 +461,18 @@ static int take_chain(struct dir_op *op, const struct store_volume *vol, const c
 			     strerror(-back), n.scratch);
 			return rc;
 		}
-		goto undo_scratch;
+		goto undo_times;
 	}
 	crash_point("dir-mkdir-swapped");
-	/* The snapshot exists now; the rest is bookkeeping that recovery redoes. */
-	if (dir_snaptime_set(op->s, &n, snap, now) || dir_intent_clear(op->s, &n))
+	/* The snapshot exists now; what is left frees room, and recovery redoes it. */
+	if (dir_intent_clear(op->s, &n))
 		vlog(LOG_WARNING, "%s/%s: intent file left behind; the next mount finishes it",
 		     op->s->name, n.vol);
 	vlog(LOG_NOTICE, "%s/%s: took snapshot %s (layer %s)", op->s->name, n.vol, snap, srel);
 	return 0;
 
+undo_times:
+	dir_snaptime_set(op->s, &n, snap, 0);
 undo_scratch:
 	dir_unlink(op->p->rootfd, n.scratch);
 undo_intent:
@@ -875,6 +881,7 @@ int dir_recover_chain(struct store *s, const struct dir_op_paths *n, char *inten
 			     s->name, n->vol, snap);
 			if (have_t && (rc = dir_unlink(p->rootfd, n->scratch)))
 				return rc;
+			dir_snaptime_set(s, n, snap, 0);   /* written before the renames */
 		} else if (!have_v && have_s && have_t) {
 			vlog(LOG_NOTICE, "%s/%s: finishing interrupted snapshot %s (renaming the new overlay)",
 			     s->name, n->vol, snap);
