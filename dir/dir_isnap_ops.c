@@ -6,9 +6,16 @@
  * clusters but never leaves metadata pointing at freed ones); this file
  * adds the intent file and recovery around it.
  *
+ *   room reserved past the end of the file (an upper bound, dir_reserve.h)
  *   intent "isnap-create <snap>"       then qcow2_snapshot_create
  *   intent "isnap-delete <snap> <id>"  then qcow2_snapshot_delete
- *   intent removed
+ *     -- point of no return: the header switch (the table names the
+ *        snapshot, or no longer does) --
+ *   unused room cut off, intent removed
+ * A failure before the switch is undone at once: what it leaked reclaimed,
+ * the room given back, the intent removed, the error returned. A failure
+ * after it is finished at once (reclaim drops what a delete had not yet
+ * dropped) and reported as success.
  * Recovery: a create either reached its header switch (the snapshot is
  * there: done) or not (undone); a delete whose entry is still in the table
  * is run again. Then qcow2_reclaim gives back every cluster the crash

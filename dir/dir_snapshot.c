@@ -22,18 +22,45 @@
  * the operation. The intent travels with the directory (a copied or
  * NFS-mounted store recovers on the next host that mounts it).
  *
+ * Room. An operation that fails has not happened. Before the intent is
+ * written, rmdir takes from the filesystem all the room its merge will
+ * write into (dir_reserve.h: the clusters past the image end and the holes
+ * of preallocated clusters written in place, fallocated), and checks the
+ * target's refcount table reaches that far; mkdir writes everything that
+ * takes room (the overlay, the taken-time sidecar) before its first rename.
+ * A lack of room (ENOSPC, EDQUOT) is therefore met before the point of no
+ * return and gives back exactly what was taken, removes the intent and
+ * leaves every view as it was; the volume takes the next operation at once.
+ *
  * Volume-chain mkdir (intent "mkdir-chain <snap> <time>"):
- *   A  T = .vstorfs-new-<V>.tmp holds the overlay backed by S, flushed
+ *   A  T = .vstorfs-new-<V>.tmp holds the overlay backed by S, flushed,
+ *      and the taken time recorded (.vstorfs-snaps-<V>)
+ *   -- point of no return: the first rename --
  *   B  V renamed to S
  *   C  T renamed to V
- *   D  the taken time recorded (.vstorfs-snaps-<V>), intent removed
- * Recovery: T and V, no S (A): remove T. S and T, no V (B): rename T to V.
- * S and V (C): record, done.
+ *   D  intent removed
+ * A failure before B is undone (T removed, the time dropped, intent
+ * removed). If C fails, B is renamed back and the mkdir undone; if that
+ * rename back fails too, T and the intent stay (state "S and T, no V") and
+ * mkdir returns the error: the next mount finishes the snapshot.
+ * Recovery: T and V, no S (A): remove T, drop the time. S and T, no V (B):
+ * rename T to V. S and V (C): record, done.
  *
  * Volume-chain rmdir (intent "rmdir-commit <snap> <S> <C>" or
  * "rmdir-rebase <snap> <S> <C> <backing string of S or ->"):
  *   commit: merge C's data into S; rename S over C (atomic).
- *   rebase: merge S's data into C; C's backing string set to S's; unlink S.
+ *           -- point of no return: the first write into S (S's view changes) --
+ *   rebase: merge S's data into C; C's backing string set to S's;
+ *           -- point of no return: the relink of C --
+ *           unlink S.
+ * A failure before the point of no return is undone: a rebase's copies into
+ * C change no view (C read those bytes through S), so what a failed batch
+ * leaked is reclaimed, the file cut back to its image end, the intent
+ * removed, and rmdir returns the error. A failure past it (a disk error:
+ * room was reserved) is finished at once, as recovery would, and rmdir
+ * reports success only when that worked; otherwise the error is returned
+ * and the next operation on the volume or the next mount finishes it. The
+ * room a merge reserved and did not use is cut off after it.
  * Recovery: S gone: done. Otherwise commit again (a merge re-run changes no
  * byte any view reads) / rebase again unless C already points past S.
  */
