@@ -833,7 +833,15 @@ static int remove_chain(struct dir_op *op, const struct store_volume *vol, int v
 		goto out;
 	/* Commit only between layers of one virtual size: S taking C's name must not resize the disk. */
 	commit = plan.commit_bytes <= plan.rebase_bytes && chain_size(r.view_s) == chain_size(r.view_c);
-	if ((rc = rm_prepare(s, &r, commit)))
+	rc = rm_prepare(s, &r, commit);
+	/* As on LVM: no room one way, try the other (commit only between layers of one size). */
+	if (rc == -ENOSPC && (commit || chain_size(r.view_s) == chain_size(r.view_c))) {
+		vlog(LOG_NOTICE, "%s: no room to %s: trying to %s", r.label, commit ? "commit" : "rebase",
+		     commit ? "rebase" : "commit");
+		commit = !commit;
+		rc = rm_prepare(s, &r, commit);
+	}
+	if (rc)
 		goto out;
 	/* Past this point the room is reserved: a failure now is the disk's, not the space's. */
 	vlog(LOG_NOTICE, "%s by %s (%s moves %llu bytes, the other way %llu)", r.label,

@@ -356,3 +356,31 @@ def test_failure_in_the_middle(small_fs, tmp_path, what, step, done):
         p = st.run(*op)                 # and the volume takes the operation at once
         assert p.returncode == 0, p.stderr.decode()
         check_images(st.root)
+
+
+def test_commit_whose_refcount_table_must_grow_rebases_instead(small_fs, tmp_path):
+    """s1's layer has 512-byte clusters and ends 7 clusters short of the 8 MiB its one
+    refcount table cluster reaches; the merge writer does not grow that table. A commit of
+    current's 1 MiB into it cannot fit: that is known before anything is written, and the
+    rmdir rebases instead (as on LVM), instead of failing half-way with the intent left."""
+    fs, out = small_fs
+    root = os.path.join(fs, "vz")
+    d = os.path.join(root, "images", "100")
+    os.makedirs(d)
+    img = os.path.join(d, VOL)
+    q("qemu-img", "create", "-f", "qcow2", "-o", "cluster_size=512", img, "16M")
+    qio(img, "write -P 0x71 0 6M", "write -P 0x74 6M 1536K", "write -P 0x75 7680K 346K")
+    cfg = storage_cfg(str(tmp_path), root, "\tsnapshot-as-volume-chain 1")
+    ds("mkdir", root, VOL, "s1", cfg=cfg)
+    qio(img, "write -P 0x76 10M 1M")
+    s1 = os.path.join(d, "snap-s1-" + VOL)
+    before = {"current": qsha(img, out), "s1": qsha(s1, out)}
+    p = ds("rmdir", root, VOL, "s1", cfg=cfg, check=False)
+    log = p.stderr.decode()
+    assert p.returncode == 0, log
+    assert "trying to rebase" in log and "rebasing the child" in log
+    no_leftovers(root)
+    check_images(root)
+    assert not os.path.exists(s1)
+    assert sha_view(root, VOL, "current") == qsha(img, out) == before["current"]
+    assert list(listing(root, cfg)[VOL]) == ["current"]
