@@ -98,6 +98,9 @@ struct mover {
 	uint64_t done_upto;      /* units before this are queued already */
 	uint64_t need;           /* need mode: bytes counted instead of written */
 	bool need_only;
+	merge_host_fn host_fn;   /* need mode: told each host cluster written in place */
+	void *host_ctx;
+	uint64_t host_last;      /* the last cluster told + 1, 0 = none */
 	uint8_t *buf, *cbuf;     /* chunk bytes each */
 	uint64_t chunk;
 	/* progress */
@@ -148,6 +151,23 @@ static bool unit_differs(const struct mover *m, uint64_t at, uint64_t unit)
 	return !m->compare || memcmp(m->buf + at, m->cbuf + at, unit);
 }
 
+static int tell_in_place(struct mover *m, uint64_t off, uint64_t len)
+{
+	uint64_t cs = qcow2_writer_cluster_size(m->w);
+
+	for (uint64_t c = off / cs; c * cs < off + len; c++) {
+		uint64_t host;
+		int rc;
+
+		if (c + 1 <= m->host_last || !(host = qcow2_writer_in_place_host(m->w, c * cs)))
+			continue;
+		m->host_last = c + 1;
+		if ((rc = m->host_fn(m->host_ctx, host, cs)) < 0)
+			return rc;
+	}
+	return 0;
+}
+
 static int move_units(struct mover *m, uint64_t off, uint64_t len)
 {
 	uint64_t unit = qcow2_writer_unit(m->w), vsize = qcow2_writer_vsize(m->w);
@@ -167,6 +187,8 @@ static int move_units(struct mover *m, uint64_t off, uint64_t len)
 			if ((rc = qcow2_writer_need(m->w, start, n, &b)) < 0)
 				return rc;
 			m->need += b;
+			if (m->host_fn && (rc = tell_in_place(m, start, n)) < 0)
+				return rc;
 		} else {
 			if ((rc = read_view(m->src, m->buf, n, start)) < 0)
 				return rc;
@@ -235,7 +257,7 @@ static int mover_finish(struct mover *m, int rc)
 }
 
 static int commit_run(struct chain *view_c, struct qcow2_writer *s, const char *label, bool need_only,
-		      uint64_t *need)
+		      uint64_t *need, merge_host_fn fn, void *ctx)
 {
 	struct mover m = { 0 };
 	uint64_t total = 0;
@@ -251,6 +273,8 @@ static int commit_run(struct chain *view_c, struct qcow2_writer *s, const char *
 
 	if (!rc)
 		rc = mover_init(&m, s, view_c, label, total, need_only);
+	m.host_fn = fn;
+	m.host_ctx = ctx;
 	if (!rc)
 		rc = walk_runs(view_c, true, move_run, &m);
 	rc = mover_finish(&m, rc);
@@ -261,12 +285,12 @@ static int commit_run(struct chain *view_c, struct qcow2_writer *s, const char *
 
 int merge_commit_need(struct chain *view_c, struct qcow2_writer *into_s, uint64_t *bytes)
 {
-	return commit_run(view_c, into_s, "", true, bytes);
+	return commit_run(view_c, into_s, "", true, bytes, NULL, NULL);
 }
 
 int merge_commit(struct chain *view_c, struct qcow2_writer *into_s, const char *label)
 {
-	return commit_run(view_c, into_s, label, false, NULL);
+	return commit_run(view_c, into_s, label, false, NULL, NULL, NULL);
 }
 
 /*
@@ -284,7 +308,8 @@ static int past_s_end(struct chain *view_s, struct chain *view_p, struct under_c
 }
 
 static int rebase_run(struct chain *view_c, struct chain *view_s, struct chain *view_p,
-		      struct qcow2_writer *c, const char *label, bool need_only, uint64_t *need)
+		      struct qcow2_writer *c, const char *label, bool need_only, uint64_t *need,
+		      merge_host_fn fn, void *ctx)
 {
 	struct merge_plan plan;
 	struct mover m = { 0 };
@@ -295,6 +320,8 @@ static int rebase_run(struct chain *view_c, struct chain *view_s, struct chain *
 		rc = past_s_end(view_s, view_p, &t);
 	if (!rc)
 		rc = mover_init(&m, c, view_s, label, plan.rebase_bytes, need_only);
+	m.host_fn = fn;
+	m.host_ctx = ctx;
 	if (!rc) {
 		m.compare = true;
 		m.cmp = view_p;
@@ -311,13 +338,22 @@ static int rebase_run(struct chain *view_c, struct chain *view_s, struct chain *
 int merge_rebase_need(struct chain *view_c, struct chain *view_s, struct chain *view_p,
 		      struct qcow2_writer *into_c, uint64_t *bytes)
 {
-	return rebase_run(view_c, view_s, view_p, into_c, "", true, bytes);
+	return rebase_run(view_c, view_s, view_p, into_c, "", true, bytes, NULL, NULL);
 }
 
 int merge_rebase(struct chain *view_c, struct chain *view_s, struct chain *view_p,
 		 struct qcow2_writer *into_c, const char *label)
 {
-	return rebase_run(view_c, view_s, view_p, into_c, label, false, NULL);
+	return rebase_run(view_c, view_s, view_p, into_c, label, false, NULL, NULL, NULL);
+}
+
+int merge_in_place(bool commit, struct chain *view_c, struct chain *view_s, struct chain *view_p,
+		   struct qcow2_writer *into, merge_host_fn fn, void *ctx)
+{
+	uint64_t need;
+
+	return commit ? commit_run(view_c, into, "", true, &need, fn, ctx)
+		      : rebase_run(view_c, view_s, view_p, into, "", true, &need, fn, ctx);
 }
 
 int merge_fill_from_view(void *view, void *buf, uint64_t len, uint64_t off)
@@ -332,7 +368,7 @@ int merge_run(bool commit, struct chain *view_c, struct chain *view_s, struct ch
 	int rc = commit ? merge_commit_need(view_c, into, &need)
 			: merge_rebase_need(view_c, view_s, view_p, into, &need);
 
-	if (!rc && need > qcow2_writer_room(into))
+	if (!rc && (need > qcow2_writer_room(into) || need > qcow2_writer_table_room(into)))
 		rc = -ENOSPC;
 	if (!rc)
 		rc = commit ? merge_commit(view_c, into, label)

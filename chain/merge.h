@@ -41,6 +41,16 @@ int merge_commit_need(struct chain *view_c, struct qcow2_writer *into_s, uint64_
 int merge_rebase_need(struct chain *view_c, struct chain *view_s, struct chain *view_p,
 		      struct qcow2_writer *into_c, uint64_t *bytes);
 
+/*
+ * Tell fn every host cluster of `into` the merge would write in place (the
+ * clusters qcow2_writer_need does not count: the image owns them already,
+ * but a file may hold a hole there), each once, in guest order. Writes
+ * nothing; a negative return of fn stops the walk and is returned.
+ */
+typedef int (*merge_host_fn)(void *ctx, uint64_t host, uint64_t len);
+int merge_in_place(bool commit, struct chain *view_c, struct chain *view_s, struct chain *view_p,
+		   struct qcow2_writer *into, merge_host_fn fn, void *ctx);
+
 int merge_commit(struct chain *view_c, struct qcow2_writer *into_s, const char *label);
 /* view_p may be NULL (S has no backing layer: compare against zeros). */
 int merge_rebase(struct chain *view_c, struct chain *view_s, struct chain *view_p,
@@ -49,7 +59,8 @@ int merge_rebase(struct chain *view_c, struct chain *view_s, struct chain *view_
 /*
  * The whole merge in one call, for qcow2merge and the writer's fuzz target
  * (the daemon runs the same steps itself, between its crash-safety tags):
- * -ENOSPC before any write when the target's room is short, then commit
+ * -ENOSPC before any write when the target's room (or its refcount
+ * table's reach) is short, then commit
  * into `into` (S's writer) or rebase into it (C's writer) and point C at
  * `new_backing` (NULL: no backing layer).
  */

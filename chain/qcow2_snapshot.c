@@ -610,3 +610,23 @@ out:
 	qmeta_close(m);
 	return rc;
 }
+
+int qcow2_image_end(struct layer_io *io, uint64_t *end)
+{
+	struct qmeta *m;
+	uint64_t c, v = 0;
+	int rc = qmeta_open(io, 0, &m);
+
+	if (rc)
+		return rc;
+	for (c = qmeta_rc_end(m); c > 0; c--) {
+		if ((rc = qmeta_rc_get(m, c - 1, &v)))
+			break;
+		if (v)
+			break;
+	}
+	if (rc == 0)
+		*end = c * m->cs;
+	qmeta_close(m);
+	return rc;
+}

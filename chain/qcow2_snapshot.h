@@ -153,4 +153,8 @@ int qcow2_check(struct layer_io *io, struct qcow2_check_result *r);
  */
 int qcow2_reclaim(struct layer_io *io, unsigned flags, struct qcow2_check_result *r);
 
+/* One past the last cluster with a non-zero refcount, in bytes: the file can be cut
+ * there without losing anything the image references. */
+int qcow2_image_end(struct layer_io *io, uint64_t *end);
+
 #endif

@@ -435,6 +435,18 @@ uint64_t qcow2_writer_room(const struct qcow2_writer *w)
 	return end < w->io->size ? w->io->size - end : 0;
 }
 
+uint64_t qcow2_writer_table_room(const struct qcow2_writer *w)
+{
+	uint64_t end = w->next_free * w->cs, cap = w->reftable_entries * w->refs_per_block * w->cs;
+
+	return end < cap ? cap - end : 0;
+}
+
+uint64_t qcow2_writer_cluster_size(const struct qcow2_writer *w)
+{
+	return w->cs;
+}
+
 /* ---- L2 entries ---- */
 
 static int l2_entry(struct qcow2_writer *w, uint64_t cluster, uint64_t *entry, uint64_t *bitmap)
@@ -480,6 +492,15 @@ bool qcow2_writer_unit_preallocated(struct qcow2_writer *w, uint64_t off)
 	uint64_t e, b;
 
 	return l2_entry(w, off / w->cs, &e, &b) == 0 && in_place(w, e);
+}
+
+uint64_t qcow2_writer_in_place_host(struct qcow2_writer *w, uint64_t off)
+{
+	uint64_t e, b;
+
+	if (l2_entry(w, off / w->cs, &e, &b) || !in_place(w, e))
+		return 0;
+	return e & QCOW2_OFFSET_MASK;
 }
 
 int qcow2_writer_need(struct qcow2_writer *w, uint64_t off, uint64_t len, uint64_t *bytes)

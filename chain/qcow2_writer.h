@@ -62,6 +62,14 @@ uint64_t qcow2_writer_room(const struct qcow2_writer *w);
  * count them): the writer reads and writes whole clusters.
  */
 uint64_t qcow2_writer_tail(const struct qcow2_writer *w);
+/* Bytes past the image end its refcount table can describe (the writer never grows
+ * the table: a merge needing more fails with -ENOSPC, so check before writing). */
+uint64_t qcow2_writer_table_room(const struct qcow2_writer *w);
+uint64_t qcow2_writer_cluster_size(const struct qcow2_writer *w);
+/* The host offset of the cluster holding guest offset `off` when a write there goes
+ * in place (into a host cluster the entry owns, e.g. preallocated), else 0. A file
+ * may hold a hole there: the write then takes room from the filesystem. */
+uint64_t qcow2_writer_in_place_host(struct qcow2_writer *w, uint64_t off);
 
 /* Queue whole units [off, off + len) with their data; written by qcow2_writer_commit. */
 int qcow2_writer_write(struct qcow2_writer *w, uint64_t off, const void *buf, uint64_t len);

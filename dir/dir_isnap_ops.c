@@ -6,9 +6,16 @@
  * clusters but never leaves metadata pointing at freed ones); this file
  * adds the intent file and recovery around it.
  *
+ *   room reserved past the end of the file (an upper bound, dir_reserve.h)
  *   intent "isnap-create <snap>"       then qcow2_snapshot_create
  *   intent "isnap-delete <snap> <id>"  then qcow2_snapshot_delete
- *   intent removed
+ *     -- point of no return: the header switch (the table names the
+ *        snapshot, or no longer does) --
+ *   unused room cut off, intent removed
+ * A failure before the switch is undone at once: what it leaked reclaimed,
+ * the room given back, the intent removed, the error returned. A failure
+ * after it is finished at once (reclaim drops what a delete had not yet
+ * dropped) and reported as success.
  * Recovery: a create either reached its header switch (the snapshot is
  * there: done) or not (undone); a delete whose entry is still in the table
  * is run again. Then qcow2_reclaim gives back every cluster the crash
@@ -16,12 +23,15 @@
  * writing since the crash (a VM started) is left alone, intent kept.
  */
 #include "dir/dir_snapshot.h"
+#include "dir/dir_reserve.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "chain/qcow2_snapshot.h"
 #include "common/crash.h"
@@ -42,15 +52,176 @@ static int write_intent(struct store *s, const struct dir_op_paths *n, const cha
 	return dir_write_file_atomic(p->rootfd, n->intent, text, strlen(text));
 }
 
+/*
+ * Room: what a create or delete may allocate, an upper bound from the
+ * header and the table: the L1 copy (create), the new table, refcount
+ * blocks for those, and a refcount table half again as large. It is
+ * reserved past the end of the file before the intent (dir_reserve.h), so
+ * the operation's writes land in room it holds; what it did not use is cut
+ * off afterwards.
+ */
+static uint64_t be(const uint8_t *p, int n)
+{
+	uint64_t v = 0;
+
+	for (int i = 0; i < n; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static int room_needed(struct layer_io *io, const struct qcow2_snapshot_list *sl, bool create,
+		       uint64_t *bytes)
+{
+	uint8_t h[104];
+	uint64_t cs, l1, rtc, order, rpb, n;
+	int rc = layer_pread(io, h, sizeof(h), 0);
+
+	if (rc)
+		return rc;
+	cs = 1ULL << (be(h + 20, 4) & 63);
+	l1 = be(h + 36, 4);
+	rtc = be(h + 56, 4);
+	order = be(h + 4, 4) >= 3 ? be(h + 96, 4) : 4;
+	if (cs < 512 || cs > (2u << 20) || order > 6)
+		return -EIO;
+	rpb = cs * 8 >> order;
+	n = (sl->table_size + 1024 + 40 + QCOW2_SNAPSHOT_NAME_MAX + cs - 1) / cs + 1;
+	if (create)
+		n += (l1 * 8 + cs - 1) / cs;
+	n += n / rpb + 2 + rtc + rtc / 2 + 1;
+	*bytes = n * cs;
+	return 0;
+}
+
+struct isnap_room {
+	int fd;
+	struct dir_reserve res;
+};
+
+/* Reserve the room before the intent: 0, or -ENOSPC / -EDQUOT with the file as before. */
+static int room_take(struct store *s, const struct dir_op_paths *n, struct layer_io *io,
+		     const struct qcow2_snapshot_list *sl, bool create, struct isnap_room *r)
+{
+	struct dir_store_priv *p = s->priv;
+	uint64_t need;
+	int rc = room_needed(io, sl, create, &need);
+
+	memset(r, 0, sizeof(*r));
+	r->fd = -1;
+	dir_reserve_begin(&r->res, -1);
+	if (rc)
+		return rc;
+	r->fd = dir_openat(p->rootfd, n->vol, O_RDWR, 0);
+	if (r->fd < 0)
+		return r->fd;
+	if ((rc = dir_reserve_begin(&r->res, r->fd)) || (rc = dir_reserve_range(&r->res, r->res.orig_size, need)) ||
+	    (rc = dir_reserve_check(&r->res)) || (rc = crash_fail("dir-isnap-reserve"))) {
+		vlog(LOG_ERR, "%s/%s: no room for the snapshot operation (up to %" PRIu64 " bytes): %s",
+		     s->name, n->vol, need, strerror(-rc));
+		dir_reserve_undo(&r->res);
+	}
+	return rc;
+}
+
+static void room_release(struct isnap_room *r)
+{
+	dir_reserve_free(&r->res);
+	if (r->fd >= 0)
+		close(r->fd);
+	r->fd = -1;
+}
+
+/*
+ * After the operation (done = it reached its header switch): free what it
+ * leaked, cut the file to its image end (never below its old size).
+ * Undone: the reserved room goes back exactly when nothing past the old
+ * end is in use.
+ */
+static int room_settle(struct store *s, const struct dir_op_paths *n, struct isnap_room *r, bool reclaim)
+{
+	struct dir_store_priv *p = s->priv;
+	struct qcow2_check_result cr;
+	struct layer_io *io;
+	uint64_t end;
+	int rc = 0;
+
+	if (reclaim) {
+		if ((rc = file_io_open(p->rootfd, s->name, n->vol, true, &io)))
+			return rc;
+		rc = qcow2_reclaim(io, 0, &cr);
+		if (rc == 0)
+			rc = layer_flush(io);
+		layer_close(io);
+		if (rc)
+			return rc;
+	}
+	if ((rc = dir_image_end(s, n->vol, &end)))
+		return rc;
+	if (end <= r->res.orig_size)
+		dir_reserve_undo(&r->res);
+	else
+		dir_reserve_trim(&r->res, end);
+	return 0;
+}
+
+/* Is the snapshot (with that id, when id is given) in the table now? 1, 0 or <0. */
+static int snap_present(struct store *s, const struct dir_op_paths *n, const char *snap, const char *id)
+{
+	struct dir_store_priv *p = s->priv;
+	struct qcow2_snapshot_list sl;
+	struct layer_io *io;
+	int rc = file_io_open(p->rootfd, s->name, n->vol, false, &io), i;
+
+	if (rc)
+		return rc;
+	rc = qcow2_snapshot_list(io, &sl);
+	i = rc == 0 ? qcow2_snapshot_find(&sl, snap) : -1;
+	if (rc == 0)
+		rc = i >= 0 && (!id || !strcmp(sl.s[i].id, id));
+	qcow2_snapshot_list_free(&sl);
+	layer_close(io);
+	return rc;
+}
+
+/*
+ * A create or delete that failed: the table says whether its header switch
+ * landed. Not landed: nothing happened; reclaim, give the room back, drop
+ * the intent, the error stands. Landed (past the point of no return):
+ * finish (reclaim frees what a delete had not yet dropped), report
+ * success. If even that fails, the intent stays for the next operation or
+ * mount, and the error stands.
+ */
+static int isnap_failed(struct store *s, const struct dir_op_paths *n, struct isnap_room *r, const char *snap,
+			const char *id, bool create, int err)
+{
+	int present = snap_present(s, n, snap, id), rc;
+	bool happened = present >= 0 && (create ? present == 1 : present == 0);
+
+	if (present < 0 || (rc = room_settle(s, n, r, true)) || (rc = dir_intent_clear(s, n))) {
+		vlog(LOG_ERR, "%s/%s: cannot settle the failed snapshot operation now: the next operation "
+		     "or mount does", s->name, n->vol);
+		return err;
+	}
+	if (happened) {
+		vlog(LOG_NOTICE, "%s/%s: %s internal snapshot %s finished after all (%s came after the point "
+		     "of no return)", s->name, n->vol, create ? "taking" : "deleting", snap, strerror(-err));
+		return 0;
+	}
+	vlog(LOG_NOTICE, "%s/%s: undone: the image reads as before", s->name, n->vol);
+	return err == -ENOSPC || err == -EDQUOT ? err : err == -EFBIG ? -ENOSPC : -EIO;
+}
+
 int dir_isnap_take(struct dir_op *op, const struct store_volume *vol, const char *snap)
 {
 	struct store *s = op->s;
 	struct dir_op_paths n;
 	struct qcow2_snapshot_list sl;
+	struct isnap_room room = { .fd = -1 };
 	struct layer_io *io;
 	char text[256];
 	int rc;
 
+	dir_reserve_begin(&room.res, -1);
 	if ((rc = vol_paths(vol, &n)))
 		return rc;
 	if (dir_exists(op->p->rootfd, n.intent)) {
@@ -63,26 +234,39 @@ int dir_isnap_take(struct dir_op *op, const struct store_volume *vol, const char
 	rc = qcow2_snapshot_list(io, &sl);
 	if (rc == 0 && qcow2_snapshot_find(&sl, snap) >= 0)
 		rc = -EEXIST;
-	qcow2_snapshot_list_free(&sl);
-	snprintf(text, sizeof(text), "isnap-create %s\n", snap);
 	if (rc == 0)
-		rc = write_intent(s, &n, text);
-	if (rc) {
+		rc = room_take(s, &n, io, &sl, true, &room);
+	qcow2_snapshot_list_free(&sl);
+	layer_close(io);
+	snprintf(text, sizeof(text), "isnap-create %s\n", snap);
+	/* Reopened: its size now takes in the reserved room. */
+	if (rc == 0 && (rc = file_io_open_grow(op->p->rootfd, s->name, n.vol, &io)))
+		dir_reserve_undo(&room.res);
+	if (rc == 0 && (rc = write_intent(s, &n, text))) {
 		layer_close(io);
+		dir_reserve_undo(&room.res);
+	}
+	if (rc) {
+		room_release(&room);
 		return rc;
 	}
 	crash_point("dir-isnap-create-intent");
-	rc = qcow2_snapshot_create(io, snap, QCOW2_SNAP_GROW);
+	rc = crash_fail("dir-isnap-create");
+	if (rc == 0)
+		rc = qcow2_snapshot_create(io, snap, QCOW2_SNAP_GROW);
 	if (rc == 0)
 		rc = layer_flush(io);
 	layer_close(io);
 	if (rc) {
 		vlog(LOG_ERR, "%s/%s: creating internal snapshot %s failed: %s", s->name, n.vol, snap,
 		     strerror(-rc));
-		/* The image reads as before; recovery reclaims what the attempt leaked. */
-		return rc == -ENOSPC || rc == -EFBIG ? (rc == -EFBIG ? -ENOSPC : rc) : -EIO;
+		rc = isnap_failed(s, &n, &room, snap, NULL, true, rc);
+		room_release(&room);
+		return rc;
 	}
 	crash_point("dir-isnap-create-done");
+	room_settle(s, &n, &room, false);
+	room_release(&room);
 	if (dir_intent_clear(s, &n))
 		vlog(LOG_WARNING, "%s/%s: intent file left behind; the next mount clears it", s->name, n.vol);
 	vlog(LOG_NOTICE, "%s/%s: took internal snapshot %s", s->name, n.vol, snap);
@@ -95,10 +279,12 @@ int dir_isnap_remove(struct dir_op *op, const struct store_volume *vol, int view
 	const struct dir_wpriv *w = vol->views[view].priv;
 	struct dir_op_paths n;
 	struct qcow2_snapshot_list sl;
+	struct isnap_room room = { .fd = -1 };
 	struct layer_io *io;
-	char text[512];
+	char text[512], id[64] = "";
 	int rc, i;
 
+	dir_reserve_begin(&room.res, -1);
 	if ((rc = vol_paths(vol, &n)))
 		return rc;
 	if (dir_exists(op->p->rootfd, n.intent)) {
@@ -113,25 +299,39 @@ int dir_isnap_remove(struct dir_op *op, const struct store_volume *vol, int view
 	if (rc == 0 && i < 0)
 		rc = -ENOENT;
 	if (rc == 0) {
-		snprintf(text, sizeof(text), "isnap-delete %s %s\n", w->snap, sl.s[i].id);
-		rc = write_intent(s, &n, text);
+		snprintf(id, sizeof(id), "%s", sl.s[i].id);
+		snprintf(text, sizeof(text), "isnap-delete %s %s\n", w->snap, id);
+		rc = room_take(s, &n, io, &sl, false, &room);
 	}
 	qcow2_snapshot_list_free(&sl);
-	if (rc) {
+	layer_close(io);
+	if (rc == 0 && (rc = file_io_open_grow(op->p->rootfd, s->name, n.vol, &io)))
+		dir_reserve_undo(&room.res);
+	if (rc == 0 && (rc = write_intent(s, &n, text))) {
 		layer_close(io);
+		dir_reserve_undo(&room.res);
+	}
+	if (rc) {
+		room_release(&room);
 		return rc;
 	}
 	crash_point("dir-isnap-delete-intent");
-	rc = qcow2_snapshot_delete(io, w->snap, QCOW2_SNAP_GROW);
+	rc = crash_fail("dir-isnap-delete");
+	if (rc == 0)
+		rc = qcow2_snapshot_delete(io, w->snap, QCOW2_SNAP_GROW);
 	if (rc == 0)
 		rc = layer_flush(io);
 	layer_close(io);
 	if (rc) {
 		vlog(LOG_ERR, "%s/%s: deleting internal snapshot %s failed: %s", s->name, n.vol, w->snap,
 		     strerror(-rc));
-		return -EIO;
+		rc = isnap_failed(s, &n, &room, w->snap, id, false, rc);
+		room_release(&room);
+		return rc;
 	}
 	crash_point("dir-isnap-delete-done");
+	room_settle(s, &n, &room, false);
+	room_release(&room);
 	if (dir_intent_clear(s, &n))
 		vlog(LOG_WARNING, "%s/%s: intent file left behind; the next mount clears it", s->name, n.vol);
 	vlog(LOG_NOTICE, "%s/%s: deleted internal snapshot %s", s->name, n.vol, w->snap);

@@ -22,18 +22,45 @@
  * the operation. The intent travels with the directory (a copied or
  * NFS-mounted store recovers on the next host that mounts it).
  *
+ * Room. An operation that fails has not happened. Before the intent is
+ * written, rmdir takes from the filesystem all the room its merge will
+ * write into (dir_reserve.h: the clusters past the image end and the holes
+ * of preallocated clusters written in place, fallocated), and checks the
+ * target's refcount table reaches that far; mkdir writes everything that
+ * takes room (the overlay, the taken-time sidecar) before its first rename.
+ * A lack of room (ENOSPC, EDQUOT) is therefore met before the point of no
+ * return and gives back exactly what was taken, removes the intent and
+ * leaves every view as it was; the volume takes the next operation at once.
+ *
  * Volume-chain mkdir (intent "mkdir-chain <snap> <time>"):
- *   A  T = .vstorfs-new-<V>.tmp holds the overlay backed by S, flushed
+ *   A  T = .vstorfs-new-<V>.tmp holds the overlay backed by S, flushed,
+ *      and the taken time recorded (.vstorfs-snaps-<V>)
+ *   -- point of no return: the first rename --
  *   B  V renamed to S
  *   C  T renamed to V
- *   D  the taken time recorded (.vstorfs-snaps-<V>), intent removed
- * Recovery: T and V, no S (A): remove T. S and T, no V (B): rename T to V.
- * S and V (C): record, done.
+ *   D  intent removed
+ * A failure before B is undone (T removed, the time dropped, intent
+ * removed). If C fails, B is renamed back and the mkdir undone; if that
+ * rename back fails too, T and the intent stay (state "S and T, no V") and
+ * mkdir returns the error: the next mount finishes the snapshot.
+ * Recovery: T and V, no S (A): remove T, drop the time. S and T, no V (B):
+ * rename T to V. S and V (C): record, done.
  *
  * Volume-chain rmdir (intent "rmdir-commit <snap> <S> <C>" or
  * "rmdir-rebase <snap> <S> <C> <backing string of S or ->"):
  *   commit: merge C's data into S; rename S over C (atomic).
- *   rebase: merge S's data into C; C's backing string set to S's; unlink S.
+ *           -- point of no return: the first write into S (S's view changes) --
+ *   rebase: merge S's data into C; C's backing string set to S's;
+ *           -- point of no return: the relink of C --
+ *           unlink S.
+ * A failure before the point of no return is undone: a rebase's copies into
+ * C change no view (C read those bytes through S), so what a failed batch
+ * leaked is reclaimed, the file cut back to its image end, the intent
+ * removed, and rmdir returns the error. A failure past it (a disk error:
+ * room was reserved) is finished at once, as recovery would, and rmdir
+ * reports success only when that worked; otherwise the error is returned
+ * and the next operation on the volume or the next mount finishes it. The
+ * room a merge reserved and did not use is cut off after it.
  * Recovery: S gone: done. Otherwise commit again (a merge re-run changes no
  * byte any view reads) / rebase again unless C already points past S.
  */
@@ -56,12 +83,14 @@
 
 #include "chain/merge.h"
 #include "chain/qcow2_create.h"
+#include "chain/qcow2_snapshot.h"
 #include "chain/qcow2_writer.h"
 #include "common/crash.h"
 #include "common/log.h"
 #include "store/pve_cluster.h"
 #include "store/store.h"
 #include "dir/dir_snapshot.h"
+#include "dir/dir_reserve.h"
 
 #define LOCK_TIMEOUT_S 60
 #define PVE_LOCK_DIR "/var/lock/pve-manager"
@@ -442,21 +471,37 @@ static int take_chain(struct dir_op *op, const struct store_volume *vol, const c
 	if ((rc = build_overlay(op, &n, sbase, vol->views[0].size, st.st_mode)))
 		goto undo_intent;
 	crash_point("dir-mkdir-written");
+	/* The bookkeeping that takes room goes before the point of no return (the first
+	 * rename): after it only the intent's removal is left, which frees room. */
+	if ((rc = dir_snaptime_set(op->s, &n, snap, now)))
+		goto undo_scratch;
 	if ((rc = rename_noreplace(op->p->rootfd, n.vol, srel)))
-		goto undo_scratch;
+		goto undo_times;
 	crash_point("dir-mkdir-renamed");
-	if ((rc = rename_noreplace(op->p->rootfd, n.scratch, n.vol))) {
-		dir_rename(op->p->rootfd, srel, n.vol, true);
-		goto undo_scratch;
+	if ((rc = crash_fail("dir-mkdir-swap")) || (rc = rename_noreplace(op->p->rootfd, n.scratch, n.vol))) {
+		int back = crash_fail("dir-mkdir-rename-back");
+
+		if (!back)
+			back = dir_rename(op->p->rootfd, srel, n.vol, true);
+		if (back) {
+			/* S and T, no V: exactly what recovery's second case needs (T renamed to V). */
+			vlog(LOG_ERR, "%s/%s: renaming %s back failed too (%s): keeping %s and the intent; "
+			     "the next mount finishes the snapshot", op->s->name, n.vol, srel,
+			     strerror(-back), n.scratch);
+			return rc;
+		}
+		goto undo_times;
 	}
 	crash_point("dir-mkdir-swapped");
-	/* The snapshot exists now; the rest is bookkeeping that recovery redoes. */
-	if (dir_snaptime_set(op->s, &n, snap, now) || dir_intent_clear(op->s, &n))
+	/* The snapshot exists now; what is left frees room, and recovery redoes it. */
+	if (dir_intent_clear(op->s, &n))
 		vlog(LOG_WARNING, "%s/%s: intent file left behind; the next mount finishes it",
 		     op->s->name, n.vol);
 	vlog(LOG_NOTICE, "%s/%s: took snapshot %s (layer %s)", op->s->name, n.vol, snap, srel);
 	return 0;
 
+undo_times:
+	dir_snaptime_set(op->s, &n, snap, 0);
 undo_scratch:
 	dir_unlink(op->p->rootfd, n.scratch);
 undo_intent:
@@ -472,11 +517,14 @@ struct rm {
 	struct chain *view_s, *view_c, *view_p;
 	struct layer_io *wio;
 	struct qcow2_writer *w;
+	struct dir_reserve res;                       /* the room the merge takes in the target */
+	bool written;                                 /* the merge has begun writing the target */
 	char label[PATH_MAX + 200];
 };
 
 static void rm_release(struct rm *r)
 {
+	dir_reserve_free(&r->res);
 	qcow2_writer_close(r->w);
 	r->w = NULL;
 	layer_close(r->wio);
@@ -525,36 +573,80 @@ static int rm_open_writer(struct store *s, struct rm *r, bool commit)
 				 commit ? r->view_s : r->view_c, &r->w);
 }
 
-/* Open the writer and grow the file so the merge fits (files grow; LVs do not). */
+static int reserve_host(void *ctx, uint64_t host, uint64_t len)
+{
+	return dir_reserve_range(ctx, host, len);
+}
+
+/*
+ * Open the writer and take, before anything is written, all the room the
+ * merge will write into: the clusters past the image end it may allocate
+ * (the file grows; LVs do not) and the holes of the clusters it writes in
+ * place (a preallocated image). No write of the merge can then fail for
+ * lack of space or quota. -ENOSPC (or -EDQUOT) when the room is not there,
+ * with the file exactly as before.
+ */
 static int rm_prepare(struct store *s, struct rm *r, bool commit)
 {
-	uint64_t need, room;
+	uint64_t need = 0, room = 0, end;
 	int rc = rm_open_writer(s, r, commit);
 
 	if (!rc)
 		rc = commit ? merge_commit_need(r->view_c, r->w, &need)
 			    : merge_rebase_need(r->view_c, r->view_s, r->view_p, r->w, &need);
-	if (!rc && need > (room = qcow2_writer_room(r->w)))
-		rc = file_io_grow(r->wio, r->wio->size + (need - room));
-	if (rc) {
-		qcow2_writer_close(r->w);
-		r->w = NULL;
-		layer_close(r->wio);
-		r->wio = NULL;
+	if (!rc && need > qcow2_writer_table_room(r->w)) {
+		vlog(LOG_ERR, "%s: the merge needs %llu bytes more than the refcount table of %s reaches "
+		     "(it is not grown)", r->label, (unsigned long long)need, commit ? r->s : r->c);
+		rc = -ENOSPC;
 	}
+	if (rc)
+		goto fail;
+	room = qcow2_writer_room(r->w);
+	end = r->wio->size - room;
+	if ((rc = dir_reserve_begin(&r->res, file_io_fd(r->wio))) ||
+	    (rc = merge_in_place(commit, r->view_c, r->view_s, r->view_p, r->w, reserve_host, &r->res)) ||
+	    (rc = need ? dir_reserve_range(&r->res, end, need) : 0) || (rc = dir_reserve_check(&r->res)) ||
+	    (rc = crash_fail("dir-rmdir-reserve"))) {
+		vlog(LOG_ERR, "%s: no room for the merge (%llu bytes for new clusters): %s", r->label,
+		     (unsigned long long)need, strerror(-rc));
+		dir_reserve_undo(&r->res);
+		goto fail;
+	}
+	if (need > room)
+		rc = file_io_grow(r->wio, end + need);
+	if (rc) {
+		dir_reserve_undo(&r->res);
+		goto fail;
+	}
+	return 0;
+fail:
+	dir_reserve_free(&r->res);
+	qcow2_writer_close(r->w);
+	r->w = NULL;
+	layer_close(r->wio);
+	r->wio = NULL;
 	return rc;
+}
+
+/* The merge is done: give back the room it reserved and did not use. */
+static void rm_trim(struct rm *r)
+{
+	if (r->w && r->wio)
+		dir_reserve_trim(&r->res, r->wio->size - qcow2_writer_room(r->w));
 }
 
 static int commit_steps(struct store *s, struct rm *r)
 {
 	struct dir_store_priv *p = s->priv;
-	int rc = merge_commit(r->view_c, r->w, r->label);
+	int rc;
 
-	if (rc)
+	r->written = true;
+	if ((rc = crash_fail("dir-rmdir-merge")) || (rc = merge_commit(r->view_c, r->w, r->label)))
 		return rc;
 	crash_point("dir-rmdir-commit-merged");
+	rm_trim(r);
 	rm_release(r);
-	if ((rc = dir_rename(p->rootfd, r->s, r->c, false)))
+	if ((rc = crash_fail("dir-rmdir-rename")) || (rc = dir_rename(p->rootfd, r->s, r->c, false)))
 		return rc;
 	crash_point("dir-rmdir-commit-renamed");
 	return 0;
@@ -563,21 +655,78 @@ static int commit_steps(struct store *s, struct rm *r)
 static int rebase_steps(struct store *s, struct rm *r)
 {
 	struct dir_store_priv *p = s->priv;
-	int rc = merge_rebase(r->view_c, r->view_s, r->view_p, r->w, r->label);
+	int rc;
 
-	if (rc)
+	r->written = true;
+	if ((rc = crash_fail("dir-rmdir-merge")) ||
+	    (rc = merge_rebase(r->view_c, r->view_s, r->view_p, r->w, r->label)))
 		return rc;
 	crash_point("dir-rmdir-rebase-copied");
-	if ((rc = qcow2_writer_set_backing(r->w, r->s_backing)))
+	if ((rc = crash_fail("dir-rmdir-relink")) || (rc = qcow2_writer_set_backing(r->w, r->s_backing)))
 		return rc;
 	crash_point("dir-rmdir-rebase-relinked");
+	rm_trim(r);
 	rm_release(r);
-	if ((rc = dir_unlink(p->rootfd, r->s)) && rc != -ENOENT)
+	if ((rc = crash_fail("dir-rmdir-unlink")) || ((rc = dir_unlink(p->rootfd, r->s)) && rc != -ENOENT))
 		return rc;
 	if ((rc = dir_fsync_parent(p->rootfd, r->s)))
 		return rc;
 	crash_point("dir-rmdir-rebase-removed");
 	return 0;
+}
+
+/* The end of the image in file rel: past its last cluster with a refcount. */
+int dir_image_end(struct store *s, const char *rel, uint64_t *end)
+{
+	struct dir_store_priv *p = s->priv;
+	struct layer_io *io;
+	int rc = file_io_open(p->rootfd, s->name, rel, false, &io);
+
+	if (rc)
+		return rc;
+	rc = qcow2_image_end(io, end);
+	layer_close(io);
+	return rc;
+}
+
+/*
+ * A rebase that failed before C was pointed past S has changed no view: C
+ * holds some of S's bytes it read through S anyway. Undo it: free what the
+ * failed batch leaked, cut the file back to the image end (never below its
+ * old size), remove the intent. 0 when undone; -1 when C points past S
+ * already (the point of no return: the rebase must be finished instead).
+ */
+static int rebase_undo(struct store *s, struct rm *r, const struct dir_op_paths *n)
+{
+	struct dir_store_priv *p = s->priv;
+	uint64_t orig = r->res.orig_size, end;
+	char *now = NULL, *raw = NULL;
+	struct qcow2_check_result cr;
+	enum chain_layer_format fmt;
+	struct layer_io *io;
+	uint64_t vs;
+	bool undone;
+	int rc;
+
+	rm_release(r);
+	rc = dir_probe_backing(s, r->c, &now, &raw, &fmt, &vs);
+	undone = rc == 0 && now && !strcmp(now, r->s);
+	free(now);
+	free(raw);
+	if (!undone)
+		return -1;
+	if (file_io_open(p->rootfd, s->name, r->c, true, &io) == 0) {
+		if (qcow2_reclaim(io, 0, &cr) == 0)
+			layer_flush(io);
+		layer_close(io);
+	}
+	if (dir_image_end(s, r->c, &end) == 0 && file_io_open(p->rootfd, s->name, r->c, true, &io) == 0) {
+		if (io->size > (end > orig ? end : orig))
+			(void)!ftruncate(file_io_fd(io), (off_t)(end > orig ? end : orig));
+		layer_close(io);
+	}
+	vlog(LOG_NOTICE, "%s: undone (every view reads as before)", r->label);
+	return dir_intent_clear(s, n);
 }
 
 /* Does any image file of the store other than `child` have `rel` as its backing? */
@@ -686,8 +835,17 @@ static int remove_chain(struct dir_op *op, const struct store_volume *vol, int v
 		goto out;
 	/* Commit only between layers of one virtual size: S taking C's name must not resize the disk. */
 	commit = plan.commit_bytes <= plan.rebase_bytes && chain_size(r.view_s) == chain_size(r.view_c);
-	if ((rc = rm_prepare(s, &r, commit)))
+	rc = rm_prepare(s, &r, commit);
+	/* As on LVM: no room one way, try the other (commit only between layers of one size). */
+	if (rc == -ENOSPC && (commit || chain_size(r.view_s) == chain_size(r.view_c))) {
+		vlog(LOG_NOTICE, "%s: no room to %s: trying to %s", r.label, commit ? "commit" : "rebase",
+		     commit ? "rebase" : "commit");
+		commit = !commit;
+		rc = rm_prepare(s, &r, commit);
+	}
+	if (rc)
 		goto out;
+	/* Past this point the room is reserved: a failure now is the disk's, not the space's. */
 	vlog(LOG_NOTICE, "%s by %s (%s moves %llu bytes, the other way %llu)", r.label,
 	     commit ? "committing the child into it" : "rebasing the child onto its parent",
 	     commit ? "commit" : "rebase",
@@ -698,8 +856,10 @@ static int remove_chain(struct dir_op *op, const struct store_volume *vol, int v
 	else
 		rc = write_intent(op, &n, "rmdir-rebase %s %s %s %s\n", snap, r.s, r.c,
 				  r.s_backing ? r.s_backing : "-");
-	if (rc)
+	if (rc) {
+		dir_reserve_undo(&r.res);
 		goto out;
+	}
 	crash_point(commit ? "dir-rmdir-commit-intent" : "dir-rmdir-rebase-intent");
 	report(prog, 0, commit ? plan.commit_bytes : plan.rebase_bytes);
 	rc = commit ? commit_steps(s, &r) : rebase_steps(s, &r);
@@ -709,6 +869,23 @@ static int remove_chain(struct dir_op *op, const struct store_volume *vol, int v
 		dir_snaptime_set(s, &n, snap, 0);
 		dir_intent_clear(s, &n);
 		vlog(LOG_NOTICE, "%s: done", r.label);
+	} else if (!commit && rebase_undo(s, &r, &n) == 0) {
+		/* nothing happened: the error stands */
+	} else {
+		/* Past the point of no return (a commit's first write into S, a rebase's relink of
+		 * C): finish it now if the disk lets us, and report success only then. */
+		int err = rc;
+
+		rm_release(&r);
+		vlog(LOG_ERR, "%s failed past the point of no return (%s): finishing it", r.label,
+		     strerror(-err));
+		rc = dir_recover_one(s, &n);
+		if (rc == 0)
+			vlog(LOG_NOTICE, "%s: done", r.label);
+		else
+			vlog(LOG_ERR, "%s: cannot be finished now: the next operation on the volume or the "
+			     "next mount finishes it", r.label);
+		rc = rc == 0 ? 0 : err;
 	}
 out:
 	rm_release(&r);
@@ -741,6 +918,7 @@ int dir_recover_chain(struct store *s, const struct dir_op_paths *n, char *inten
 			     s->name, n->vol, snap);
 			if (have_t && (rc = dir_unlink(p->rootfd, n->scratch)))
 				return rc;
+			dir_snaptime_set(s, n, snap, 0);   /* written before the renames */
 		} else if (!have_v && have_s && have_t) {
 			vlog(LOG_NOTICE, "%s/%s: finishing interrupted snapshot %s (renaming the new overlay)",
 			     s->name, n->vol, snap);

@@ -38,6 +38,8 @@ int dir_intent_clear(struct store *s, const struct dir_op_paths *n);
 int dir_snaptime_set(struct store *s, const struct dir_op_paths *n, const char *snap, int64_t t);
 /* -EBUSY (logged) when a process holds rel open for writing (qemu's OFD lock). */
 int dir_file_busy(struct store *s, const char *rel);
+/* The end of the qcow2 image in file rel: past its last cluster with a refcount. */
+int dir_image_end(struct store *s, const char *rel, uint64_t *end);
 const struct store_volume *dir_find_volume(const struct store_listing *l, const char *volume);
 
 /* Internal snapshots (dir_isnap_ops.c). */

@@ -390,6 +390,12 @@ static int rm_fits(struct op *op, struct rm *r, bool commit)
 		     commit ? "commit" : "rebase", (unsigned long long)need);
 		rc = -ENOSPC;
 	}
+	if (!rc && need > qcow2_writer_table_room(r->w)) {
+		vlog(LOG_WARNING, "%s: %s would need %llu more bytes than the image's refcount table "
+		     "reaches (it is not grown)", r->label, commit ? "commit" : "rebase",
+		     (unsigned long long)need);
+		rc = -ENOSPC;
+	}
 	if (rc) {
 		qcow2_writer_close(r->w);
 		r->w = NULL;
