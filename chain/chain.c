@@ -117,6 +117,16 @@ static bool seen_before(const struct chain *c, const struct layer_io *io)
 	return false;
 }
 
+/* The refusal names the store's own kind: a directory has no volume group. */
+static const char *outside_why(const struct chain_store *st)
+{
+	if (st->kind && !strcmp(st->kind, "volume group"))
+		return "backing file is outside the volume group (refused)";
+	if (st->kind && !strcmp(st->kind, "directory"))
+		return "backing file is outside the directory store (refused)";
+	return "backing file is outside the store (refused)";
+}
+
 /* Resolve the backing layer of the last layer; false when the chain ends. */
 static bool next_layer(struct chain *c, const struct chain_store *st)
 {
@@ -162,7 +172,11 @@ static bool next_layer(struct chain *c, const struct chain_store *st)
 		return false;
 	}
 	if (rc == -EACCES) {
-		mark_broken(c, l, backing, "backing file is outside the volume group (refused)");
+		mark_broken(c, l, backing, outside_why(st));
+		return false;
+	}
+	if (rc == -EINVAL) {
+		mark_broken(c, l, backing, "backing layer is not a regular file or block device (refused)");
 		return false;
 	}
 	if (rc) {
