@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/log_cause.h"
 #include "chain_layers.h"
 #include "qcow2_image.h"
 #include "qcow2_snapshot.h"
@@ -80,11 +81,18 @@ void chain_probe_release(struct chain_probe *p)
 	p->backing = p->backing_format = NULL;
 }
 
+/* Logged once per view and cause: a view opened again and again (each
+ * open(2) of current, each rescan) that breaks the same way says so once. */
 static void mark_broken(struct chain *c, struct layer *l, const char *name, const char *why)
 {
+	char subject[300], cause[600];
+
 	l->broken = why;
 	c->broken = true;
-	vlog(LOG_ERR, "%s: layer %s: %s", c->label, name, why);
+	snprintf(subject, sizeof(subject), "broken:%s", c->label);
+	snprintf(cause, sizeof(cause), "%s: %s", name, why);
+	if (log_cause_new(subject, cause))
+		vlog(LOG_ERR, "%s: layer %s: %s", c->label, name, why);
 }
 
 /* Open layer `l` from io as format fmt. */
@@ -115,6 +123,16 @@ static bool seen_before(const struct chain *c, const struct layer_io *io)
 		if (c->layers[i].io && !strcmp(c->layers[i].io->id, io->id))
 			return true;
 	return false;
+}
+
+/* The refusal names the store's own kind: a directory has no volume group. */
+static const char *outside_why(const struct chain_store *st)
+{
+	if (st->kind && !strcmp(st->kind, "volume group"))
+		return "backing file is outside the volume group (refused)";
+	if (st->kind && !strcmp(st->kind, "directory"))
+		return "backing file is outside the directory store (refused)";
+	return "backing file is outside the store (refused)";
 }
 
 /* Resolve the backing layer of the last layer; false when the chain ends. */
@@ -162,7 +180,11 @@ static bool next_layer(struct chain *c, const struct chain_store *st)
 		return false;
 	}
 	if (rc == -EACCES) {
-		mark_broken(c, l, backing, "backing file is outside the volume group (refused)");
+		mark_broken(c, l, backing, outside_why(st));
+		return false;
+	}
+	if (rc == -EINVAL) {
+		mark_broken(c, l, backing, "backing layer is not a regular file or block device (refused)");
 		return false;
 	}
 	if (rc) {
@@ -238,6 +260,12 @@ static int open_chain(struct layer_io *top, enum chain_layer_format top_format,
 	}
 	while (next_layer(c, store))
 		;
+	if (!c->broken) {   /* whole again: its next fault is news */
+		char subject[300];
+
+		snprintf(subject, sizeof(subject), "broken:%s", c->label);
+		log_cause_clear(subject);
+	}
 	c->size = c->layers[0].size;
 	*out = c;
 	return 0;

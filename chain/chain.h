@@ -28,6 +28,9 @@ struct chain_store {
 	int (*open_backing)(const struct chain_store *st, struct layer_io *from,
 			    const char *backing, struct layer_io **out);
 	void *opaque;
+	/* What the store is called in log lines ("volume group", "directory");
+	 * NULL: "store". A string literal: broken layers keep pointing at it. */
+	const char *kind;
 };
 
 /* AUTO: qcow2 if the layer starts with the qcow2 magic, else raw. */

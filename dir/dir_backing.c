@@ -130,9 +130,11 @@ static int open_backing(const struct chain_store *cs, struct layer_io *from, con
 		return rc;
 	rc = file_io_open(b->rootfd, b->store, rel, false, out);
 	free(rel);
+	if (rc == 0)
+		file_io_set_gate(*out, b->gates);
 	if (rc == -EXDEV || rc == -ELOOP)
 		return -EACCES;
-	if (rc && rc != -ENOENT && rc != -ENOMEM && rc != -EACCES)
+	if (rc && rc != -ENOENT && rc != -ENOMEM && rc != -EACCES && rc != -EINVAL)
 		rc = -EIO;
 	return rc;
 }
@@ -141,4 +143,5 @@ void dir_backing_init(struct chain_store *cs, struct dir_backing *b)
 {
 	cs->open_backing = open_backing;
 	cs->opaque = b;
+	cs->kind = "directory";
 }

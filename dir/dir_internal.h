@@ -34,6 +34,12 @@ int dir_openat(int rootfd, const char *rel, int flags, mode_t mode);
 /* The same confinement for directories (O_DIRECTORY|O_RDONLY). */
 int dir_opendir_fd(int rootfd, const char *rel);
 int dir_fstatat(int rootfd, const char *rel, struct stat *st);
+/* Open rel (confined) only if it is a regular file, never blocking in
+ * open(2): the type is checked through an O_PATH descriptor first and
+ * again with fstat after an O_NONBLOCK open. The fd (O_NONBLOCK cleared)
+ * and its stat, or -EINVAL for anything but a regular file (FIFO, socket,
+ * device, directory), -ENOENT, -EXDEV/-ELOOP. */
+int dir_open_regular(int rootfd, const char *rel, int flags, struct stat *st);
 
 /* Open rel below root as a layer. rw: O_RDWR (write side ops present).
  * label_prefix: the store name ("vz"), for io->name "vz/images/100/x.qcow2".
@@ -46,6 +52,12 @@ int file_io_open_grow(int rootfd, const char *label_prefix, const char *rel, str
 /* rel path (below root) of a layer opened by file_io_open, or NULL for other layers. */
 const char *file_io_rel(struct layer_io *io);
 int file_io_fd(struct layer_io *io);
+/* Reads of io pass its file's gate in `set` (common/io_gate.h), and it
+ * hands out no fds to splice: for stores on network filesystems. */
+struct io_gate_set;
+void file_io_set_gate(struct layer_io *io, struct io_gate_set *set);
+/* The device and inode io was opened on; -EINVAL for other layers. */
+int file_io_dev_ino(struct layer_io *io, uint64_t *dev, uint64_t *ino);
 /* Grow the file (sparse) so writers have room: size becomes at least `size`. */
 int file_io_grow(struct layer_io *io, uint64_t size);
 /* Birth time (statx) when the filesystem has it, else mtime. */
@@ -77,6 +89,7 @@ struct dir_backing {
 	const char *abspath;   /* the store's path as mounted (no trailing '/') */
 	const char *realpath;  /* realpath of it */
 	bool has_base;         /* "_base" exists: Nova's absolute backing paths are re-rooted */
+	struct io_gate_set *gates; /* network filesystems: every layer read through a gate, else NULL */
 };
 
 void dir_backing_init(struct chain_store *cs, struct dir_backing *b);

@@ -26,7 +26,9 @@
 #include <unistd.h>
 
 #include "chain/qcow2_snapshot.h"
+#include "common/io_gate.h"
 #include "common/log.h"
+#include "common/log_cause.h"
 #include "store/chain_reader.h"
 
 #define NFS_MAGIC   0x6969
@@ -41,7 +43,21 @@ struct lpriv {
 	uint64_t sig;               /* network filesystems: what changed() compares */
 	int ndirs;
 	char **dirs;
+	struct dir_layer_list layers; /* the files the views were built from (dir_layers.c) */
 };
+
+/* A snapshot view built on layers that were replaced is another file: "~r<epochs>". */
+static char *with_epoch(char *ident, unsigned epoch)
+{
+	char *out = NULL;
+
+	if (!ident || !epoch)
+		return ident;
+	if (asprintf(&out, "%s~r%u", ident, epoch) < 0)
+		out = NULL;
+	free(ident);
+	return out;
+}
 
 void dir_log_once(struct store *s, const char *key, int prio, const char *fmt, ...)
 {
@@ -118,15 +134,21 @@ int dir_open_chain(struct store *s, const char *rel, const char *snap,
 {
 	struct dir_store_priv *p = s->priv;
 	struct layer_io *io;
-	char label[1200];
+	char label[1200], subject[1300];
 	int rc = file_io_open(p->rootfd, s->name, rel, false, &io);
 
 	*out = NULL;
+	snprintf(label, sizeof(label), "%s/%s%s%s", s->name, rel, snap ? "@" : "", snap ? snap : "");
+	snprintf(subject, sizeof(subject), "open:%s", label);
 	if (rc) {
-		vlog(LOG_ERR, "%s/%s: cannot open: %s", s->name, rel, strerror(-rc));
+		/* Each open(2) of a dead view comes here: one line per cause. */
+		if (log_cause_new(subject, strerror(-rc)))
+			vlog(LOG_ERR, "%s/%s: cannot open: %s", s->name, rel,
+			     rc == -EINVAL ? "not a regular file" : strerror(-rc));
 		return -EIO;
 	}
-	snprintf(label, sizeof(label), "%s/%s%s%s", s->name, rel, snap ? "@" : "", snap ? snap : "");
+	log_cause_clear(subject);
+	file_io_set_gate(io, p->gates);
 	if (snap) {
 		rc = chain_open_snapshot(io, fmt, &p->cs, snap, label, out);
 		return rc == -ENOENT ? -EIO : rc;
@@ -179,6 +201,7 @@ static void listing_free(struct store *s, struct store_listing *l)
 		for (int i = 0; i < lp->ndirs; i++)
 			free(lp->dirs[i]);
 		free(lp->dirs);
+		dir_layers_free(&lp->layers);
 		free(lp);
 	}
 	free(l);
@@ -240,7 +263,7 @@ static char *dir_part(const char *rel)
 static uint64_t file_used(struct dir_store_priv *p, const char *rel, int64_t *mtime, int64_t *btime)
 {
 	struct stat st;
-	int fd = dir_openat(p->rootfd, rel, O_RDONLY | O_NONBLOCK, 0);
+	int fd = dir_openat(p->rootfd, rel, O_PATH, 0);   /* stat only: nothing is opened */
 
 	if (fd < 0)
 		return 0;
@@ -272,7 +295,8 @@ static int32_t birth_nsec(struct dir_store_priv *p, const char *rel)
 }
 
 /* The snap-<snap>-<vol> layers below a Proxmox volume, oldest first. */
-static int pve_chain_views(struct store *s, struct store_volume *vol, const struct dir_cand *c)
+static int pve_chain_views(struct store *s, struct store_volume *vol, const struct dir_cand *c,
+			   struct lpriv *lp, unsigned *epochs)
 {
 	struct dir_store_priv *p = s->priv;
 	char *dir = dir_part(c->rel), *cur = strdup(c->rel);
@@ -322,17 +346,28 @@ static int pve_chain_views(struct store *s, struct store_volume *vol, const stru
 		}
 		{
 			char *tmp = NULL;
+			int prc = dir_probe_backing(s, brel, &tmp, NULL, &fmt, &vsize);
 
-			if (dir_probe_backing(s, brel, &tmp, NULL, &fmt, &vsize) == 0)
-				found[n].vsize = vsize;
 			free(tmp);
+			if (prc) {
+				/* A snapshot file deleted (or that is no file): its view
+				 * goes; current's chain reads EIO where it needed it. */
+				free(found[n].snap);
+				free(found[n].rel);
+				free(found[n].above);
+				break;
+			}
+			found[n].vsize = vsize;
 		}
 		n++;
 	}
 	free(cur);
+	*epochs = 0;
 	for (int i = n - 1; i >= 0; i--) {
 		char key[1200];
 
+		/* View i reads found[i] and every older layer below it. */
+		*epochs += dir_layer_note(s, &lp->layers, found[i].rel, false, false);
 		if (rc == 0 && (!store_view_name_ok(found[i].snap) || has_view(vol, found[i].snap))) {
 			snprintf(key, sizeof(key), "badsnap:%s", found[i].rel);
 			dir_log_once(s, key, LOG_WARNING, "%s/%s: not a usable snapshot name: not shown",
@@ -348,6 +383,7 @@ static int pve_chain_views(struct store *s, struct store_volume *vol, const stru
 			}
 			if (asprintf(&ident, "ext:%s@%s@%" PRId64, c->rel, found[i].snap, t) < 0)
 				ident = NULL;
+			ident = with_epoch(ident, *epochs);
 			rc = add_view(vol, found[i].snap, ident, found[i].vsize, t / 1000000000, used, true,
 				      found[i].rel, CHAIN_FMT_QCOW2, NULL);
 			if (rc == 0)
@@ -363,7 +399,7 @@ static int pve_chain_views(struct store *s, struct store_volume *vol, const stru
 }
 
 static int isnap_views(struct store *s, struct store_volume *vol, const struct dir_cand *c,
-		       struct layer_io *io)
+		       struct layer_io *io, unsigned epochs)
 {
 	struct qcow2_snapshot_list sl;
 	int rc = qcow2_snapshot_list(io, &sl);
@@ -392,6 +428,7 @@ static int isnap_views(struct store *s, struct store_volume *vol, const struct d
 		}
 		if (asprintf(&ident, "int:%s#%s@%u.%09u", c->rel, e->id, e->date_sec, e->date_nsec) < 0)
 			ident = NULL;
+		ident = with_epoch(ident, epochs);
 		rc = add_view(vol, nm, ident, e->disk_size, e->date_sec, 0, true, c->rel,
 			      CHAIN_FMT_QCOW2, nm);
 		/* used stays 0: the file's blocks are shared with current, so
@@ -403,7 +440,8 @@ static int isnap_views(struct store *s, struct store_volume *vol, const struct d
 	return rc;
 }
 
-static int build_volume(struct store *s, const struct dir_cand *c, struct store_volume *vol)
+static int build_volume(struct store *s, const struct dir_cand *c, struct store_volume *vol,
+			struct lpriv *lp)
 {
 	struct dir_store_priv *p = s->priv;
 	struct layer_io *io;
@@ -412,6 +450,7 @@ static int build_volume(struct store *s, const struct dir_cand *c, struct store_
 	enum chain_layer_format fmt;
 	int64_t mtime = 0, btime = 0;
 	uint64_t used;
+	unsigned epochs = 0, below = 0;
 	char *ident = NULL, key[1200];
 	int rc = file_io_open(p->rootfd, s->name, c->rel, false, &io);
 
@@ -453,10 +492,11 @@ static int build_volume(struct store *s, const struct dir_cand *c, struct store_
 		ident = NULL;
 	rc = add_view(vol, "current", ident, fmt == CHAIN_FMT_BAD ? io->size : pr.virtual_size, mtime,
 		      used, false, c->rel, fmt == CHAIN_FMT_BAD ? CHAIN_FMT_QCOW2 : fmt, NULL);
+	epochs = dir_layer_note(s, &lp->layers, c->rel, fmt == CHAIN_FMT_RAW, true);
 	if (rc == 0 && fmt == CHAIN_FMT_QCOW2 && c->pve)
-		rc = pve_chain_views(s, vol, c);
+		rc = pve_chain_views(s, vol, c, lp, &below);
 	if (rc == 0 && fmt == CHAIN_FMT_QCOW2)
-		rc = isnap_views(s, vol, c, io);
+		rc = isnap_views(s, vol, c, io, epochs + below);
 out:
 	chain_probe_release(&pr);
 	layer_close(io);
@@ -526,7 +566,7 @@ static int dscan(struct store *s, struct store_listing **out)
 	if (!l->vols)
 		rc = -ENOMEM;
 	for (int i = 0; rc == 0 && i < sc.ncands; i++) {
-		int r = build_volume(s, &sc.cands[i], &l->vols[l->nvols]);
+		int r = build_volume(s, &sc.cands[i], &l->vols[l->nvols], lp);
 
 		if (r < 0)
 			rc = r;
@@ -552,6 +592,7 @@ static int dscan(struct store *s, struct store_listing **out)
 		listing_free(s, l);
 		return rc;
 	}
+	dir_layers_scanned(s);
 	if (p->netfs)
 		lp->sig = signature(p, l);
 	{
@@ -574,6 +615,9 @@ static int dchanged(struct store *s, const struct store_listing *l)
 
 	if (fstat(p->rootfd, &st) || st.st_nlink == 0)
 		return -ENOENT;
+	/* A layer truncated or replaced in place sends no event we watch. */
+	if (dir_layers_changed(s, &((const struct lpriv *)l->priv)->layers))
+		return 1;
 	if (p->netfs)
 		return signature(p, l) != ((const struct lpriv *)l->priv)->sig;
 	for (;;) {
@@ -599,15 +643,50 @@ static int dopen_view(struct store *s, const struct store_listing *l, const stru
 {
 	const struct dir_wpriv *w = view->priv;
 	struct chain *c;
+	char label[1200];
 	int rc;
 
-	(void)l;
-	(void)vol;
 	*out = NULL;
 	rc = dir_open_chain(s, w->rel, w->is_isnap ? w->snap : NULL, w->fmt, &c);
 	if (rc)
 		return rc;
-	return chain_reader_new(c, out);
+	/* A snapshot view's files must be the ones it was listed from: their
+	 * new bytes get a new identity at the next scan, never this one. */
+	snprintf(label, sizeof(label), "%s/%s/%s", s->name, vol->name, view->name);
+	if (view->snapshot &&
+	    (rc = dir_layers_check_chain(s, &((const struct lpriv *)l->priv)->layers, c, label))) {
+		chain_put(c);
+		return rc;
+	}
+	return chain_reader_new_sized(c, view->size, out);
+}
+
+/* Our own operations rename and rewrite layers keeping every view's bytes:
+ * the scan that follows takes the files as they are (dir_layers.c). */
+static int dsnapshot_take(struct store *s, const char *volume, const char *snap,
+			  const struct store_progress *pr)
+{
+	int rc = dir_snapshot_take(s, volume, snap, pr);
+
+	((struct dir_store_priv *)s->priv)->rebaseline = true;
+	return rc;
+}
+
+static int dsnapshot_remove(struct store *s, const char *volume, const char *snap,
+			    const struct store_progress *pr)
+{
+	int rc = dir_snapshot_remove(s, volume, snap, pr);
+
+	((struct dir_store_priv *)s->priv)->rebaseline = true;
+	return rc;
+}
+
+static int drecover(struct store *s)
+{
+	int rc = dir_recover(s);
+
+	((struct dir_store_priv *)s->priv)->rebaseline = true;
+	return rc;
 }
 
 static void dclose(struct store *s)
@@ -621,6 +700,8 @@ static void dclose(struct store *s)
 		for (int i = 0; i < p->nlogged; i++)
 			free(p->logged[i]);
 		free(p->logged);
+		dir_known_free(p);
+		io_gate_set_free(p->gates);
 		pthread_mutex_destroy(&p->log_lock);
 		free(p->path);
 		free(p->realpath);
@@ -636,9 +717,9 @@ static const struct store_ops dir_ops = {
 	.listing_free = listing_free,
 	.changed = dchanged,
 	.open_view = dopen_view,
-	.snapshot_take = dir_snapshot_take,
-	.snapshot_remove = dir_snapshot_remove,
-	.recover = dir_recover,
+	.snapshot_take = dsnapshot_take,
+	.snapshot_remove = dsnapshot_remove,
+	.recover = drecover,
 	.close = dclose,
 };
 
@@ -703,6 +784,12 @@ int dir_store_open(const char *path, const struct store_config *cfg, struct stor
 		p->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (!p->netfs && p->inotify_fd < 0)
 		p->netfs = true;   /* no inotify: fall back to the periodic signature */
+	/* Only a network filesystem can leave a read hanging for good. */
+	if (p->netfs && !(p->gates = io_gate_set_new())) {
+		dclose(s);
+		return -ENOMEM;
+	}
+	p->backing.gates = p->gates;
 	p->backing.rootfd = p->rootfd;
 	p->backing.store = s->name;
 	p->backing.abspath = p->path;

@@ -77,7 +77,38 @@ struct dir_store_priv {
 	pthread_mutex_t log_lock;
 	char **logged;            /* "<what>" already logged once */
 	int nlogged;
+	struct io_gate_set *gates;/* netfs: every layer read passes a gate (common/io_gate.h) */
+	/* Scans only (one at a time: fs/ runs them under its ops lock). */
+	struct dir_known *known;
+	int nknown;
+	bool rebaseline;          /* our own snapshot operation ran: the next scan takes files as they are */
 };
+void dir_known_free(struct dir_store_priv *p);
+
+/* dir_layers.c: the layer files a listing was built from, and what the
+ * store remembers of them across scans (the epochs in snapshot idents). */
+struct dir_layer_rec {
+	char *rel;
+	uint64_t dev, ino, size;
+	bool raw;               /* a raw layer's size is its content: any change counts */
+};
+struct dir_layer_list {
+	int n;
+	struct dir_layer_rec *v;
+};
+struct dir_known {
+	struct dir_layer_rec rec; /* as last seen */
+	unsigned epoch;           /* times it was replaced or shrank under us */
+};
+/* Stat rel, record it in l (may be NULL), and return its epoch, bumped
+ * (logged unless top) when it was replaced or shrank since the last scan. */
+unsigned dir_layer_note(struct store *s, struct dir_layer_list *l, const char *rel, bool raw, bool top);
+void dir_layers_scanned(struct store *s);      /* a scan is done: rebaseline is over */
+int dir_layers_changed(struct store *s, const struct dir_layer_list *l);   /* 1: rescan */
+/* -EIO (logged once per view and layer) if a file of c is not the one l lists. */
+int dir_layers_check_chain(struct store *s, const struct dir_layer_list *l, struct chain *c,
+			   const char *label);
+void dir_layers_free(struct dir_layer_list *l);
 
 int dir_layout_scan(struct store *s, struct dir_scan *out);
 void dir_scan_release(struct dir_scan *sc);

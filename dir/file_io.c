@@ -21,7 +21,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "common/io_gate.h"
 #include "common/log.h"
+#include "common/log_cause.h"
 
 static int have_openat2 = -1; /* -1 unknown, 0 no, 1 yes */
 
@@ -136,40 +138,70 @@ struct file_io {
 	char *name;
 	char id[64];
 	bool grow;
+	struct io_gate *gate;   /* network filesystems: bounds the threads a hung file holds */
 };
+
+/* The file ends before `end`, where it held bytes at open: truncated under
+ * us. Never zeros, never a short read: EIO, logged once per layer and size. */
+static int shrank(struct file_io *f, uint64_t now)
+{
+	char subject[96], cause[64];
+
+	snprintf(subject, sizeof(subject), "short:%s", f->id);
+	snprintf(cause, sizeof(cause), "%" PRIu64, now);
+	if (log_cause_new(subject, cause))
+		vlog(LOG_ERR, "%s: the file was truncated to %" PRIu64 " bytes while in use (was %" PRIu64
+		     "): reads past %" PRIu64 " fail with EIO", f->name, now, f->io.size, now);
+	return -EIO;
+}
 
 static int fio_pread(struct layer_io *io, void *buf, size_t len, uint64_t off)
 {
 	struct file_io *f = (struct file_io *)io;
+	int rc = 0;
 
 	if (off > io->size || len > io->size - off)
 		return -EIO;
+	if (f->gate && (rc = io_gate_enter(f->gate, f->name)))
+		return rc;
 	while (len) {
 		ssize_t n = pread(f->fd, buf, len, (off_t)off);
 
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0) {
-			/* The file shrank under us: the rest reads as zeros, as qemu
-			 * reads past EOF of a growing image file. */
-			memset(buf, 0, len);
-			return 0;
+		if (n <= 0) {
+			rc = n < 0 ? -errno : shrank(f, off);
+			break;
 		}
 		buf = (char *)buf + n;
 		len -= (size_t)n;
 		off += (uint64_t)n;
 	}
-	return 0;
+	if (f->gate)
+		io_gate_leave(f->gate);
+	return rc;
 }
 
+/*
+ * Runs handed out here are spliced by libfuse after we return: a file that
+ * shrank would end the reply short, which the kernel takes for EOF. So the
+ * file's size now is checked first (one fstat; a truncate racing the splice
+ * itself can still cut that one reply). A gated layer hands out no fd at
+ * all: its reads must go through fio_pread, where the gate counts them.
+ */
 static int fio_map_fd(struct layer_io *io, uint64_t off, uint64_t *len, int *fd, uint64_t *fd_off)
 {
 	struct file_io *f = (struct file_io *)io;
+	struct stat st;
 
 	if (off > io->size || *len > io->size - off)
 		return -EIO;
+	if (f->gate)
+		return -EAGAIN;
+	if (fstat(f->fd, &st))
+		return -errno;
+	if ((uint64_t)st.st_size < off + *len)
+		return shrank(f, (uint64_t)st.st_size);
 	*fd = f->fd;
 	*fd_off = off;
 	return 0;
@@ -212,6 +244,7 @@ static void fio_close(struct layer_io *io)
 	struct file_io *f = (struct file_io *)io;
 
 	close(f->fd);
+	io_gate_put(f->gate);
 	free(f->rel);
 	free(f->name);
 	free(f);
@@ -234,22 +267,51 @@ int file_io_open_grow(int rootfd, const char *label_prefix, const char *rel, str
 	return rc;
 }
 
+int dir_open_regular(int rootfd, const char *rel, int flags, struct stat *st)
+{
+	struct stat pre;
+	int fd = dir_openat(rootfd, rel, O_PATH, 0), fl;
+
+	/* Look before opening: opening a FIFO waits for a writer, a device
+	 * may act on open (a tape rewinds), a socket fails oddly. O_PATH
+	 * opens nothing. */
+	if (fd < 0)
+		return fd;
+	if (fstat(fd, &pre)) {
+		fl = -errno;
+		close(fd);
+		return fl;
+	}
+	close(fd);
+	if (!S_ISREG(pre.st_mode))
+		return -EINVAL;
+	/* The name may be swapped for a FIFO in between: O_NONBLOCK keeps
+	 * even that open from waiting, and the fstat below refuses it. */
+	fd = dir_openat(rootfd, rel, flags | O_NONBLOCK, 0);
+	if (fd < 0)
+		return fd == -ENXIO ? -EINVAL : fd;   /* ENXIO: a socket or a FIFO without writer */
+	if (fstat(fd, st) || !S_ISREG(st->st_mode)) {
+		close(fd);
+		return -EINVAL;
+	}
+	/* Regular files ignore O_NONBLOCK on most filesystems, but not all
+	 * (mandatory locks, some FUSE servers): reads must block normally. */
+	fl = fcntl(fd, F_GETFL);
+	if (fl >= 0)
+		(void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+	return fd;
+}
+
 int file_io_open(int rootfd, const char *label_prefix, const char *rel, bool rw,
 		 struct layer_io **out)
 {
 	struct file_io *f;
 	struct stat st;
-	int fd = dir_openat(rootfd, rel, rw ? O_RDWR : O_RDONLY, 0);
+	int fd = dir_open_regular(rootfd, rel, rw ? O_RDWR : O_RDONLY, &st);
 
 	*out = NULL;
 	if (fd < 0)
 		return fd;
-	if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
-		int rc = S_ISREG(st.st_mode) ? -errno : -EINVAL;
-
-		close(fd);
-		return rc;
-	}
 	f = calloc(1, sizeof(*f));
 	if (!f || !(f->rel = strdup(rel)) || asprintf(&f->name, "%s/%s", label_prefix, rel) < 0) {
 		if (f) {
@@ -275,6 +337,25 @@ const char *file_io_rel(struct layer_io *io)
 	if (!io || (io->ops != &fio_ro_ops && io->ops != &fio_rw_ops))
 		return NULL;
 	return ((struct file_io *)io)->rel;
+}
+
+void file_io_set_gate(struct layer_io *io, struct io_gate_set *set)
+{
+	struct file_io *f = (struct file_io *)io;
+
+	if (file_io_rel(io) && set && !f->gate)
+		f->gate = io_gate_get(set, f->id);
+}
+
+int file_io_dev_ino(struct layer_io *io, uint64_t *dev, uint64_t *ino)
+{
+	unsigned long long d, i;
+
+	if (!file_io_rel(io) || sscanf(((struct file_io *)io)->id, "%llu:%llu", &d, &i) != 2)
+		return -EINVAL;
+	*dev = d;
+	*ino = i;
+	return 0;
 }
 
 int file_io_fd(struct layer_io *io)
@@ -438,7 +519,8 @@ int dir_read_small(int rootfd, const char *rel, char **out)
 {
 	char *buf;
 	ssize_t n, got = 0;
-	int fd = dir_openat(rootfd, rel, O_RDONLY, 0);
+	struct stat st;
+	int fd = dir_open_regular(rootfd, rel, O_RDONLY, &st);
 
 	*out = NULL;
 	if (fd < 0)

@@ -106,7 +106,8 @@ static int list_dir(struct store *s, const char *rel, bool want_dirs, struct nam
 		out->n++;
 	}
 	closedir(d);
-	qsort(out->v, (size_t)out->n, sizeof(char *), cmpstr);
+	if (out->n > 1)   /* qsort(NULL, 0, ...) is undefined: an empty directory is ordinary */
+		qsort(out->v, (size_t)out->n, sizeof(char *), cmpstr);
 	while (out->n > MAX_ENTRIES)
 		free(out->v[--out->n]);
 	return 0;
@@ -318,7 +319,9 @@ static int scan_plain(struct store *s, struct dir_scan *sc)
 			continue;
 		if (!q && !r) {
 			/* Any other name is a volume only when it starts with the qcow2 magic. */
-			fd = dir_openat(p->rootfd, f, O_RDONLY | O_NONBLOCK, 0);
+			struct stat st;
+
+			fd = dir_open_regular(p->rootfd, f, O_RDONLY, &st);
 			if (fd < 0)
 				continue;
 			q = pread(fd, magic, 4, 0) == 4 && !memcmp(magic, "QFI\xfb", 4);
@@ -376,7 +379,8 @@ int dir_layout_scan(struct store *s, struct dir_scan *sc)
 		dir_scan_release(sc);
 		return rc;
 	}
-	qsort(sc->cands, (size_t)sc->ncands, sizeof(*sc->cands), cmpcand);
+	if (sc->ncands > 1)   /* cands is NULL when nothing was found */
+		qsort(sc->cands, (size_t)sc->ncands, sizeof(*sc->cands), cmpcand);
 	/* One name, one volume: a second file claiming a name is left out. */
 	w = 0;
 	for (int i = 0; i < sc->ncands; i++) {

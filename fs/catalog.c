@@ -189,6 +189,15 @@ char **fs_catalog_store_names(void)
 	return names;
 }
 
+/* What logs call a store: its own kind, never "lvm" for a directory. */
+static const char *kind_name(const struct store *st)
+{
+	const char *k = st->ops->kind;
+
+	return !strcmp(k, "lvm") ? "volume group" : !strcmp(k, "dir") ? "directory"
+	     : !strcmp(k, "rbd") ? "pool" : "store";
+}
+
 /* Rescan one store if it changed (or unconditionally); ops_lock held. */
 static int refresh(struct store *st, bool force)
 {
@@ -198,7 +207,7 @@ static int refresh(struct store *st, bool force)
 	fs_store_put(cur);
 	if (rc == -ENOENT) {
 		if (cur)
-			vlog(LOG_WARNING, "%s %s is gone", st->ops->kind, st->name);
+			vlog(LOG_WARNING, "%s %s is gone", kind_name(st), st->name);
 		unpublish(st->name);
 		return rc;
 	}
@@ -210,7 +219,7 @@ static int refresh(struct store *st, bool force)
 		return rc;
 	}
 	if (rc < 0) {
-		vlog(LOG_ERR, "%s %s: scan failed: %s", st->ops->kind, st->name, strerror(-rc));
+		vlog(LOG_ERR, "%s %s: scan failed: %s", kind_name(st), st->name, strerror(-rc));
 		return rc;
 	}
 	publish(fresh);
@@ -276,7 +285,7 @@ int fs_catalog_start(const struct fs_options *o)
 
 		rc = refresh(st, true);
 		if (rc < 0) {
-			vlog(LOG_ERR, "%s %s: %s", st->ops->kind, st->name,
+			vlog(LOG_ERR, "%s %s: %s", kind_name(st), st->name,
 			     rc == -ENOENT ? "not found" : strerror(-rc));
 			return rc;
 		}

@@ -129,8 +129,18 @@ int lvm_lv_open(struct lvm_vg *vg, const struct lvm_lv *lv, struct layer_io **ou
 	l->devfd = -1;
 	lvm_vg_get(vg);
 	snprintf(dev, sizeof(dev), "/dev/%s/%s", vg->name, lv->name);
-	if (stat(dev, &st) == 0 && S_ISBLK(st.st_mode))
-		l->devfd = open(dev, O_RDONLY | O_CLOEXEC);
+	/* Whatever sits at /dev/<vg>/<lv> is only used if it is a block
+	 * device: stat before opening (a FIFO there would block the open),
+	 * O_NONBLOCK in case it was swapped, fstat of what was opened. */
+	if (stat(dev, &st) == 0 && S_ISBLK(st.st_mode)) {
+		l->devfd = open(dev, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+		if (l->devfd >= 0 && (fstat(l->devfd, &st) || !S_ISBLK(st.st_mode))) {
+			close(l->devfd);
+			l->devfd = -1;
+		}
+		if (l->devfd >= 0)
+			(void)fcntl(l->devfd, F_SETFL, fcntl(l->devfd, F_GETFL) & ~O_NONBLOCK);
+	}
 	if (l->devfd < 0 && !lv->readable) {
 		vlog(LOG_ERR, "%s: not readable without device-mapper (not linear, or a PV is missing)",
 		     l->name);

@@ -50,6 +50,7 @@ void lvm_store_init(struct chain_store *st, struct lvm_vg *vg)
 	lvm_vg_get(vg);
 	st->opaque = vg;
 	st->open_backing = open_backing;
+	st->kind = "volume group";
 }
 
 void lvm_store_release(struct chain_store *st)

@@ -12,6 +12,10 @@
 
 /* Takes over the caller's reference on c, also on failure. 0 or -ENOMEM. */
 int chain_reader_new(struct chain *c, struct view_reader **out);
+/* The same, sized as the listing says (at least the chain's size): bytes
+ * between the chain's end and `size` read EIO, never as a short read. For a
+ * view whose raw layer shrank after the listing was made. */
+int chain_reader_new_sized(struct chain *c, uint64_t size, struct view_reader **out);
 
 /* The chain behind a reader made by chain_reader_new, or NULL for another kind. */
 struct chain *chain_reader_chain(struct view_reader *r);
