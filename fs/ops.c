@@ -656,17 +656,12 @@ static int view_reader_of(struct fs_node *n, struct view_reader **out)
 	struct target t;
 	int rc = resolve(n, &t);
 
+	/* resolve() answers ESTALE when the name now stands for other bytes (a
+	 * snapshot retaken, a layer replaced): an open handle keeps the reader
+	 * it has, whole, and never new bytes under an inode whose page cache
+	 * holds old ones. */
 	if (rc)
 		return rc;
-	/* The name now stands for other bytes (a snapshot retaken, a layer
-	 * replaced): an open handle keeps the reader it has, whole, and an
-	 * open(2) of the old inode gets ESTALE, on which the kernel looks the
-	 * name up again and opens the new inode. Never new bytes under an
-	 * inode whose page cache holds old ones. */
-	if (t.stale) {
-		target_release(&t);
-		return -ESTALE;
-	}
 	rc = fs_store_view_reader(t.st, t.vol, t.view, &disk);
 	if (rc == 0 && n->kind == FS_NODE_PART) {
 		rc = find_partition(&t, &p);
