@@ -27,7 +27,10 @@ DISK = 16 * MiB
 VOL_A = "vm-100-disk-0.qcow2"   # VM 100 lives on node "nodea"
 VOL_B = "vm-200-disk-0.qcow2"   # VM 200 lives on node "nodeb"
 STORE = "vstest"
-NS_SCRIPT = ('mount --bind "$1" /etc/pve && mount --bind "$2" /run/lock && '
+# A new mount namespace copies every mount there is, other tests' vstorfs
+# mounts too; a copy would keep that daemon serving after its own umount.
+NS_SCRIPT = ('for t in $(findmnt -rn -t fuse.vstorfs -o TARGET); do umount -l "$t"; done; '
+             'mount --bind "$1" /etc/pve && mount --bind "$2" /run/lock && '
              'mount --bind "$3" /run/qemu-server && hostname "$4" && shift 4 && exec "$@"')
 
 
