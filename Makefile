@@ -137,8 +137,12 @@ $(BUILD)/powerloss-recorder: tests/powerloss/recorder.c
 	$(CC) $(OPT) -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror $(shell pkg-config --cflags fuse3) \
 		-o $@ $< $(shell pkg-config --libs fuse3)
 
+$(BUILD)/powerloss-check: tests/powerloss/plcheck.c $(TOOL_LIB) $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(TOOL_LIB) $(CORE_OBJ) $(LDLIBS)
+
 test-powerloss: deps
-	$(MAKE) all crash $(BUILD)/powerloss-recorder
+	$(MAKE) all crash $(BUILD)/powerloss-recorder $(BUILD)/powerloss-check
 	$(PYTEST) -v tests/powerloss
 
 test-asan: deps

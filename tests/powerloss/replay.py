@@ -6,7 +6,8 @@ model ext4 data=ordered and xfs promise, weakened where POSIX allows):
   * File data (write, truncate, fallocate) of a file is durable once that
     file has been fsync'd or fdatasync'd after it. Before that, any subset
     of its writes may have reached the disk, in any combination, and a write
-    that crosses a 4 KiB boundary may land as a prefix (a torn write).
+    that crosses a 4 KiB boundary may land torn: as a prefix, or as any
+    subset of its 4 KiB blocks (a device persists blocks, not writes).
   * A namespace change (create, mkdir, link, unlink, rename, symlink) is
     durable once the directory holding the name has been fsync'd after it
     (fsync of the file does not make its name durable). Namespace changes
@@ -26,7 +27,8 @@ leaves a subset of what a crash just before the second one can leave. For
 each crash point the states are every combination of the pending operations
 where there are few (EXHAUSTIVE_MAX), else a seeded random sample of
 combinations plus the structured ones (none, all, each alone, all but
-each), and torn writes.
+each), and torn writes: a prefix of a write cut at a 4 KiB boundary, and
+(sampled) any subset of its 4 KiB blocks, as a device may persist them.
 """
 
 import hashlib
@@ -47,6 +49,7 @@ NAMES = {R_WRITE: "write", R_TRUNC: "truncate", R_FALLOC: "fallocate", R_FSYNC: 
          R_FSYNCDIR: "fsyncdir", R_CREATE: "create", R_MKDIR: "mkdir", R_LINK: "link",
          R_UNLINK: "unlink", R_RMDIR: "rmdir", R_RENAME: "rename", R_SYMLINK: "symlink"}
 EXHAUSTIVE_MAX = 10
+TORN_CUTS = 16
 BLOCK = 4096
 
 
@@ -118,7 +121,7 @@ class Base:
 
 class State:
     """One crash state: a namespace prefix and, per inode, which data ops landed
-    (a torn write lands as its first `torn[1]` bytes)."""
+    (a torn write (op, spans) lands only the byte spans of its data listed)."""
 
     __slots__ = ("label", "ns_upto", "data", "torn")
 
@@ -176,16 +179,29 @@ class Log:
                 m = rng.choice(ns_choices)
                 sub = {d for d in data if rng.random() < 0.5}
                 out.append(State("c%d ns%d random" % (c, m), m, durable | sub))
-        # torn writes: each pending write across a 4 KiB boundary, cut at its first boundary,
-        # with everything else pending landed (and with nothing else landed)
+        # torn writes: a pending write across a 4 KiB boundary lands as a prefix cut at a
+        # boundary (every boundary, at most TORN_CUTS of them spread evenly), with the other
+        # pending operations landed or not; and, sampled, as any subset of its 4 KiB blocks
         for d in data:
             o = self.ops[d]
             if o.type != R_WRITE or o.len == 0 or o.off // BLOCK == (o.off + o.len - 1) // BLOCK:
                 continue
-            cut = (o.off // BLOCK + 1) * BLOCK - o.off
+            first = (o.off // BLOCK + 1) * BLOCK - o.off
+            cuts = list(range(first, o.len, BLOCK))
+            if len(cuts) > TORN_CUTS:
+                cuts = [cuts[i * len(cuts) // TORN_CUTS] for i in range(TORN_CUTS)]
             rest = set(data) - {d}
-            out.append(State("c%d torn %d@%d" % (c, d, cut), ns_choices[-1], durable | rest, (d, cut)))
-            out.append(State("c%d torn-alone %d@%d" % (c, d, cut), ns_choices[-1], durable, (d, cut)))
+            for cut in cuts:
+                out.append(State("c%d torn %d@%d" % (c, d, cut), ns_choices[-1], durable | rest,
+                                 (d, ((0, cut),))))
+                out.append(State("c%d torn-alone %d@%d" % (c, d, cut), ns_choices[-1], durable,
+                                 (d, ((0, cut),))))
+            pieces = [0] + list(range(first, o.len, BLOCK)) + [o.len]
+            spans = list(zip(pieces, pieces[1:]))
+            for _ in range(min(budget, 2 ** len(spans))):
+                got = tuple(sp for sp in spans if rng.random() < 0.5)
+                sub = {x for x in rest if rng.random() < 0.5}
+                out.append(State("c%d blocks %d" % (c, d), rng.choice(ns_choices), durable | sub, (d, got)))
         return out
 
     # -- building ------------------------------------------------------
@@ -223,11 +239,12 @@ class Log:
             if o.i not in applied and not (torn and torn[0] == o.i):
                 continue
             if o.type == R_WRITE:
-                data = o.data if not (torn and torn[0] == o.i) else o.data[:torn[1]]
-                end = o.off + len(data)
-                if end > len(b):
-                    b.extend(bytes(end - len(b)))
-                b[o.off:end] = data
+                spans = ((0, o.len),) if not (torn and torn[0] == o.i) else torn[1]
+                for s0, s1 in spans:
+                    end = o.off + s1
+                    if end > len(b):
+                        b.extend(bytes(end - len(b)))
+                    b[o.off + s0:end] = o.data[s0:s1]
             elif o.type == R_TRUNC:
                 if o.len < len(b):
                     del b[o.len:]

@@ -25,7 +25,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from plharness import (DirCase, REPO, RECORDER, DIRSTORE, REGRESSIONS, check_regression, ds, cfg_args,
+from plharness import (DirCase, REPO, RECORDER, DIRSTORE, REGRESSIONS, BUDGET, SEED, check_regression, ds, cfg_args,
                        fresh_work, qemu_sha, qio, run, MiB)
 
 VOL = "vm-100-disk-0.qcow2"
@@ -43,7 +43,7 @@ def tools():
 
 def report(case):
     st = dict(case.stats, ops=len(case.ops))
-    print("\npowerloss %s: %s" % (case.name, st))
+    print("\npowerloss %s: %s" % (case.name, st), flush=True)
     os.makedirs(os.path.join(REPO, "build"), exist_ok=True)
     with open(os.path.join(REPO, "build", "powerloss-%s.json" % case.name), "w") as f:
         json.dump(st, f)
@@ -65,6 +65,11 @@ def chain_store(case, snaps):
         ds(*cfg, "mkdir", root, VOL, s, check=True)
         qio(img, "write -P 0x%x %dk 768k" % (0x90 + i, 512 + 1536 * i))
     return img
+
+
+def scatter(img, pattern, n=12):
+    """Small writes spread over the disk: a merge of this layer is many writes between flushes."""
+    qio(img, *["write -P 0x%x %d 16k" % (pattern + i, (i * 600 + 40) * 1024) for i in range(n)])
 
 
 def chain_views(case, snaps):
@@ -95,6 +100,7 @@ def test_chain_rmdir(how, pos):
     layer = os.path.join(d, "snap-%s-%s" % (victim, VOL))
     # whichever layer holds less moves: commit when the child is the small one
     qio(layer if how == "commit" else child, "write -P 0xee 1M 3M")
+    scatter(child if how == "commit" else layer, 0xa0)
     before = chain_views(case, ("s1", "s2"))
     victim_sha = before.pop(victim)
     case.record(("rmdir", victim), before, victim, victim_sha, False)
@@ -110,8 +116,9 @@ def test_chain_rmdir(how, pos):
 
 def isnap_store(case):
     img = case.img()
-    run("qemu-img", "create", "-f", "qcow2", img, "8M")
+    run("qemu-img", "create", "-f", "qcow2", "-o", "cluster_size=4k", img, "16M")
     qio(img, "write -P 0x41 0 2M")
+    scatter(img, 0x60, 20)
     run("qemu-img", "snapshot", "-c", "s1", img)
     qio(img, "write -P 0xc1 1M 2M")
     return img
@@ -149,8 +156,8 @@ def test_isnap_create_grows_refcount_table():
     move the refcount table; that create is the one recorded."""
     case = DirCase("isnap-create-grow", fresh_work("isnap-create-grow"), VOLDIR, VOL, False)
     img = case.img()
-    run("qemu-img", "create", "-f", "qcow2", "-o", "cluster_size=512,refcount_bits=64", img, "64M")
-    qio(img, "write -P 0x51 0 1M")
+    run("qemu-img", "create", "-f", "qcow2", "-o", "cluster_size=512,refcount_bits=64", img, "4M")
+    qio(img, "write -P 0x51 0 1800k")
     probe = os.path.join(case.work, "probe")
     snaps = []
     for n in range(80):
@@ -166,7 +173,7 @@ def test_isnap_create_grows_refcount_table():
         pytest.fail("the refcount table never had to grow")
     shutil.rmtree(probe)
     before = {"current": qemu_sha(img)}
-    for s in snaps[-2:]:
+    for s in snaps:
         before[s] = qemu_sha(img, s)
     case.record(("mkdir", "grow"), before, "grow", before["current"], True)
     assert refcount_table(img) != refcount_table(os.path.join(case.backing, VOLDIR, VOL)) or True
@@ -184,3 +191,39 @@ def test_regression(path):
     work = fresh_work("regression")
     meta, err = check_regression(path, work)
     assert err is None, "%s (%s): %s" % (os.path.basename(path), meta["label"], err)
+
+
+# -- LVM: the PV file on the recorder, a loop device over it ---------------
+
+LVM_CHECKED = int(os.environ.get("POWERLOSS_LVM_CHECKED", "6"))
+
+
+def lvm_case(name, direct_io=False):
+    sys.path.insert(0, os.path.join(REPO, "tests"))
+    import pllvm
+    for t in (pllvm.DAEMON,):
+        if not os.access(t, os.X_OK):
+            pytest.skip("%s not built" % t)
+    return pllvm.LvmCase(name, fresh_work(name), direct_io)
+
+
+def lvm_run(case, op, snaps, victim, heavy):
+    try:
+        case.record(op, snaps, victim, heavy)
+        case.run_sweep(BUDGET, SEED, LVM_CHECKED)
+    finally:
+        case.close()
+    report(case)
+
+
+@pytest.mark.parametrize("direct_io", [False, True], ids=["loop-buffered", "loop-direct"])
+def test_lvm_mkdir(direct_io):
+    case = lvm_case("lvm-mkdir-%s" % ("direct" if direct_io else "buffered"), direct_io)
+    lvm_run(case, "mkdir", ("s1",), "new", False)
+
+
+@pytest.mark.parametrize("how,victim", [("commit", "s1"), ("commit", "s2"), ("rebase", "s1"), ("rebase", "s2")])
+def test_lvm_rmdir(how, victim):
+    case = lvm_case("lvm-rmdir-%s-%s" % (how, victim))
+    # heavy: newer layers hold more, so removing an old snapshot rebases
+    lvm_run(case, "rmdir", ("s1", "s2"), victim, how == "rebase")
