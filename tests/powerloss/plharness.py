@@ -29,6 +29,8 @@ FOUND = os.path.join(REPO, "build", "powerloss-found")
 MiB = 1 << 20
 # per crash point, random combinations when there are too many to try all
 BUDGET = int(os.environ.get("POWERLOSS_STATES", "12"))
+# distinct states checked per operation (spread over the log); 0: every one
+CHECKED = int(os.environ.get("POWERLOSS_CHECKED", "60"))
 # the next mkdir is tried on every PROBE_EVERY-th state checked (and on the last)
 PROBE_EVERY = int(os.environ.get("POWERLOSS_PROBE_EVERY", "4"))
 SEED = int(os.environ.get("POWERLOSS_SEED", "1"))
@@ -207,20 +209,28 @@ class DirCase:
                 return "next mkdir fails %d: %s" % (p.returncode, p.stderr.decode(errors="replace"))
         return None
 
-    def run_sweep(self, budget=BUDGET, seed=SEED, limit_fail=3):
-        seen = set()
-        cache = {}
-        points = set()
+    def run_sweep(self, budget=BUDGET, seed=SEED, limit_fail=3, max_checked=None):
+        """Build and hash every state; check the distinct ones (at most max_checked,
+        spread evenly over the log, first and last included; 0 = all)."""
+        max_checked = CHECKED if max_checked is None else max_checked
+        seen, cache, uniq, points = set(), {}, [], set()
         for log, st in sweep(self.ops, budget, seed):
             self.stats["tried"] += 1
             points.add(st.label.split()[0])
             digest, _ = log.build(self.base, st, None, cache)
-            if digest in seen:
-                continue
-            seen.add(digest)
-            self.stats["unique"] += 1
-            log.build(self.base, st, self.state, cache)
-            probe = self.stats["checked"] % PROBE_EVERY == 0
+            if len(cache) > 16:
+                cache.clear()
+            if digest not in seen:
+                seen.add(digest)
+                uniq.append((log, st, digest))
+        self.stats["unique"] = len(uniq)
+        self.stats["crash_points"] = len(points)
+        k = len(uniq) if not max_checked else min(max_checked, len(uniq))
+        pick = sorted({(i * (len(uniq) - 1)) // max(1, k - 1) for i in range(k)}) if k > 1 else list(range(k))
+        for n, i in enumerate(pick):
+            log, st, digest = uniq[i]
+            log.build(self.base, st, self.state, {})
+            probe = n % PROBE_EVERY == 0 or n == len(pick) - 1
             err = self.check(self.state, probe)
             self.stats["checked"] += 1
             self.stats["probed"] = self.stats.get("probed", 0) + probe
@@ -228,11 +238,8 @@ class DirCase:
                 self.stats["failures"] += 1
                 self.failures.append((st.label, err))
                 if len(self.failures) <= limit_fail:
-                    log.build(self.base, st, self.state, cache)
+                    log.build(self.base, st, self.state, {})
                     self.keep_regression(digest, st.label, err)
-            if len(cache) > 16:
-                cache.clear()
-        self.stats["crash_points"] = len(points)
         return self.stats
 
     def expect(self):
