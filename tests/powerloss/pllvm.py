@@ -22,7 +22,7 @@ from replay import Base, parse_log, sweep
 MiB = 1 << 20
 VOL = ts.VOL
 DISK = 8 * MiB
-DAEMON = os.path.join(REPO, "build", "vstorfs")
+DAEMON = os.environ.get("POWERLOSS_DAEMON") or os.path.join(REPO, "build", "vstorfs")
 
 
 def flush_loop(loop):
@@ -70,6 +70,10 @@ class LvmCase:
         self.failures = []
 
     def record(self, op, snaps, victim, heavy):
+        return self.record_ops([(op, victim)], snaps, heavy)
+
+    def record_ops(self, steps, snaps, heavy):
+        """Run steps [(mkdir|rmdir, view)] in one mount; one log for all of them."""
         build_chain(self.vg, self.work, snaps, heavy)
         flush_loop(self.vg.loops[0])
         ref = ts.copy_all_lvs(self.vg, os.path.join(self.work, "ref0"))
@@ -78,19 +82,19 @@ class LvmCase:
         start = os.path.getsize(os.path.join(self.work, "ops.log"))
         d = Daemon(self.vg.name, os.path.join(self.work, "m0"), self.vg.loops, binary=DAEMON)
         d.wait_mounted()
-        path = os.path.join(d.mnt, self.vg.name, VOL, victim)
         try:
-            os.mkdir(path) if op == "mkdir" else os.rmdir(path)
+            for op, view in steps:
+                path = os.path.join(d.mnt, self.vg.name, VOL, view)
+                os.mkdir(path) if op == "mkdir" else os.rmdir(path)
         finally:
             d.stop()
         flush_loop(self.vg.loops[0])
         self.ops = parse_log(os.path.join(self.work, "ops.log"), start)
-        if op == "mkdir":
-            self.keep, self.victim_sha = before, before["current"]
-        else:
-            self.victim_sha = before.pop(victim)
-            self.keep = before
-        self.victim = victim
+        # views taken or removed: whole or absent; every other one unchanged
+        self.victims = {}
+        for op, view in steps:
+            self.victims[view] = before["current"] if op == "mkdir" else before.pop(view)
+        self.keep = before
         return self.ops
 
     def close(self):
@@ -127,11 +131,12 @@ class LvmCase:
         for v, h in self.keep.items():
             if views.get(v) != h:
                 return "view %s %s" % (v, "gone" if v not in views else "reads differently")
-        extra = set(views) - set(self.keep) - {self.victim}
+        extra = set(views) - set(self.keep) - set(self.victims)
         if extra:
             return "unexpected views %s" % sorted(extra)
-        if self.victim in views and views[self.victim] != self.victim_sha:
-            return "view %s half there" % self.victim
+        for v, h in self.victims.items():
+            if v in views and views[v] != h:
+                return "view %s half there" % v
         p = vg.lvm("vgck", vg.name, check=False)
         if p.returncode:
             return "vgck: " + p.stderr.decode(errors="replace")
@@ -156,6 +161,37 @@ class LvmCase:
         finally:
             d.stop(check=False)
         return None
+
+    def split_states(self, log):
+        """Per crash point: every pending extent write landed and no pending lvm2
+        metadata write (the metadata area is the PV's first MiB), and the converse."""
+        from replay import State
+        out = []
+        for c in log.crash_points():
+            data, ns = log.pending(c)
+            durable = {o.i for o in log.ops[:c] if o.type in (1, 2, 3)} - set(data)
+            meta = {d for d in data if log.ops[d].off < MiB}
+            ext = set(data) - meta
+            if meta and ext:
+                out.append(State("c%d extents-only" % c, ns[-1], durable | ext))
+                out.append(State("c%d metadata-only" % c, ns[-1], durable | meta))
+        return out
+
+    def run_split(self):
+        """Check every split state (see split_states)."""
+        from replay import Log
+        log = Log(self.ops)
+        state = os.path.join(self.work, "state")
+        for st in self.split_states(log):
+            self.stats["tried"] += 1
+            self.stats["unique"] += 1
+            log.build(self.base, st, state, {})
+            err = self.check(state, self.stats["checked"])
+            self.stats["checked"] += 1
+            if err:
+                self.stats["failures"] += 1
+                self.failures.append((st.label, err))
+        return self.stats
 
     def run_sweep(self, budget, seed, max_unique):
         """Every state is built and hashed; of the distinct ones, max_unique spread
