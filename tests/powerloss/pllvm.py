@@ -191,7 +191,24 @@ class LvmCase:
             if err:
                 self.stats["failures"] += 1
                 self.failures.append((st.label, err))
+                log.build(self.base, st, state, {})
+                self.keep_regression(state, st.label, err)
         return self.stats
+
+    def keep_regression(self, state, label, err):
+        """Save a failing state (the PV file before recovery) as build/powerloss-found/<case>-<n>.tar.gz."""
+        import json
+        import tarfile
+        from plharness import FOUND
+        os.makedirs(FOUND, exist_ok=True)
+        meta = dict(name=self.name, vg=self.vg.name, keep=self.keep, victims=self.victims, label=label,
+                    error=err)
+        with open(os.path.join(state, ".powerloss.json"), "w") as f:
+            json.dump(meta, f, indent=1)
+        path = os.path.join(FOUND, "lvm-%s-%d.tar.gz" % (self.name, len(self.failures)))
+        with tarfile.open(path, "w:gz") as t:
+            t.add(state, arcname="state")
+        os.unlink(os.path.join(state, ".powerloss.json"))
 
     def run_sweep(self, budget, seed, max_unique):
         """Every state is built and hashed; of the distinct ones, max_unique spread
@@ -218,3 +235,23 @@ class LvmCase:
                 self.stats["failures"] += 1
                 self.failures.append((st.label, err))
         return self.stats
+
+
+def check_regression(path, work):
+    """Re-check a kept LVM crash state: attach its PV file, mount, check."""
+    import json
+    import tarfile
+    with tarfile.open(path) as t:
+        t.extractall(work)
+    root = os.path.join(work, "state")
+    with open(os.path.join(root, ".powerloss.json")) as f:
+        meta = json.load(f)
+    os.unlink(os.path.join(root, ".powerloss.json"))
+    c = LvmCase.__new__(LvmCase)
+    c.name, c.work, c.keep, c.victims = meta["name"], work, meta["keep"], meta["victims"]
+    c.vg = StateVG(meta["vg"], None)
+    err = c.check(root, 0)
+    for f in lvmlib.glob.glob("/etc/lvm/archive/%s_*.vg" % meta["vg"]) + ["/etc/lvm/backup/" + meta["vg"]]:
+        if os.path.exists(f):
+            os.unlink(f)
+    return meta, err

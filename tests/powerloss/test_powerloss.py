@@ -184,7 +184,9 @@ def test_isnap_create_grows_refcount_table():
 
 # -- kept crash states ----------------------------------------------------
 
-KEPT = sorted(glob.glob(os.path.join(REGRESSIONS, "*.tar.gz")))
+KEPT = sorted(p for p in glob.glob(os.path.join(REGRESSIONS, "*.tar.gz"))
+              if not os.path.basename(p).startswith("lvm-"))
+KEPT_LVM = sorted(glob.glob(os.path.join(REGRESSIONS, "lvm-*.tar.gz")))
 
 
 @pytest.mark.parametrize("path", KEPT, ids=[os.path.basename(p) for p in KEPT])
@@ -242,3 +244,12 @@ def test_lvm_rmdir_commit_then_mkdir():
     finally:
         case.close()
     report(case)
+
+
+@pytest.mark.parametrize("path", KEPT_LVM, ids=[os.path.basename(p) for p in KEPT_LVM])
+def test_lvm_regression(path):
+    sys.path.insert(0, os.path.join(REPO, "tests"))
+    import pllvm
+    work = fresh_work("lvm-regression")
+    meta, err = pllvm.check_regression(path, work)
+    assert err is None, "%s (%s): %s" % (os.path.basename(path), meta["label"], err)
