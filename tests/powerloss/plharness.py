@@ -30,7 +30,7 @@ MiB = 1 << 20
 # per crash point, random combinations when there are too many to try all
 BUDGET = int(os.environ.get("POWERLOSS_STATES", "12"))
 # distinct states checked per operation (spread over the log); 0: every one
-CHECKED = int(os.environ.get("POWERLOSS_CHECKED", "60"))
+CHECKED = int(os.environ.get("POWERLOSS_CHECKED", "40"))
 # the next mkdir is tried on every PROBE_EVERY-th state checked (and on the last)
 PROBE_EVERY = int(os.environ.get("POWERLOSS_PROBE_EVERY", "4"))
 SEED = int(os.environ.get("POWERLOSS_SEED", "1"))

@@ -175,6 +175,16 @@ class LvmCase:
             if meta and ext:
                 out.append(State("c%d extents-only" % c, ns[-1], durable | ext))
                 out.append(State("c%d metadata-only" % c, ns[-1], durable | meta))
+        self.mixed = len(out) // 2
+        # and the end: everything pending at the last flush lost, then all of it landed
+        c = log.flushes[-1] if log.flushes else len(log.ops)
+        data, ns = log.pending(c)
+        durable = {o.i for o in log.ops[:c] if o.type in (1, 2, 3)} - set(data)
+        out.append(State("c%d none" % c, ns[0], durable))
+        c = len(log.ops)
+        data, ns = log.pending(c)
+        durable = {o.i for o in log.ops[:c] if o.type in (1, 2, 3)} - set(data)
+        out.append(State("end all", ns[-1], durable | set(data)))
         return out
 
     def run_split(self):
