@@ -573,6 +573,34 @@ static int rm_open_writer(struct store *s, struct rm *r, bool commit)
 				 commit ? r->view_s : r->view_c, &r->w);
 }
 
+/*
+ * Before a merge runs again: give back the clusters the interrupted run
+ * allocated but never linked. A power cut can keep its refcount writes
+ * (flushed with the data, before the L2 entries) and lose the L2 entries,
+ * or keep the refcounts and lose the file growth they point into; a re-run
+ * would then allocate past them (leaks qemu-img check reports) or find no
+ * room (ENOSPC). The writer's target only: commit writes S, rebase C.
+ */
+static int rm_reclaim(struct store *s, struct rm *r, bool commit)
+{
+	struct dir_store_priv *p = s->priv;
+	struct qcow2_check_result res;
+	struct layer_io *io;
+	int rc = file_io_open(p->rootfd, s->name, commit ? r->s : r->c, true, &io);
+
+	if (rc)
+		return rc;
+	memset(&res, 0, sizeof(res));
+	rc = qcow2_reclaim(io, QCOW2_SNAP_GROW, &res);
+	if (rc == 0 && res.leaks)
+		vlog(LOG_NOTICE, "%s: reclaimed %" PRIu64 " clusters the interrupted merge leaked", r->label,
+		     res.leaked_clusters_freed);
+	if (rc == 0)
+		rc = layer_flush(io);
+	layer_close(io);
+	return rc;
+}
+
 static int reserve_host(void *ctx, uint64_t host, uint64_t len)
 {
 	return dir_reserve_range(ctx, host, len);
@@ -988,6 +1016,8 @@ int dir_recover_chain(struct store *s, const struct dir_op_paths *n, char *inten
 				free(raw);
 			}
 			vlog(LOG_NOTICE, "%s (%s again)", r.label, commit ? "commit" : "rebase");
+			if (!rc)
+				rc = rm_reclaim(s, &r, commit);
 			if (!rc)
 				rc = rm_open_views(s, &r);
 			if (!rc)

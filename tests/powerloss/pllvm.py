@@ -1,0 +1,267 @@
+"""The power-loss sweep of an LVM store: the PV's backing file lives on the
+recorder and a loop device over it is what lvm2 and vstorfs write, so
+lvm2's metadata commits and vstorfs's extent writes reach the log as
+writes and flushes in the order the device saw them (a flush of the loop
+device is an fsync of its backing file: FUSE_FSYNC in the log).
+
+A crash state is the PV file with every write up to a flush and a subset of
+the writes after it (replay.py, one file = one device), put under a fresh
+loop device and mounted with the daemon (read-write, so recovery runs).
+"""
+
+import os
+import shutil
+import subprocess
+
+from conftest import Daemon
+import lvmlib
+import test_snapshots as ts
+from plharness import Recorder, REPO
+from replay import Base, parse_log, sweep
+
+MiB = 1 << 20
+VOL = ts.VOL
+DISK = 8 * MiB
+DAEMON = os.environ.get("POWERLOSS_DAEMON") or os.path.join(REPO, "build", "vstorfs")
+
+
+def flush_loop(loop):
+    subprocess.run(["blockdev", "--flushbufs", loop], check=True)
+    os.sync()
+
+
+class StateVG(lvmlib.VG):
+    """A VG object over an already attached loop device (no create, no remove)."""
+
+    def __init__(self, name, loop):
+        self.workdir, self.name, self.files, self.loops = None, name, [], [loop]
+        self.created, self._layout = False, None
+
+
+def build_chain(vg, work, snaps, heavy):
+    ch = lvmlib.Chain(vg, work)
+    v = ch.qcow2(VOL, DISK)
+    v.write(0, 2 * MiB, 0x10)
+    for i, s in enumerate(snaps):
+        v.snapshot(s)
+        n = (i + 1) * 256 * 1024 if heavy else 256 * 1024 // (i + 1)
+        v.write((i * 2 + 1) * MiB + 4096 * i + 512, n, 0x20 + i)
+        for k in range(6):
+            v.write(k * 1300 * 1024 + 8192 * i, 4096, 0x40 + i)
+    ch.sync()
+    return ch
+
+
+def views_of(mnt, vg):
+    d = os.path.join(mnt, vg.name, VOL)
+    return {v: lvmlib.sha256_file(os.path.join(d, v, "disk.raw")) for v in os.listdir(d)}
+
+
+class LvmCase:
+    def __init__(self, name, work, direct_io=False):
+        self.name, self.work, self.direct_io = name, work, direct_io
+        self.backing = os.path.join(work, "backing")
+        os.makedirs(self.backing)
+        self.rec = Recorder(self.backing, os.path.join(work, "rec"), os.path.join(work, "ops.log"))
+        self.vg = lvmlib.VG(os.path.join(work, "rec"), pv_size=40 * MiB, extent_size="1m")
+        if direct_io:
+            subprocess.run(["losetup", "--direct-io=on", self.vg.loops[0]], check=True)
+        self.stats = dict(tried=0, unique=0, checked=0, failures=0)
+        self.failures = []
+
+    def record(self, op, snaps, victim, heavy):
+        return self.record_ops([(op, victim)], snaps, heavy)
+
+    def record_ops(self, steps, snaps, heavy):
+        """Run steps [(mkdir|rmdir, view)] in one mount; one log for all of them."""
+        build_chain(self.vg, self.work, snaps, heavy)
+        flush_loop(self.vg.loops[0])
+        ref = ts.copy_all_lvs(self.vg, os.path.join(self.work, "ref0"))
+        before = ts.expected_views(self.vg, ref)
+        self.base = Base(self.backing)
+        start = os.path.getsize(os.path.join(self.work, "ops.log"))
+        d = Daemon(self.vg.name, os.path.join(self.work, "m0"), self.vg.loops, binary=DAEMON)
+        d.wait_mounted()
+        try:
+            for op, view in steps:
+                path = os.path.join(d.mnt, self.vg.name, VOL, view)
+                os.mkdir(path) if op == "mkdir" else os.rmdir(path)
+        finally:
+            d.stop()
+        flush_loop(self.vg.loops[0])
+        self.ops = parse_log(os.path.join(self.work, "ops.log"), start)
+        # views taken or removed: whole or absent; every other one unchanged
+        self.victims = {}
+        for op, view in steps:
+            self.victims[view] = before["current"] if op == "mkdir" else before.pop(view)
+        self.keep = before
+        return self.ops
+
+    def close(self):
+        for loop in self.vg.loops:
+            subprocess.run(["losetup", "-d", loop], capture_output=True)
+        self.vg.loops = []
+        self.vg.created = False
+        self.rec.stop()
+        for f in lvmlib.glob.glob("/etc/lvm/archive/%s_*.vg" % self.vg.name) + ["/etc/lvm/backup/" + self.vg.name]:
+            if os.path.exists(f):
+                os.unlink(f)
+
+    def check(self, root, n):
+        img = [os.path.join(root, f) for f in os.listdir(root) if f.endswith(".img")][0]
+        loop = subprocess.run(["losetup", "-f", "--show", img], check=True,
+                              capture_output=True).stdout.decode().strip()
+        vg = StateVG(self.vg.name, loop)
+        try:
+            return self._check(vg, n)
+        finally:
+            subprocess.run(["losetup", "-d", loop], capture_output=True)
+
+    def _mount(self, vg, tag):
+        d = Daemon(vg.name, os.path.join(self.work, "m-" + tag), vg.loops, binary=DAEMON)
+        d.wait_mounted()
+        return d
+
+    def _check(self, vg, n):
+        d = self._mount(vg, "a")
+        try:
+            views = views_of(d.mnt, vg)
+        finally:
+            d.stop(check=False)
+        for v, h in self.keep.items():
+            if views.get(v) != h:
+                return "view %s %s" % (v, "gone" if v not in views else "reads differently")
+        extra = set(views) - set(self.keep) - set(self.victims)
+        if extra:
+            return "unexpected views %s" % sorted(extra)
+        for v, h in self.victims.items():
+            if v in views and views[v] != h:
+                return "view %s half there" % v
+        p = vg.lvm("vgck", vg.name, check=False)
+        if p.returncode:
+            return "vgck: " + p.stderr.decode(errors="replace")
+        ref = ts.copy_all_lvs(vg, os.path.join(self.work, "ref-state"))
+        for f in sorted(os.listdir(ref)):
+            if f.endswith(".qcow2"):
+                r = subprocess.run(["qemu-img", "check", "-f", "qcow2", f], cwd=ref, capture_output=True, text=True)
+                if r.returncode or "leaked" in r.stdout:
+                    return "qemu-img check %s: %s" % (f, r.stdout[-300:])
+        for lv, tags in ts.lv_tags(vg).items():
+            intents = [t for t in tags if t.startswith("vstorfs-") and not t.startswith("vstorfs-view=")]
+            if intents:
+                return "%s keeps tags %s" % (lv, intents)
+        # a second mount reads the same, and the next mkdir does not trip
+        d = self._mount(vg, "b")
+        try:
+            if views_of(d.mnt, vg) != views:
+                return "second mount reads differently"
+            os.mkdir(os.path.join(d.mnt, vg.name, VOL, "plnext"))
+        except OSError as e:
+            return "next mkdir: %s" % e
+        finally:
+            d.stop(check=False)
+        return None
+
+    def split_states(self, log):
+        """Per crash point: every pending extent write landed and no pending lvm2
+        metadata write (the metadata area is the PV's first MiB), and the converse."""
+        from replay import State
+        out = []
+        for c in log.crash_points():
+            data, ns = log.pending(c)
+            durable = {o.i for o in log.ops[:c] if o.type in (1, 2, 3)} - set(data)
+            meta = {d for d in data if log.ops[d].off < MiB}
+            ext = set(data) - meta
+            if meta and ext:
+                out.append(State("c%d extents-only" % c, ns[-1], durable | ext))
+                out.append(State("c%d metadata-only" % c, ns[-1], durable | meta))
+        self.mixed = len(out) // 2
+        # and the end: everything pending at the last flush lost, then all of it landed
+        c = log.flushes[-1] if log.flushes else len(log.ops)
+        data, ns = log.pending(c)
+        durable = {o.i for o in log.ops[:c] if o.type in (1, 2, 3)} - set(data)
+        out.append(State("c%d none" % c, ns[0], durable))
+        c = len(log.ops)
+        data, ns = log.pending(c)
+        durable = {o.i for o in log.ops[:c] if o.type in (1, 2, 3)} - set(data)
+        out.append(State("end all", ns[-1], durable | set(data)))
+        return out
+
+    def run_split(self):
+        """Check every split state (see split_states)."""
+        from replay import Log
+        log = Log(self.ops)
+        state = os.path.join(self.work, "state")
+        for st in self.split_states(log):
+            self.stats["tried"] += 1
+            self.stats["unique"] += 1
+            log.build(self.base, st, state, {})
+            err = self.check(state, self.stats["checked"])
+            self.stats["checked"] += 1
+            if err:
+                self.stats["failures"] += 1
+                self.failures.append((st.label, err))
+                log.build(self.base, st, state, {})
+                self.keep_regression(state, st.label, err)
+        return self.stats
+
+    def keep_regression(self, state, label, err):
+        """Save a failing state (the PV file before recovery) as build/powerloss-found/<case>-<n>.tar.gz."""
+        import json
+        import tarfile
+        from plharness import FOUND
+        os.makedirs(FOUND, exist_ok=True)
+        meta = dict(name=self.name, vg=self.vg.name, keep=self.keep, victims=self.victims, label=label,
+                    error=err)
+        with open(os.path.join(state, ".powerloss.json"), "w") as f:
+            json.dump(meta, f, indent=1)
+        path = os.path.join(FOUND, "lvm-%s-%d.tar.gz" % (self.name, len(self.failures)))
+        with tarfile.open(path, "w:gz") as t:
+            t.add(state, arcname="state")
+        os.unlink(os.path.join(state, ".powerloss.json"))
+
+    def run_sweep(self, budget, seed, max_unique):
+        """Every state is built and hashed; of the distinct ones, max_unique spread
+        evenly over the log (first and last included) are mounted and checked."""
+        seen, cache, uniq = set(), {}, []
+        for log, st in sweep(self.ops, budget, seed):
+            self.stats["tried"] += 1
+            digest, _ = log.build(self.base, st, None, cache, exact=False)
+            if len(cache) > 4:
+                cache.clear()
+            if digest not in seen:
+                seen.add(digest)
+                uniq.append((log, st))
+        self.stats["unique"] = len(uniq)
+        k = min(max_unique, len(uniq))
+        pick = sorted({(i * (len(uniq) - 1)) // max(1, k - 1) for i in range(k)}) if k > 1 else list(range(k))
+        state = os.path.join(self.work, "state")
+        for i in pick:
+            log, st = uniq[i]
+            log.build(self.base, st, state, {})
+            err = self.check(state, self.stats["checked"])
+            self.stats["checked"] += 1
+            if err:
+                self.stats["failures"] += 1
+                self.failures.append((st.label, err))
+        return self.stats
+
+
+def check_regression(path, work):
+    """Re-check a kept LVM crash state: attach its PV file, mount, check."""
+    import json
+    import tarfile
+    with tarfile.open(path) as t:
+        t.extractall(work)
+    root = os.path.join(work, "state")
+    with open(os.path.join(root, ".powerloss.json")) as f:
+        meta = json.load(f)
+    os.unlink(os.path.join(root, ".powerloss.json"))
+    c = LvmCase.__new__(LvmCase)
+    c.name, c.work, c.keep, c.victims = meta["name"], work, meta["keep"], meta["victims"]
+    c.vg = StateVG(meta["vg"], None)
+    err = c.check(root, 0)
+    for f in lvmlib.glob.glob("/etc/lvm/archive/%s_*.vg" % meta["vg"]) + ["/etc/lvm/backup/" + meta["vg"]]:
+        if os.path.exists(f):
+            os.unlink(f)
+    return meta, err
