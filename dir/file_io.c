@@ -141,11 +141,15 @@ struct file_io {
 	struct io_gate *gate;   /* network filesystems: bounds the threads a hung file holds */
 };
 
-/* The file ends before `end`, where it held bytes at open: truncated under
- * us. Never zeros, never a short read: EIO, logged once per layer and size. */
-static int shrank(struct file_io *f, uint64_t now)
+/* A read found no bytes where the file held some at open: truncated under
+ * us. Never zeros, never EOF: EIO, logged once per layer and size. The size
+ * is the file's own (fstat), not where the read stopped: readers at many
+ * offsets of one truncated file are one fault. */
+static int shrank(struct file_io *f, uint64_t stopped)
 {
 	char subject[96], cause[64];
+	struct stat st;
+	uint64_t now = fstat(f->fd, &st) == 0 ? (uint64_t)st.st_size : stopped;
 
 	snprintf(subject, sizeof(subject), "short:%s", f->id);
 	snprintf(cause, sizeof(cause), "%" PRIu64, now);

@@ -31,6 +31,7 @@ struct fs_node {
 	char *ident;             /* views: the store's persistent identity of the view; else NULL */
 	struct fs_node *hash_next; /* inode_lock: the (parent, name) hash */
 	struct fs_node *ino_next;  /* inode_lock: the inode number hash */
+	struct stat *attr_at_open; /* fs/ops.c attr_lock: files, as last opened; else NULL */
 };
 
 int fs_inode_init(void);

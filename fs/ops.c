@@ -434,6 +434,41 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	fuse_reply_entry(req, &e);
 }
 
+/*
+ * What an opened file's inode was: an open descriptor keeps reading the bytes
+ * it opened after its name has come to stand for other bytes or for none
+ * (resolve: ESTALE, ENOENT), and fstat(2) of it asks for the attributes of
+ * its inode, without a handle (the kernel passes one only on the read path).
+ * So those attributes stay what they were, never ESTALE on a descriptor
+ * whose reads still succeed.
+ */
+static pthread_mutex_t attr_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void remember_attr(struct fs_node *n, const struct target *t)
+{
+	struct stat st;
+
+	fill_attr(t, &st);
+	pthread_mutex_lock(&attr_lock);
+	if (!n->attr_at_open)
+		n->attr_at_open = malloc(sizeof(st));
+	if (n->attr_at_open)
+		*n->attr_at_open = st;
+	pthread_mutex_unlock(&attr_lock);
+}
+
+static bool remembered_attr(const struct fs_node *n, struct stat *st)
+{
+	bool ok;
+
+	pthread_mutex_lock(&attr_lock);
+	ok = n->attr_at_open != NULL;
+	if (ok)
+		*st = *n->attr_at_open;
+	pthread_mutex_unlock(&attr_lock);
+	return ok;
+}
+
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs_node *n = node_of(ino);
@@ -441,10 +476,13 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct stat st;
 	int rc;
 
-	(void)fi;
 	if (!n)
 		return (void)fuse_reply_err(req, ENOENT);
-	if ((rc = resolve(n, &t)))
+	(void)fi;
+	rc = resolve(n, &t);
+	if ((rc == -ESTALE || rc == -ENOENT) && remembered_attr(n, &st))
+		return (void)fuse_reply_attr(req, &st, 0);
+	if (rc)
 		return (void)fuse_reply_err(req, -rc);
 	fill_attr(&t, &st);
 	fuse_reply_attr(req, &st, entry_timeout(&t));
@@ -726,6 +764,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	h->node = n;
 	h->generation = fs_catalog_generation();
+	remember_attr(n, &t);
 	if (n->kind == FS_NODE_ALLOCATED || n->kind == FS_NODE_CHANGED) {
 		rc = fs_extents_json(t.st, t.vol, t.view, t.older, &h->text);
 		/* About current the answer may change by the next stat: serve this

@@ -11,6 +11,7 @@ hang runs under a watchdog that aborts the FUSE connection
 
 import errno
 import os
+import time
 import shutil
 import signal
 import socket
@@ -372,6 +373,23 @@ def test_replaced_layer_never_mixes(work):
                     "eio" if c == errno.EIO else "other" for i, c in enumerate(chunks))
         assert kinds in ({"old"}, {"eio"}, {"old", "eio"}), "old descriptor read %s" % kinds
         assert fresh == new or fresh == errno.EIO, "a new open must read the new layer whole"
+        # Once the kernel's attributes of the old inode run out (10 s for a
+        # snapshot), an fstat and a cached read make it ask again, with the
+        # descriptor: the answer is the bytes' own attributes, never ESTALE.
+        time.sleep(11)
+
+        def later():
+            st = os.fstat(fd)
+            try:
+                got = os.pread(fd, MiB, 8 * MiB)
+            except OSError as e:
+                got = e.errno
+            return st, got
+
+        st, got = guarded(daemons, later, "fstat of an old descriptor")
+        assert st.st_ino == ino0 and st.st_size == 64 * MiB
+        assert got == old[8 * MiB:9 * MiB] or got == errno.EIO, "old descriptor read %r" % (
+            got if isinstance(got, int) else "other bytes")
     finally:
         os.close(fd)
 
