@@ -1,6 +1,7 @@
 /* data_bytes: see data_bytes.h. */
 #include "fs/data_bytes.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -56,38 +57,67 @@ static void insert(char *key, uint64_t bytes, bool forever)
 	pthread_mutex_unlock(&slots_lock);
 }
 
-static uint64_t count(struct view_reader *r, uint64_t start, uint64_t len)
+/* Bytes of data in [start, start + len) by the map: 0 and the bytes, or
+ * -errno (the reader logged it). */
+static int count(struct view_reader *r, uint64_t start, uint64_t len, uint64_t *bytes)
 {
 	uint64_t pos = start, end, data = 0;
 
+	*bytes = 0;
 	if (start >= r->size)
 		return 0;
 	end = len > r->size - start ? r->size : start + len;
-	if (!r->ops->map)
-		return end - start;
+	if (!r->ops->map) {
+		*bytes = end - start;
+		return 0;
+	}
 	while (pos < end) {
 		struct view_extent e;
+		int rc = r->ops->map(r, pos, end - pos, &e);
 
-		if (r->ops->map(r, pos, end - pos, &e) < 0 || e.len == 0)
-			return 0;
+		if (rc < 0)
+			return rc;
+		if (e.len == 0)
+			return -EIO;
 		if (e.len > end - pos)
 			e.len = end - pos;
 		if (e.kind != VIEW_EXT_ZERO)
 			data += e.len;
 		pos += e.len;
 	}
-	return data;
+	*bytes = data;
+	return 0;
 }
 
-uint64_t fs_data_bytes(struct fs_store *st, const struct store_volume *vol,
-		       const struct store_view *view, uint64_t start, uint64_t len)
+static int sum_existing(void *arg, uint64_t off, uint64_t len, bool exists)
+{
+	(void)off;
+	if (exists)
+		*(uint64_t *)arg += len;
+	return 0;
+}
+
+/* Bytes of the whole view its changed(NULL) calls existing (allocated.json's
+ * ranges, without the text). */
+static int count_allocated(struct view_reader *r, uint64_t *bytes)
+{
+	*bytes = 0;
+	return r->ops->changed(r, NULL, sum_existing, bytes);
+}
+
+/* One answer, cached: a snapshot's for the mount, current's for a second.
+ * A failure is not kept (the next stat asks again) and counts the range
+ * as data, so st_blocks is never 0 for a view that may hold some. */
+static uint64_t cached(struct fs_store *st, const struct store_volume *vol, const struct store_view *view,
+		       uint64_t start, uint64_t len, bool allocated)
 {
 	struct view_reader *r;
 	uint64_t bytes = 0;
 	char *key;
+	int rc;
 
-	if (asprintf(&key, "%s\n%s\n%s\n%llu\n%llu", st->store->name, vol->name, view->ident,
-		     (unsigned long long)start, (unsigned long long)len) < 0)
+	if (asprintf(&key, "%s\n%s\n%s\n%llu\n%llu%s", st->store->name, vol->name, view->ident,
+		     (unsigned long long)start, (unsigned long long)len, allocated ? "\na" : "") < 0)
 		return 0;
 	if (lookup(key, &bytes)) {
 		free(key);
@@ -97,8 +127,25 @@ uint64_t fs_data_bytes(struct fs_store *st, const struct store_volume *vol,
 		free(key);
 		return 0;
 	}
-	bytes = count(r, start, len);
+	allocated = allocated && r->used_is_allocated && r->ops->changed;
+	rc = allocated ? count_allocated(r, &bytes) : count(r, start, len, &bytes);
+	if (rc < 0) {
+		bytes = start >= r->size ? 0 : len > r->size - start ? r->size - start : len;
+		free(key);
+	} else {
+		insert(key, bytes, view->snapshot);
+	}
 	view_reader_put(r);
-	insert(key, bytes, view->snapshot);
 	return bytes;
+}
+
+uint64_t fs_data_bytes(struct fs_store *st, const struct store_volume *vol,
+		       const struct store_view *view, uint64_t start, uint64_t len)
+{
+	return cached(st, vol, view, start, len, false);
+}
+
+uint64_t fs_view_data_bytes(struct fs_store *st, const struct store_volume *vol, const struct store_view *view)
+{
+	return cached(st, vol, view, 0, view->size, true);
 }

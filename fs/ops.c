@@ -221,8 +221,7 @@ static void file_size(const struct target *t, uint64_t *size, uint64_t *data)
 	switch (t->node->kind) {
 	case FS_NODE_FILE:
 		*size = t->view->size;
-		*data = t->view->used ? t->view->used
-				      : fs_data_bytes(t->st, t->vol, t->view, 0, t->view->size);
+		*data = t->view->used ? t->view->used : fs_view_data_bytes(t->st, t->vol, t->view);
 		break;
 	case FS_NODE_PART:
 		if (find_partition(t, &p) == 0) {

@@ -519,16 +519,19 @@ int rbd_scan(struct store *s, struct store_listing **out)
 			v->mtime = m->ctime;
 			v->priv = m;
 			v->nviews = 1 + m->nsnaps;
+			/* used 0: st_blocks is counted when stat asks (fs/data_bytes.c,
+			 * the reader's changed(NULL): `rbd diff`), never here, so a
+			 * scan diffs no image */
 			v->views[0] = (struct store_view){
 				.name = "current", .ident = m->ident, .size = m->size,
-				.mtime = m->mtime, .used = m->size, .snapshot = false, .priv = NULL,
+				.mtime = m->mtime, .used = 0, .snapshot = false, .priv = NULL,
 			};
 			for (int k = 0; k < m->nsnaps; k++)
 				v->views[1 + k] = (struct store_view){
 					.name = m->snaps[k].name, .ident = m->snaps[k].ident,
 					.size = m->snaps[k].size, .mtime = m->snaps[k].mtime,
 					.mtime_nsec = m->snaps[k].mtime_nsec,
-					.used = m->snaps[k].size, .snapshot = true, .priv = &m->snaps[k],
+					.used = 0, .snapshot = true, .priv = &m->snaps[k],
 				};
 			l->nvols++;
 		}

@@ -56,10 +56,12 @@ struct store_config {
  * section states it for users). A store answers from what it knows:
  *  - size: the virtual size.
  *  - used: bytes the view's data occupies: what its layers hold for it
- *    (LV extents of its layers, a file's st_blocks, provisioned RBD
- *    objects), at most size. 0 means "not known here": fs/ then counts
- *    what SEEK_DATA calls data (the reader's map). st_blocks is used
- *    rounded up to 512 bytes, 0 only when the file holds no data.
+ *    (LV extents of its layers, a file's st_blocks), at most size. 0
+ *    means "not known here": fs/ then counts, when stat asks and cached,
+ *    what SEEK_DATA calls data (the reader's map), or with the reader's
+ *    used_is_allocated what its changed(NULL) reports existing (RBD: the
+ *    extents `rbd diff` reports, which no scan should pay for). st_blocks
+ *    is used rounded up to 512 bytes, 0 only when the file holds no data.
  *  - mtime, mtime_nsec: for a snapshot, when it was taken, at the source's
  *    own precision (qcow2 date_sec/date_nsec, rbd_snap_get_timestamp, a
  *    file layer's birth time); a store that only has seconds (LVM) derives

@@ -65,6 +65,11 @@ struct view_reader {
 	 * fails. fs/ keeps such a reader instead of opening it, and logging
 	 * the same fault, again for each open(2). */
 	bool broken;
+	/* st_blocks of the whole view counts the ranges changed(r, NULL)
+	 * reports existing (what the platform's own tool calls allocated: `rbd
+	 * diff`), not map()'s data runs (which may be coarser: RBD's object
+	 * map), when the listing leaves `used` 0. */
+	bool used_is_allocated;
 };
 
 static inline void view_reader_get(struct view_reader *r)

@@ -480,6 +480,31 @@ def test_tree_stat_contract(ceph_cluster, mounted):
     assert sv.f_bavail <= sv.f_blocks and sv.f_files > 10
 
 
+def test_tree_st_blocks_rbd_diff(ceph_cluster, mounted):
+    """st_blocks of disk.raw is what `rbd diff` (whole-object off, parent included) reports
+    allocated for the view, rounded up to 512: a sparse image, a clone over its parent's
+    snapshot, and an empty image (0), snapshots and current alike."""
+    c = ceph_cluster
+    c.rbd("create", "--size", "64M", "%s/vm-600-disk-0" % POOL)
+    c.rbd("snap", "create", "%s/vm-600-disk-0@empty" % POOL)
+    assert wait_for(lambda: os.path.exists(os.path.join(mounted, POOL, "vm-600-disk-0", "empty")), 30)
+    for img in ["vm-100-disk-0", "vm-201-disk-0", "base-200-disk-0", "vm-600-disk-0"]:
+        for view in ["current"] + [s["name"] for s in snap_ls(c, img)]:
+            spec = img + ("" if view == "current" else "@" + view)
+            want = sum(x["length"] for x in rbd_diff(c, spec) if x["exists"] == "true")
+            for _ in range(2):  # computed, then cached
+                st = os.stat(os.path.join(mounted, POOL, img, view, "disk.raw"))
+                assert st.st_blocks * 512 == (want + 511) // 512 * 512, (spec, st.st_blocks * 512, want)
+            if img == "vm-600-disk-0":
+                assert st.st_blocks == 0
+            else:
+                assert want > 0, spec
+            if img == "vm-100-disk-0":
+                assert want < st.st_size, spec  # sparse: not the provisioned size
+    c.rbd("snap", "rm", "%s/vm-600-disk-0@empty" % POOL)
+    c.rbd("rm", "--no-progress", "%s/vm-600-disk-0" % POOL)
+
+
 def test_tree_mkdir_rmdir(ceph_cluster, mounted):
     import errno
     c = ceph_cluster
