@@ -117,6 +117,23 @@ static int recover_rmdir(struct op *op, const struct lvm_lv *lv, const char *val
 	return rc;
 }
 
+int vg_recover_rmdir_tag(struct op *op, const char *tag)
+{
+	for (int i = 0; i < op->vg->nlvs; i++) {
+		const struct lvm_lv *lv = &op->vg->lvs[i];
+
+		for (int t = 0; lv->tags && lv->tags[t]; t++)
+			if (!strcmp(lv->tags[t], tag)) {
+				char *value = strdup(tag + strlen(TAG_RMDIR));
+				int rc = value ? recover_rmdir(op, lv, value) : -ENOMEM;
+
+				free(value);
+				return rc;
+			}
+	}
+	return 0;
+}
+
 static int recover_vg(struct store *s)
 {
 	struct op op;

@@ -31,6 +31,34 @@
  * Recovery: T exists and S does not (A, B): remove T. T and S exist, V does
  * not (C): rename T to V, untag. V tagged (D): untag. A VM that started on V
  * between a crash and recovery loses nothing: nothing named V is written.
+ *
+ * rmdir <volume>/<snap> merges S with its child C (P: S's parent, if any):
+ *   commit  S tagged rmdir=commit:<C> (+ C's view identity parked on S)
+ *           -- point of no return: the first write into S (view S changes) --
+ *           C's data written into S, flushed; C removed; S renamed to C;
+ *           S's tags swapped for C's identity (the intent goes last)
+ *   rebase  P given S's identity tag if it had none; S tagged
+ *           rmdir=rebase:<C>:<P or ->; S's data copied into C, flushed
+ *           -- point of no return: the relink of C (backing string to P) --
+ *           S removed (its tag with it)
+ * Recovery (vg_recover.c): commit again while C exists, else rename/untag;
+ * rebase again unless C already points past S, else remove S.
+ *
+ * An operation that fails has not happened (as in dir/dir_snapshot.c).
+ * Room is checked before the tag (rm_fits), so what fails after it is the
+ * disk (EIO, or ENOSPC from below). Before the point of no return the rmdir
+ * is undone at once (rm_settle, rm_undo): a rebase's copies into C stay (C
+ * read those bytes through S anyway) and what a failed batch leaked in the
+ * target is reclaimed; S drops the intent and the parked view tag in one
+ * lvm2 commit, then P the identity tag the rebase gave it; every view reads
+ * as before, the error is returned, and no later mount deletes the snapshot
+ * the user was told still exists. No scratch LV is involved in rmdir. Past
+ * the point of no return the operation is finished at once, as recovery
+ * would (vg_recover_rmdir_tag), and rmdir reports success only if that
+ * worked; otherwise the tag stays and the next mount finishes it. Neither
+ * is tried when the cluster lock could not be taken back after a merge
+ * outside it, or the layers changed meanwhile (struct rm.hands_off): then
+ * no metadata may change and the tag is left to recovery.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -40,6 +68,7 @@
 #include "chain/chain.h"
 #include "chain/merge.h"
 #include "chain/qcow2_create.h"
+#include "chain/qcow2_snapshot.h"
 #include "chain/qcow2_writer.h"
 #include "common/crash.h"
 #include "common/log.h"
@@ -416,7 +445,7 @@ struct rm_ids {
 	char s[256], c[256], p[256], su[80], cu[80], pu[80];
 };
 
-static bool rm_data_begin(const struct rm *r, struct rm_ids *id)
+static void rm_ids_fill(const struct rm *r, struct rm_ids *id)
 {
 	memset(id, 0, sizeof(*id));
 	snprintf(id->s, sizeof(id->s), "%s", r->s->name);
@@ -427,6 +456,11 @@ static bool rm_data_begin(const struct rm *r, struct rm_ids *id)
 		snprintf(id->p, sizeof(id->p), "%s", r->p->name);
 		snprintf(id->pu, sizeof(id->pu), "%s", r->p->uuid ? r->p->uuid : "");
 	}
+}
+
+static bool rm_data_begin(const struct rm *r, struct rm_ids *id)
+{
+	rm_ids_fill(r, id);
 	return pve_cfs_suspend("merging") > 0;
 }
 
@@ -444,16 +478,24 @@ static int rm_data_end(struct op *op, struct rm *r, const struct rm_ids *id, boo
 	if (!suspended)
 		return rc;
 	lrc = pve_cfs_resume();
+	if (lrc) {
+		/* Without the cluster lock no metadata may change: not even an undo. */
+		r->hands_off = true;
+		return rc ? rc : lrc;
+	}
 	if (rc)
 		return rc;
-	if (lrc || (lrc = vg_op_rescan(op)))
+	if ((lrc = vg_op_rescan(op))) {
+		r->hands_off = true;
 		return lrc;
+	}
 	s = vg_find_lv(op, id->s);
 	c = vg_find_lv(op, id->c);
 	p = id->p[0] ? vg_find_lv(op, id->p) : NULL;
 	if (!same_lv(s, id->su) || !same_lv(c, id->cu) || (id->p[0] && !same_lv(p, id->pu))) {
 		vlog(LOG_ERR, "%s: the layers changed while merging outside the cluster lock: "
 		     "the rest is left to recovery", r->label);
+		r->hands_off = true;
 		return -EIO;
 	}
 	r->s = s;
@@ -468,17 +510,22 @@ int vg_commit_steps(struct op *op, struct rm *r, const char *tag)
 	char cname[256];
 	struct rm_ids id;
 	bool suspended = rm_data_begin(r, &id);
-	int rc = rm_data_end(op, r, &id, suspended, merge_commit(r->view_c, r->w, r->label));
+	int rc = crash_fail("lvm-rmdir-merge");
 
-	if (rc)
+	if (rc == 0) {
+		/* The first write into S changes view S: the point of no return. */
+		r->past = true;
+		rc = merge_commit(r->view_c, r->w, r->label);
+	}
+	if ((rc = rm_data_end(op, r, &id, suspended, rc)))
 		return rc;
 	crash_point("rmdir-commit-merged");
 	snprintf(cname, sizeof(cname), "%s", r->c->name);
 	vg_rm_release(r);
-	if ((rc = lvm_lv_remove(&op->lo, op->vgname, cname)))
+	if ((rc = crash_fail("lvm-rmdir-remove")) || (rc = lvm_lv_remove(&op->lo, op->vgname, cname)))
 		return rc;
 	crash_point("rmdir-commit-removed");
-	if ((rc = lvm_lv_rename(&op->lo, op->vgname, r->s->name, cname)))
+	if ((rc = crash_fail("lvm-rmdir-rename")) || (rc = lvm_lv_rename(&op->lo, op->vgname, r->s->name, cname)))
 		return rc;
 	crash_point("rmdir-commit-renamed");
 	return vg_commit_finish_tags(op, r->s, cname, tag);
@@ -510,14 +557,30 @@ int vg_commit_finish_tags(struct op *op, const struct lvm_lv *s_lv, const char *
 }
 
 /* Rebase puts C above P: P keeps the identity S above it gave it. */
-static int keep_parent_identity(struct op *op, const struct rm *r)
+static int keep_parent_identity(struct op *op, struct rm *r)
 {
 	char tag[300];
+	int rc;
 
+	r->p_tag[0] = 0;
 	if (!r->p || lvm_lv_tag_value(r->p, TAG_VIEW))
 		return 0;
 	snprintf(tag, sizeof(tag), TAG_VIEW "%s_%lld", r->s->uuid, (long long)r->s->ctime);
-	return lvm_lv_retag(&op->lo, op->vgname, r->p->name, tag, NULL);
+	rc = lvm_lv_retag(&op->lo, op->vgname, r->p->name, tag, NULL);
+	if (rc == 0)
+		snprintf(r->p_tag, sizeof(r->p_tag), "%s", tag);
+	return rc;
+}
+
+/* Undo keep_parent_identity on P, named `pname`. */
+static void drop_parent_identity(struct op *op, struct rm *r, const char *pname)
+{
+	if (!r->p_tag[0] || !pname[0])
+		return;
+	if (lvm_lv_retag(&op->lo, op->vgname, pname, NULL, r->p_tag) == 0)
+		r->p_tag[0] = 0;
+	else	/* the tag holds the identity P had anyway: harmless */
+		vlog(LOG_WARNING, "%s/%s: tag %s left behind", op->vgname, pname, r->p_tag);
 }
 
 int vg_rebase_steps(struct op *op, struct rm *r)
@@ -525,19 +588,125 @@ int vg_rebase_steps(struct op *op, struct rm *r)
 	char sname[256];
 	struct rm_ids id;
 	bool suspended = rm_data_begin(r, &id);
-	int rc = merge_rebase(r->view_c, r->view_s, r->view_p, r->w, r->label);
+	/* The copies into C change no view (C read those bytes through S): undone on failure. */
+	int rc = crash_fail("lvm-rmdir-merge");
 
+	if (rc == 0)
+		rc = merge_rebase(r->view_c, r->view_s, r->view_p, r->w, r->label);
 	if (rc == 0) {
 		crash_point("rmdir-rebase-copied");
-		rc = qcow2_writer_set_backing(r->w, r->p ? r->p->name : NULL);
+		if ((rc = crash_fail("lvm-rmdir-relink")) == 0) {
+			/* C may point past S from here on: the point of no return. */
+			r->past = true;
+			rc = qcow2_writer_set_backing(r->w, r->p ? r->p->name : NULL);
+		}
 	}
 	if ((rc = rm_data_end(op, r, &id, suspended, rc)))
 		return rc;
 	crash_point("rmdir-rebase-relinked");
 	snprintf(sname, sizeof(sname), "%s", r->s->name);
 	vg_rm_release(r);
+	if ((rc = crash_fail("lvm-rmdir-remove")))
+		return rc;
 	/* The tag goes with the LV: removing it is the last step. */
 	return lvm_lv_remove(&op->lo, op->vgname, sname);
+}
+
+/*
+ * Undo an rmdir whose merge failed before the point of no return: the
+ * target's leaks (clusters a failed batch allocated and no table points
+ * at) are freed, then S drops the intent (and a commit's parked view tag)
+ * in one lvm2 commit, then P the identity tag the rebase gave it. Every
+ * view reads as before. 0 when undone; 1 when past the point of no return
+ * (a commit wrote into S, C already points past S: finish it instead);
+ * -errno when the undo itself failed (the intent stays, for recovery).
+ */
+static int rm_undo(struct op *op, struct rm *r, const struct rm_ids *id, const char *tag, bool commit)
+{
+	const struct lvm_lv *s, *c, *t;
+	const char *del[3] = { tag, NULL, NULL };
+	struct qcow2_check_result cr;
+	struct layer_io *io;
+	const char *v;
+	char *b = NULL;
+	int rc;
+
+	if (commit && r->past)
+		return 1;
+	if ((rc = vg_op_rescan(op)))
+		return rc;
+	s = vg_find_lv(op, id->s);
+	c = vg_find_lv(op, id->c);
+	if (!same_lv(s, id->su) || !same_lv(c, id->cu) || !(v = lvm_lv_tag_value(s, TAG_RMDIR)) ||
+	    strcmp(v, tag + strlen(TAG_RMDIR))) {
+		vlog(LOG_ERR, "%s: the layers are not as the merge left them: the rest is left to recovery",
+		     r->label);
+		return -EIO;
+	}
+	if (!commit) {
+		const char *now;
+		bool relinked;
+
+		if ((rc = vg_probe_backing(op, c, &b)))
+			return rc;
+		now = lvm_backing_lv_name(op->vgname, b);
+		relinked = !now || strcmp(now, id->s);
+		free(b);
+		if (relinked)
+			return 1;
+	}
+	t = commit ? s : c;
+	if (lvm_lv_open_rw(op->vg, t, &io) == 0) {
+		if (qcow2_reclaim(io, 0, &cr) == 0 && cr.leaked_clusters_freed)
+			vlog(LOG_NOTICE, "%s: freed %llu clusters the failed merge leaked in %s", r->label,
+			     (unsigned long long)cr.leaked_clusters_freed, t->name);
+		layer_flush(io);
+		layer_close(io);
+	}
+	for (int i = 0; s->tags && s->tags[i]; i++)
+		if (!strncmp(s->tags[i], TAG_VIEW_NEXT, strlen(TAG_VIEW_NEXT)))
+			del[1] = s->tags[i];
+	if ((rc = lvm_lv_retagv(&op->lo, op->vgname, id->s, NULL, del)))
+		return rc;
+	if (!commit)
+		drop_parent_identity(op, r, id->p);
+	return 0;
+}
+
+/*
+ * The merge's steps failed with `err`. Before the point of no return the
+ * operation is undone and `err` stands; past it, it is finished at once,
+ * as the next mount would, and 0 is returned only if that worked.
+ */
+static int rm_settle(struct op *op, struct rm *r, const struct rm_ids *id, const char *tag, bool commit,
+		     int err)
+{
+	int rc;
+
+	vg_rm_release(r);
+	if (r->hands_off)
+		return err;
+	rc = rm_undo(op, r, id, tag, commit);
+	if (rc == 0) {
+		vlog(LOG_NOTICE, "%s failed (%s): undone (every view reads as before)", r->label,
+		     strerror(-err));
+		return err;
+	}
+	if (rc < 0) {
+		vlog(LOG_ERR, "%s failed (%s) and cannot be undone now (%s): the next mount finishes it",
+		     r->label, strerror(-err), strerror(-rc));
+		return err;
+	}
+	vlog(LOG_ERR, "%s failed past the point of no return (%s): finishing it", r->label, strerror(-err));
+	if ((rc = vg_op_rescan(op)) == 0)
+		rc = vg_recover_rmdir_tag(op, tag);
+	if (rc) {
+		vlog(LOG_ERR, "%s: cannot be finished now (%s): the next mount finishes it", r->label,
+		     strerror(-rc));
+		return err;
+	}
+	vlog(LOG_NOTICE, "%s: done", r->label);
+	return 0;
 }
 
 static void report(const struct store_progress *p, uint64_t done, uint64_t total)
@@ -552,6 +721,7 @@ static int remove_locked(struct op *op, const char *volume, const char *snap,
 	const struct pve_volume *v = pve_catalog_find(op->cat, volume);
 	struct rm r = { 0 };
 	struct merge_plan plan;
+	struct rm_ids id;
 	char *pb = NULL, tag[700], next_tag[300];
 	uint64_t moved;
 	bool commit;
@@ -619,18 +789,22 @@ static int remove_locked(struct op *op, const char *volume, const char *snap,
 			snprintf(next_tag, sizeof(next_tag), TAG_VIEW_NEXT "%s", cview);
 		rc = lvm_lv_retagv(&op->lo, op->vgname, r.s->name, add, NULL);
 	} else if (!(rc = keep_parent_identity(op, &r))) {
-		rc = lvm_lv_retag(&op->lo, op->vgname, r.s->name, tag, NULL);
+		if ((rc = lvm_lv_retag(&op->lo, op->vgname, r.s->name, tag, NULL)))
+			drop_parent_identity(op, &r, r.p ? r.p->name : "");
 	}
 	if (rc)
 		goto out;
+	rm_ids_fill(&r, &id);
 	crash_point(commit ? "rmdir-commit-tagged" : "rmdir-rebase-tagged");
 	moved = commit ? plan.commit_bytes : plan.rebase_bytes;
 	report(p, 0, moved);
 	rc = commit ? vg_commit_steps(op, &r, tag) : vg_rebase_steps(op, &r);
-	if (rc == 0) {
-		report(p, moved, moved);
+	if (rc)
+		rc = rm_settle(op, &r, &id, tag, commit, rc);
+	else
 		vlog(LOG_NOTICE, "%s: done", r.label);
-	}
+	if (rc == 0)
+		report(p, moved, moved);
 out:
 	vg_rm_release(&r);
 	return rc;

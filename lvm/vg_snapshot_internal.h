@@ -34,6 +34,9 @@ struct rm {
 	struct layer_io *wio;
 	struct qcow2_writer *w;
 	char label[600];
+	bool past;       /* the point of no return may have been passed (a commit's first write into S, a rebase's relink of C) */
+	bool hands_off;  /* the cluster lock was not taken back or the layers changed: only recovery may act */
+	char p_tag[300]; /* the TAG_VIEW identity tag this rebase gave P, or "" */
 };
 
 /* Lock the VG (refusing what is not ours to change when writing) and scan it. */
@@ -51,5 +54,7 @@ int vg_commit_steps(struct op *op, struct rm *r, const char *tag);
 int vg_rebase_steps(struct op *op, struct rm *r);
 /* The last step of a commit: S_lv, now named `name`, drops the intent and takes view C's identity. */
 int vg_commit_finish_tags(struct op *op, const struct lvm_lv *s_lv, const char *name, const char *intent);
+/* Finish at once the rmdir whose intent tag is `tag` (vg_recover.c); 0 also when no LV carries it. */
+int vg_recover_rmdir_tag(struct op *op, const char *tag);
 
 #endif

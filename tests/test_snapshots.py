@@ -382,6 +382,72 @@ def _rmdir_crash(env, step, heavy, victim):
     assert check_consistent(env, vg, step) == expect
 
 
+# -- a write failure in the middle (injected: VSTORFS_FAIL_AT, crash-hook build) ---------
+
+FAILURES = [
+    # (direction, failure point, done afterwards?)
+    ("commit", "lvm-rmdir-merge", False),    # before the first write into S: undone
+    ("rebase", "lvm-rmdir-merge", False),    # before the copies into C: undone
+    ("rebase", "lvm-rmdir-relink", False),   # C holds copies, still reads through S: undone
+    ("commit", "lvm-rmdir-remove", True),    # S holds C's data: finished at once
+    ("commit", "lvm-rmdir-rename", True),
+    ("rebase", "lvm-rmdir-remove", True),    # C points past S: finished at once
+]
+
+
+def fail_daemon(env, vg, steps):
+    if not os.access(CRASH_BIN, os.X_OK):
+        pytest.skip("crash-hook build missing (make crash)")
+    os.environ["VSTORFS_FAIL_AT"] = steps
+    try:
+        return mount(env, vg, binary=CRASH_BIN, name="fail")
+    finally:
+        del os.environ["VSTORFS_FAIL_AT"]
+
+
+@pytest.mark.parametrize("direction,step,done", FAILURES)
+def test_rmdir_failure_in_the_middle(env, direction, step, done):
+    """A merge step fails (EIO): before the point of no return the rmdir is undone
+    (the error stands, every view reads as before, no intent tag, the snapshot can be
+    deleted at once); past it, it is finished at once and rmdir succeeds. Either way
+    the next mount has nothing to recover."""
+    commit = direction == "commit"
+    victim = "s1" if commit else "s2"
+    vg, ch = build_volume(env, commit_heavy=not commit)
+    refdir = copy_all_lvs(vg, os.path.join(env.dir, "ref0"))
+    before = expected_views(vg, refdir)
+    tags_before = lv_tags(vg)
+    d = fail_daemon(env, vg, step)
+    assert mounted_views(d.mnt, vg) == before
+    path = os.path.join(d.mnt, vg.name, VOL, victim)
+    expect = dict(before)
+    if done:
+        os.rmdir(path)
+        del expect[victim]
+    else:
+        with pytest.raises(OSError) as e:
+            os.rmdir(path)
+        assert e.value.errno == errno.EIO
+        assert lv_tags(vg) == tags_before
+    log = d.log()
+    assert "failure point " + step in log
+    assert ("by committing" if commit else "by rebasing") in log
+    assert ("finishing it" if done else "undone (every view reads as before)") in log
+    assert mounted_views(d.mnt, vg) == expect
+    assert check_consistent(env, vg, "failed") == expect
+    d.stop()
+    # the next mount finds nothing to finish: the failed deletion stays failed
+    d2 = mount(env, vg, name="again")
+    assert "interrupted snapshot" not in d2.log()
+    assert mounted_views(d2.mnt, vg) == expect
+    if not done:
+        # and the volume takes the same rmdir at once
+        os.rmdir(os.path.join(d2.mnt, vg.name, VOL, victim))
+        del expect[victim]
+        assert mounted_views(d2.mnt, vg) == expect
+        assert check_consistent(env, vg, "retried") == expect
+
+
 # -- space and locks ----------------------------------------------------------
 
 def test_rmdir_that_cannot_fit_changes_nothing(env):
