@@ -62,7 +62,13 @@
  * and the next operation on the volume or the next mount finishes it. The
  * room a merge reserved and did not use is cut off after it.
  * Recovery: S gone: done. Otherwise commit again (a merge re-run changes no
- * byte any view reads) / rebase again unless C already points past S.
+ * byte any view reads) / rebase again unless C already points past S; a C
+ * that reads through neither S nor (rebase) S's parent is left, logged.
+ *
+ * On a shared storage the merge (the data copy) runs with the cluster lock
+ * released and the chain re-checked when it is taken back (rm_data_begin /
+ * rm_data_end below); the qemu-server VM lock and the node-local storage
+ * flock stay held throughout.
  */
 #include "dir/dir_store.h"
 
@@ -519,11 +525,108 @@ struct rm {
 	struct qcow2_writer *w;
 	struct dir_reserve res;                       /* the room the merge takes in the target */
 	bool written;                                 /* the merge has begun writing the target */
+	bool suspended;                               /* the cluster lock is released for the merge */
+	bool stop;                                    /* chain changed / lock not had back: leave the intent */
+	struct rm_ids *ids;                           /* the chain as measured, while suspended */
 	char label[PATH_MAX + 200];
 };
 
+/*
+ * The merge outside the cluster lock. The merge writes only into a file of
+ * the VM being changed (under its qemu-server lock, held throughout) and
+ * changes no name in the storage, so on a shared storage it runs with the
+ * cluster lock released (pmxcfs expires that lock at 120 s, Proxmox's own
+ * locked work stops at 60 s). Before it, under the lock, the intent is on
+ * disk and the chain is noted: every layer from C down, by name, device and
+ * inode and backing string. After it the lock is taken again (10 s, as
+ * ever) and the chain must be exactly that, and S read by no other image,
+ * before the relink, renames and unlinks; otherwise the operation stops
+ * with the intent left for recovery (-EIO; -EBUSY when the lock cannot be
+ * had back).
+ */
+struct rm_layer {
+	char *rel, *raw;      /* raw: the backing string, NULL when none */
+	uint64_t dev, ino;
+};
+
+struct rm_ids {
+	int n;
+	struct rm_layer l[DIR_MAX_SNAPSHOTS + 2];
+};
+
+static void rm_ids_free(struct rm_ids *id)
+{
+	if (!id)
+		return;
+	for (int i = 0; i < id->n; i++) {
+		free(id->l[i].rel);
+		free(id->l[i].raw);
+	}
+	free(id);
+}
+
+static int rm_ids_take(struct store *s, const char *top, struct rm_ids **out)
+{
+	struct dir_store_priv *p = s->priv;
+	struct rm_ids *id = calloc(1, sizeof(*id));
+	char *rel = strdup(top);
+	int rc = 0;
+
+	*out = NULL;
+	if (!id || !rel) {
+		free(rel);
+		free(id);
+		return -ENOMEM;
+	}
+	while (rel && rc == 0) {
+		struct rm_layer *l = &id->l[id->n];
+		enum chain_layer_format fmt;
+		char *next = NULL;
+		struct stat st;
+		uint64_t vs;
+
+		if (id->n >= (int)(sizeof(id->l) / sizeof(id->l[0]))) {
+			rc = -ELOOP;
+			break;
+		}
+		if ((rc = dir_fstatat(p->rootfd, rel, &st)) ||
+		    (rc = dir_probe_backing(s, rel, &next, &l->raw, &fmt, &vs)))
+			break;
+		l->rel = rel;
+		l->dev = st.st_dev;
+		l->ino = st.st_ino;
+		id->n++;
+		rel = next;
+		if (l->raw && !next)
+			rc = -EIO; /* a backing outside the store: the merge refused it already */
+	}
+	if (rc) {
+		free(rel);
+		rm_ids_free(id);
+		return rc;
+	}
+	*out = id;
+	return 0;
+}
+
+static bool rm_ids_same(const struct rm_ids *a, const struct rm_ids *b)
+{
+	if (a->n != b->n)
+		return false;
+	for (int i = 0; i < a->n; i++) {
+		const struct rm_layer *x = &a->l[i], *y = &b->l[i];
+
+		if (strcmp(x->rel, y->rel) || x->dev != y->dev || x->ino != y->ino ||
+		    !x->raw != !y->raw || (x->raw && strcmp(x->raw, y->raw)))
+			return false;
+	}
+	return true;
+}
+
 static void rm_release(struct rm *r)
 {
+	rm_ids_free(r->ids);
+	r->ids = NULL;
 	dir_reserve_free(&r->res);
 	qcow2_writer_close(r->w);
 	r->w = NULL;
@@ -663,13 +766,82 @@ static void rm_trim(struct rm *r)
 		dir_reserve_trim(&r->res, r->wio->size - qcow2_writer_room(r->w));
 }
 
+static bool other_children(struct store *s, const char *rel, const char *child);
+
+/* Under the cluster lock, the intent on disk: note the chain, release the lock. */
+static int rm_data_begin(struct store *s, struct rm *r)
+{
+	enum chain_layer_format fmt;
+	char *below = NULL;
+	uint64_t vs;
+	int rc = dir_probe_backing(s, r->c, &below, NULL, &fmt, &vs);
+
+	/* Never merge a C that does not read through S (a chain someone else changed). */
+	if (rc == 0 && (!below || strcmp(below, r->s))) {
+		vlog(LOG_ERR, "%s: %s does not read through %s (%s): not merging; leaving it for an "
+		     "administrator", r->label, r->c, r->s, below ? below : "no backing file");
+		rc = -EIO;
+	}
+	free(below);
+	if (rc || !pve_cfs_lock_held())
+		return rc;
+	if ((rc = rm_ids_take(s, r->c, &r->ids)))
+		return rc;
+	r->suspended = pve_cfs_suspend("merging") > 0;
+	return 0;
+}
+
+/* After the merge (rc its result): take the cluster lock back and check the chain is
+ * the one noted, the writer's file still the target's. Any other outcome stops the
+ * operation here, the intent left for recovery (r->stop). */
+static int rm_data_end(struct store *s, struct rm *r, bool commit, int rc)
+{
+	struct rm_ids *now = NULL;
+	uint64_t dev = 0, ino = 0;
+	const char *target = commit ? r->s : r->c;
+	bool same;
+	int lrc;
+
+	if (!r->suspended)
+		return rc;
+	r->suspended = false;
+	if ((lrc = pve_cfs_resume())) {
+		vlog(LOG_ERR, "%s: the cluster lock cannot be had back after the merge: the rest is left "
+		     "to recovery (the next operation on the volume, or the next mount)", r->label);
+		r->stop = true;
+		return lrc;
+	}
+	lrc = rm_ids_take(s, r->c, &now);
+	same = lrc == 0 && rm_ids_same(r->ids, now);
+	if (same && r->wio && file_io_dev_ino(r->wio, &dev, &ino) == 0)
+		for (int i = 0; i < now->n; i++)
+			if (!strcmp(now->l[i].rel, target))
+				same = now->l[i].dev == dev && now->l[i].ino == ino;
+	rm_ids_free(now);
+	if (same && other_children(s, r->s, r->c))
+		same = false;
+	if (!same) {
+		vlog(LOG_ERR, "%s: the chain changed while merging outside the cluster lock: stopping "
+		     "before any rename; the rest is left to recovery (the next operation on the volume, "
+		     "or the next mount)", r->label);
+		r->stop = true;
+		return -EIO;
+	}
+	return rc;
+}
+
 static int commit_steps(struct store *s, struct rm *r)
 {
 	struct dir_store_priv *p = s->priv;
 	int rc;
 
+	if ((rc = rm_data_begin(s, r)))
+		return rc;
 	r->written = true;
-	if ((rc = crash_fail("dir-rmdir-merge")) || (rc = merge_commit(r->view_c, r->w, r->label)))
+	rc = crash_fail("dir-rmdir-merge");
+	if (!rc)
+		rc = merge_commit(r->view_c, r->w, r->label);
+	if ((rc = rm_data_end(s, r, true, rc)))
 		return rc;
 	crash_point("dir-rmdir-commit-merged");
 	rm_trim(r);
@@ -685,9 +857,14 @@ static int rebase_steps(struct store *s, struct rm *r)
 	struct dir_store_priv *p = s->priv;
 	int rc;
 
+	if ((rc = rm_data_begin(s, r)))
+		return rc;
 	r->written = true;
-	if ((rc = crash_fail("dir-rmdir-merge")) ||
-	    (rc = merge_rebase(r->view_c, r->view_s, r->view_p, r->w, r->label)))
+	rc = crash_fail("dir-rmdir-merge");
+	if (!rc)
+		rc = merge_rebase(r->view_c, r->view_s, r->view_p, r->w, r->label);
+	/* The relink is the point of no return: only under the lock, the chain checked. */
+	if ((rc = rm_data_end(s, r, false, rc)))
 		return rc;
 	crash_point("dir-rmdir-rebase-copied");
 	if ((rc = crash_fail("dir-rmdir-relink")) || (rc = qcow2_writer_set_backing(r->w, r->s_backing)))
@@ -897,6 +1074,14 @@ static int remove_chain(struct dir_op *op, const struct store_volume *vol, int v
 		dir_snaptime_set(s, &n, snap, 0);
 		dir_intent_clear(s, &n);
 		vlog(LOG_NOTICE, "%s: done", r.label);
+	} else if (r.stop) {
+		/* The chain changed while the lock was released, or the lock cannot be had back:
+		 * no rename, no unlink, no relink; the intent stays for recovery. */
+		vlog(LOG_ERR, "%s: stopped (%s); intent %s kept", r.label, strerror(-rc), n.intent);
+	} else if (!r.written) {
+		/* Refused before the merge wrote anything: nothing happened. */
+		dir_reserve_undo(&r.res);
+		dir_intent_clear(s, &n);
 	} else if (!commit && rebase_undo(s, &r, &n) == 0) {
 		/* nothing happened: the error stands */
 	} else {

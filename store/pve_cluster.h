@@ -56,7 +56,7 @@ bool pve_cfs_lock_held(void);
 
 /*
  * For a step that changes no storage metadata (a merge's data copy into an
- * LV it owns): release the cluster lock this thread holds, if any (1 if it
+ * LV or a file of the VM whose lock is held): release the cluster lock this thread holds, if any (1 if it
  * did, 0 if none was held), and take it back afterwards. pve_cfs_resume
  * returns 0 (held again, or nothing was suspended) or -EBUSY (logged); the
  * caller then re-checks under the lock that the chain is what it measured.

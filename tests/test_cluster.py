@@ -21,12 +21,14 @@ import pytest
 
 from conftest import MiB, GiB, MOUNT_TIMEOUT, require_daemon, run, sanitizer_check, wait_for
 import lvmlib
+from test_dirstore import pve_volume_snapshot
 from test_snapshots import CRASH_BIN, copy_all_lvs, expected_views, lv_tags, qemu_check_all
 
 DISK = 16 * MiB
 VOL_A = "vm-100-disk-0.qcow2"   # VM 100 lives on node "nodea"
 VOL_B = "vm-200-disk-0.qcow2"   # VM 200 lives on node "nodeb"
 STORE = "vstest"
+VOL1, VOL2 = "vm-100-disk-1.qcow2", "vm-100-disk-2.qcow2"   # volume chains on a shared dir storage
 # A new mount namespace copies every mount there is, other tests' vstorfs
 # mounts too; a copy would keep that daemon serving after its own umount.
 NS_SCRIPT = ('for t in $(findmnt -rn -t fuse.vstorfs -o TARGET); do umount -l "$t"; done; '
@@ -474,13 +476,64 @@ def test_pve_rbd_storage_follows_the_vm_rules(env, ceph_cluster):
             ceph_cluster.rbd("rm", "rbd/%s/vm-%d-disk-0" % (ns, vmid), check=False)
 
 
+def chain_volume(d, vol, snaps, writes):
+    """A Proxmox volume chain made as Proxmox makes it: writes[i] goes into the
+    layer that becomes snaps[i] (the last one into the live volume)."""
+    run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "extended_l2=on,cluster_size=128k",
+         os.path.join(d, vol), "256M"])
+    for i, w in enumerate(writes):
+        run(["qemu-io", "-f", "qcow2", "-c", w, os.path.join(d, vol)])
+        if i < len(snaps):
+            pve_volume_snapshot(d, vol, snaps[i])
+
+
+def qemu_sha(img):
+    out = img + ".ref.raw"
+    run(["qemu-img", "convert", "-U", "-O", "raw", img, out])
+    try:
+        return lvmlib.sha256_file(out)
+    finally:
+        os.unlink(out)
+
+
+def qemu_clean(img):
+    p = subprocess.run(["qemu-img", "check", "--output=json", img], capture_output=True)
+    assert p.returncode == 0, p.stdout.decode() + p.stderr.decode()
+    r = json.loads(p.stdout)
+    assert not r.get("leaks") and not r.get("corruptions") and not r.get("check-errors"), r
+
+
+def take_lock_during_merge(held, intent, rmdir_thread):
+    """The other node: take storage-<id> as soon as it is free while the rmdir's
+    intent exists. True if it was had with the intent still there (mid-merge)."""
+    while rmdir_thread.is_alive():
+        if not os.path.exists(intent):
+            continue
+        try:
+            os.mkdir(held)
+        except FileExistsError:
+            continue
+        if os.path.exists(intent):
+            return True
+        os.rmdir(held)
+        return False
+    return False
+
+
 def test_shared_directory_storage_takes_the_cluster_lock(env):
     """A `shared 1` dir storage (a plain path SOURCE that storage.cfg names):
-    mkdir waits for storage-<id> like LVM does, then takes the snapshot."""
+    mkdir waits for storage-<id> like LVM does, then takes the snapshot; a
+    volume-chain rmdir merges with the lock released (another node takes it
+    meanwhile), takes it back for its renames, and stops with EIO, its intent
+    kept for recovery, when the chain changed meanwhile."""
     local = os.path.join(env.dir, "shared-vz")
     img = os.path.join(local, "images", "100")
     os.makedirs(img)
     run(["qemu-img", "create", "-q", "-f", "qcow2", os.path.join(img, "vm-100-disk-0.qcow2"), "8M"])
+    # Volume chains whose rmdir s1 moves 64 MiB (rebase: S's data C lacks).
+    chain_volume(img, VOL1, ["s1"], ["write -P 0x41 0 96M", "write -P 0x42 64M 96M"])
+    chain_volume(img, VOL2, ["s1", "s2"], ["write -P 0x51 0 96M", "write -P 0x52 64M 96M",
+                                           "write -P 0x53 200M 1M"])
     pvedir = os.path.join(env.dir, "pve")
     vg = env.vg(npvs=1, pv_size=256 * MiB)
     write_pve(pvedir, vg, extra="dir: shvz\n\tpath %s\n\tcontent images\n\tshared 1\n" % local)
@@ -498,3 +551,68 @@ def test_shared_directory_storage_takes_the_cluster_lock(env):
     assert not os.path.exists(held)
     assert b"s1" in snaps()
     assert wait_for(lambda: "s1" in os.listdir(a.path("shared-vz", "vm-100-disk-0.qcow2")), 10)
+
+    # rmdir of a volume chain: the merge runs with storage-shvz released.
+    v1 = os.path.join(img, VOL1)
+    cur1 = qemu_sha(v1)
+    intent1 = os.path.join(img, ".vstorfs-intent-%s.op" % VOL1)
+    before = a.log()
+    t, r = in_thread(lambda: os.rmdir(a.path("shared-vz", VOL1, "s1")))
+    got = take_lock_during_merge(held, intent1, t)
+    try:
+        assert got, "storage-shvz could not be had while the merge ran:\n" + new_lines(a, before)
+        # vstorfs finishes the data copy while we hold the lock, then waits for it
+        # before any rename or unlink.
+        assert wait_for(lambda: new_lines(a, before).count("trying to acquire cfs lock 'storage-shvz'"),
+                        6, 0.02), new_lines(a, before)
+        assert os.path.exists(intent1) and os.path.exists(os.path.join(img, "snap-s1-" + VOL1))
+        assert t.is_alive()
+    finally:
+        os.rmdir(held)
+    t.join(60)
+    assert r["rc"] == 0, (r, new_lines(a, before))
+    lines = new_lines(a, before)
+    assert "releasing the cluster lock while merging" in lines, lines
+    assert lines.index("releasing the cluster lock while merging") < lines.index(": done")
+    assert not os.path.exists(intent1) and not os.path.exists(held)
+    assert not os.path.exists(os.path.join(img, "snap-s1-" + VOL1))
+    qemu_clean(v1)
+    assert qemu_sha(v1) == cur1
+    assert wait_for(lambda: os.listdir(a.path("shared-vz", VOL1)) == ["current"], 10)
+    assert lvmlib.sha256_file(a.path("shared-vz", VOL1, "current", "disk.raw")) == cur1
+
+    # The chain changes while the lock is released (here: C replaced by a copy of
+    # itself): no rename, no unlink; EIO, the intent kept; the next operation on
+    # the volume finishes it (recovery: C still reads through S, so rebase again).
+    v2 = os.path.join(img, VOL2)
+    s1, s2 = os.path.join(img, "snap-s1-" + VOL2), os.path.join(img, "snap-s2-" + VOL2)
+    ref = {"current": qemu_sha(v2), "s2": qemu_sha(s2)}
+    intent2 = os.path.join(img, ".vstorfs-intent-%s.op" % VOL2)
+    before = a.log()
+    t, r = in_thread(lambda: os.rmdir(a.path("shared-vz", VOL2, "s1")))
+    got = take_lock_during_merge(held, intent2, t)
+    try:
+        assert got, new_lines(a, before)
+        assert wait_for(lambda: "trying to acquire cfs lock 'storage-shvz'" in new_lines(a, before),
+                        6, 0.02), new_lines(a, before)
+        shutil.copyfile(s2, s2 + ".copy")
+        os.rename(s2 + ".copy", s2)
+    finally:
+        os.rmdir(held)
+    t.join(60)
+    assert r["rc"] == errno.EIO, (r, new_lines(a, before))
+    assert "the chain changed while merging outside the cluster lock" in new_lines(a, before)
+    assert os.path.exists(intent2) and os.path.exists(s1)
+    assert qemu_sha(v2) == ref["current"] and qemu_sha(s2) == ref["s2"]
+    before = a.log()
+    os.rmdir(a.path("shared-vz", VOL2, "s2"))
+    assert "an interrupted snapshot operation is pending: finishing it first" in new_lines(a, before)
+    assert not os.path.exists(intent2) and not os.path.exists(s1) and not os.path.exists(s2)
+    assert not os.path.exists(held)
+    qemu_clean(v2)
+    assert qemu_sha(v2) == ref["current"]
+    assert wait_for(lambda: os.listdir(a.path("shared-vz", VOL2)) == ["current"], 10)
+    assert lvmlib.sha256_file(a.path("shared-vz", VOL2, "current", "disk.raw")) == ref["current"]
+    spans = sorted(lock_intervals(a))
+    for (t0, t1), (u0, u1) in zip(spans, spans[1:]):
+        assert t1 <= u0, (spans, a.log())
