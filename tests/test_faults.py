@@ -203,6 +203,14 @@ def test_layer_that_is_no_file(work, kind):
 
 # -- a layer that stops answering -------------------------------------------
 
+def all_threads_stopped(pid):
+    for tid in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+            if f.read().rsplit(")", 1)[1].split()[0] not in ("T", "t"):
+                return False
+    return True
+
+
 def test_hung_layer_holds_few_threads(work):
     """A layer on a FUSE filesystem whose daemon is stopped (as a hard NFS
     mount whose server left): reads of it hold at most GATE_LIMIT threads,
@@ -227,6 +235,9 @@ def test_hung_layer_holds_few_threads(work):
     assert os.pread(fds[0], 4096, 4096) == data[4096:8192]
     results = [None] * nreaders
     os.kill(a.proc.pid, signal.SIGSTOP)
+    # kill() returns before every thread has stopped: on a loaded machine a
+    # thread of the store's server could still answer the first reads.
+    assert wait_for(lambda: all_threads_stopped(a.proc.pid), 10), "the store's server did not stop"
     threads = []
     try:
         def reader(i):
