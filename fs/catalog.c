@@ -231,11 +231,16 @@ static void refresh_all(void)
 	char **pub;
 	int n = store_set_refresh(stores);
 
-	/* Stores that left the set ("all": a VG removed) leave the tree. */
+	/* Stores that left the set ("all": a VG removed; "pve:": a storage
+	 * dropped or replaced by a new store of its name) leave the tree. */
 	pub = fs_catalog_store_names();
-	for (int i = 0; pub && pub[i]; i++)
-		if (!store_set_find(stores, pub[i]))
+	for (int i = 0; pub && pub[i]; i++) {
+		struct fs_store *cur = fs_catalog_get_store(pub[i]);
+
+		if (cur && cur->store != store_set_find(stores, pub[i]))
 			unpublish(pub[i]);
+		fs_store_put(cur);
+	}
 	fs_catalog_free_names(pub);
 	for (int i = 0; i < n; i++)
 		refresh(store_set_at(stores, i), false);

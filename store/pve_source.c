@@ -290,15 +290,25 @@ static void note_left_out(char *buf, size_t len, const struct sect *s, const cha
 	snprintf(buf + used, len - used, "%s%s (%s: %s)", used ? ", " : "", s->id, s->type, why);
 }
 
-int pve_source_open(const char *spec, const struct store_config *cfg, struct store ***out, int *n)
+/* A storage's id and what it is opened from: a change of it replaces the store. */
+static void def_of(const struct sect *s, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s|%s|%s|%s|%s|%s|%s|%s|%d", s->id, s->type, s->vgname, s->path, s->pool,
+		 s->ns, s->monhost, s->username, s->shared);
+}
+
+int pve_source_open(const char *spec, const struct store_config *cfg, pve_have_fn have, void *arg,
+		    struct store ***out, char ***defs, int *n)
 {
 	bool all = !spec[0] || !strcmp(spec, "all");
 	struct store **v = NULL;
+	char **d = NULL, def[2048];
 	char skipped[4096] = "";
 	struct sect *secs;
 	int nsecs, rc, found = 0;
 
 	*out = NULL;
+	*defs = NULL;
 	*n = 0;
 	if ((rc = load(cfg, &secs, &nsecs)) < 0) {
 		vlog(LOG_ERR, "pve:%s: cannot read %s: %s", spec,
@@ -307,11 +317,14 @@ int pve_source_open(const char *spec, const struct store_config *cfg, struct sto
 	}
 	for (int i = 0; i < nsecs && rc == 0; i++) {
 		const char *why = left_out(&secs[i]);
-		struct store *s, **g;
+		struct store *s = NULL, **g;
+		char **gd;
 
 		if (!all && strcmp(secs[i].id, spec))
 			continue;
 		found++;
+		if (why && have)
+			continue;
 		if (why) {
 			note_left_out(skipped, sizeof(skipped), &secs[i], why);
 			if (!all) {
@@ -321,21 +334,30 @@ int pve_source_open(const char *spec, const struct store_config *cfg, struct sto
 			}
 			continue;
 		}
-		if ((rc = open_sect(cfg, &secs[i], &s)) < 0) {
-			if (all) {
+		def_of(&secs[i], def, sizeof(def));
+		if (have && have(arg, secs[i].id, def))
+			; /* held as it is: kept, not reopened */
+		else if ((rc = open_sect(cfg, &secs[i], &s)) < 0) {
+			if (all || have) {
 				note_left_out(skipped, sizeof(skipped), &secs[i], "cannot be opened");
 				rc = 0;
 			}
 			continue;
 		}
-		if (!(g = realloc(v, (size_t)(*n + 1) * sizeof(*g)))) {
-			s->ops->close(s);
+		if ((g = realloc(v, (size_t)(*n + 1) * sizeof(*g))))
+			v = g;
+		if ((gd = realloc(d, (size_t)(*n + 1) * sizeof(*gd))))
+			d = gd;
+		if (!g || !gd || !(d[*n] = strdup(def))) {
+			if (s)
+				s->ops->close(s);
 			rc = -ENOMEM;
 			break;
 		}
-		v = g;
 		v[(*n)++] = s;
 	}
+	if (have)
+		found = 1; /* following storage.cfg: none is no error */
 	if (rc == 0 && !found) {
 		vlog(LOG_ERR, "pve:%s: %s", spec, all ? "storage.cfg names no storage" : "no such storage");
 		rc = -ENOENT;
@@ -344,12 +366,22 @@ int pve_source_open(const char *spec, const struct store_config *cfg, struct sto
 		vlog(LOG_NOTICE, "pve: left out: %s", skipped);
 	free(secs);
 	if (rc < 0) {
-		for (int i = 0; i < *n; i++)
-			v[i]->ops->close(v[i]);
+		for (int i = 0; i < *n; i++) {
+			if (v[i])
+				v[i]->ops->close(v[i]);
+			free(d[i]);
+		}
 		free(v);
+		free(d);
 		*n = 0;
 		return rc;
 	}
 	*out = v;
+	*defs = d;
 	return 0;
+}
+
+const char *pve_source_cfg_path(const struct store_config *cfg)
+{
+	return cfg->pve_storage_cfg ? cfg->pve_storage_cfg : DEFAULT_CFG;
 }

@@ -33,8 +33,19 @@ void pve_storage_of_source(const struct store_config *cfg, const char *kind, con
 /*
  * SOURCE "pve:" / "pve:all" (every enabled storage of a supported type
  * that this node may use) or "pve:<storeid>": open the stores, each named
- * by its storage id. *out is a malloc'd array of *n stores.
+ * by its storage id. *out and *defs are malloc'd arrays of *n stores and
+ * of what each is opened from (a string; another one is another storage).
+ *
+ * have == NULL: at mount (what cannot be served is logged; pve:<id> fails).
+ * Else following storage.cfg while mounted: a storage for which have(arg,
+ * id, def) is true is held as it is and not reopened (its *out entry is
+ * NULL); what cannot be served or opened is left out silently; nothing
+ * found is no error. -errno only when storage.cfg cannot be read.
  */
-int pve_source_open(const char *spec, const struct store_config *cfg, struct store ***out, int *n);
+typedef bool (*pve_have_fn)(void *arg, const char *id, const char *def);
+int pve_source_open(const char *spec, const struct store_config *cfg, pve_have_fn have, void *arg,
+		    struct store ***out, char ***defs, int *n);
+/* storage.cfg's path (cfg->pve_storage_cfg or Proxmox's own). */
+const char *pve_source_cfg_path(const struct store_config *cfg);
 
 #endif

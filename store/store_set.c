@@ -5,7 +5,10 @@
  * library is missing) is declared weak: its source is refused with a clear
  * message instead of failing the build.
  *
- * "all" is the only dynamic source: every refresh asks lvm2 for its VGs.
+ * "all" is dynamic: every refresh asks lvm2 for its VGs. So is "pve:": a
+ * refresh that finds storage.cfg changed (inode, size, mtime) opens it
+ * again through the same pve_source_open as the mount did; a storage whose
+ * definition is unchanged keeps its store, a changed one gets a new store.
  * A store that leaves the set is closed only with the set, because
  * listings the tree still serves point into it.
  */
@@ -15,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "common/log.h"
 #include "store/pve_store.h"
@@ -31,8 +35,13 @@ struct store_set {
 	bool all_vgs;
 	struct store **stores;   /* shown, sorted by name */
 	int n;
-	struct store **gone;     /* left the set ("all"), closed with it */
+	struct store **gone;     /* left the set ("all", "pve:"), closed with it */
 	int ngone;
+	char **pve_specs;        /* the pve: tokens, followed in storage.cfg */
+	int nspecs;
+	struct { struct store *s; char *def; } *pve; /* the stores they opened */
+	int npve;
+	struct stat cfg_st;      /* storage.cfg when last read (st_ino 0: none) */
 };
 
 static int store_cmp(const void *a, const void *b)
@@ -95,23 +104,146 @@ static void close_store(struct store *s)
 
 static void close_store(struct store *s);
 
+static void cfg_stat(struct store_set *set, struct stat *st)
+{
+	if (stat(pve_source_cfg_path(set->cfg), st) < 0)
+		memset(st, 0, sizeof(*st));
+}
+
+static int held(const struct store_set *set, const char *name)
+{
+	for (int i = 0; i < set->npve; i++)
+		if (!strcmp(set->pve[i].s->name, name))
+			return i;
+	return -1;
+}
+
+static int hold(struct store_set *set, struct store *s, char *def)
+{
+	__typeof__(set->pve) grown = realloc(set->pve, (set->npve + 1) * sizeof(*grown));
+
+	if (!grown)
+		return -ENOMEM;
+	set->pve = grown;
+	set->pve[set->npve].s = s;
+	set->pve[set->npve++].def = def;
+	return 0;
+}
+
 /* SOURCE pve:[<storeid>|all]: every store it names, each under its storage id. */
 static int add_pve(struct store_set *set, const char *spec)
 {
 	struct store **v;
-	int n, rc = pve_source_open(spec, set->cfg, &v, &n);
+	char **defs, *copy = strdup(spec), **grown;
+	int n, rc = copy ? pve_source_open(spec, set->cfg, NULL, NULL, &v, &defs, &n) : -ENOMEM;
 
+	if (rc == 0 && (grown = realloc(set->pve_specs, (set->nspecs + 1) * sizeof(*grown)))) {
+		set->pve_specs = grown;
+		set->pve_specs[set->nspecs++] = copy;
+		copy = NULL;
+	} else if (rc == 0) {
+		rc = -ENOMEM;
+	}
+	free(copy);
 	for (int i = 0; i < n; i++) {
 		if (rc == 0 && store_set_find(set, v[i]->name)) {
 			vlog(LOG_ERR, "pve:%s: two stores would both be shown as '%s': mount them separately",
 			     spec, v[i]->name);
 			rc = -EINVAL;
 		}
-		if (rc < 0 || (rc = add(set, v[i])) < 0)
+		if (rc == 0 && (rc = add(set, v[i])) == 0 && (rc = hold(set, v[i], defs[i])) == 0)
+			continue;
+		if (store_set_find(set, v[i]->name) != v[i])
 			close_store(v[i]);
+		free(defs[i]);
 	}
 	free(v);
+	free(defs);
 	return rc;
+}
+
+/* pve_have_fn: this storage is held with this definition. */
+static bool have_pve(void *arg, const char *id, const char *def)
+{
+	struct store_set *set = arg;
+	int i = held(set, id);
+
+	return i >= 0 && !strcmp(set->pve[i].def, def);
+}
+
+/* Move s out of the set into gone; false (it stays) when memory is short. */
+static bool drop(struct store_set *set, struct store *s)
+{
+	struct store **grown = realloc(set->gone, (set->ngone + 1) * sizeof(*grown));
+
+	if (!grown)
+		return false;
+	set->gone = grown;
+	set->gone[set->ngone++] = s;
+	for (int i = 0; i < set->n; i++)
+		if (set->stores[i] == s)
+			memmove(&set->stores[i], &set->stores[i + 1], (--set->n - i) * sizeof(*set->stores));
+	for (int i = 0; i < set->npve; i++)
+		if (set->pve[i].s == s) {
+			free(set->pve[i].def);
+			set->pve[i] = set->pve[--set->npve];
+		}
+	return true;
+}
+
+/* storage.cfg changed: open what it newly names, drop what it no longer does. */
+static void refresh_pve(struct store_set *set)
+{
+	struct store **v[set->nspecs];
+	char **defs[set->nspecs];
+	int n[set->nspecs], k;
+
+	for (k = 0; k < set->nspecs; k++)
+		if (pve_source_open(set->pve_specs[k], set->cfg, have_pve, set, &v[k], &defs[k], &n[k]) < 0)
+			break;
+	if (k < set->nspecs) {
+		/* Unreadable: nothing changes, and the next refresh reads it again. */
+		memset(&set->cfg_st, 0, sizeof(set->cfg_st));
+		set->cfg_st.st_nlink = (nlink_t)-1;
+	}
+	/* Held stores none of the specs still names as they are leave. */
+	for (int i = 0; k == set->nspecs && i < set->npve; i++) {
+		bool kept = false;
+
+		for (int j = 0; j < set->nspecs && !kept; j++)
+			for (int m = 0; m < n[j] && !kept; m++)
+				kept = !v[j][m] && !strcmp(defs[j][m], set->pve[i].def);
+		if (!kept) {
+			char name[128];
+
+			snprintf(name, sizeof(name), "%s", set->pve[i].s->name);
+			if (drop(set, set->pve[i].s)) {
+				vlog(LOG_NOTICE, "storage %s dropped: storage.cfg no longer serves it so", name);
+				i--;
+			}
+		}
+	}
+	for (int j = 0; j < k; j++) {
+		for (int m = 0; m < n[j]; m++) {
+			struct store *s = v[j][m];
+
+			if (s && k == set->nspecs && !store_set_find(set, s->name) && add(set, s) == 0) {
+				if (hold(set, s, defs[j][m]) == 0) {
+					vlog(LOG_NOTICE, "storage %s added", s->name);
+					continue;
+				}
+				drop(set, s); /* or it stays shown, unfollowed: closed with the set */
+				s = NULL;
+			}
+			if (s && k == set->nspecs && store_set_find(set, s->name) && held(set, s->name) < 0)
+				vlog(LOG_ERR, "storage %s left out: another store is shown as '%s'", s->name,
+				     s->name);
+			close_store(s);
+			free(defs[j][m]);
+		}
+		free(v[j]);
+		free(defs[j]);
+	}
 }
 
 int store_set_open(const char *source, const struct store_config *cfg, struct store_set **out)
@@ -134,6 +266,8 @@ int store_set_open(const char *source, const struct store_config *cfg, struct st
 			continue;
 		}
 		if (!strncmp(tok, "pve:", 4)) {
+			if (!set->nspecs)
+				cfg_stat(set, &set->cfg_st);
 			rc = add_pve(set, tok + 4);
 			continue;
 		}
@@ -175,6 +309,18 @@ int store_set_refresh(struct store_set *set)
 {
 	char **names;
 
+	if (set->nspecs) {
+		struct stat st;
+
+		cfg_stat(set, &st);
+		if (st.st_ino != set->cfg_st.st_ino || st.st_dev != set->cfg_st.st_dev ||
+		    st.st_size != set->cfg_st.st_size || st.st_nlink != set->cfg_st.st_nlink ||
+		    st.st_mtim.tv_sec != set->cfg_st.st_mtim.tv_sec ||
+		    st.st_mtim.tv_nsec != set->cfg_st.st_mtim.tv_nsec) {
+			set->cfg_st = st;
+			refresh_pve(set);
+		}
+	}
 	if (!set->all_vgs)
 		return set->n;
 	if (lvm_store_list_vgs(set->cfg, &names) < 0)
@@ -182,7 +328,8 @@ int store_set_refresh(struct store_set *set)
 	for (int i = 0; i < set->n; i++) {
 		struct store **grown;
 
-		if (strcmp(set->stores[i]->ops->kind, "lvm") || in_names(names, set->stores[i]->name))
+		if (strcmp(set->stores[i]->ops->kind, "lvm") || in_names(names, set->stores[i]->name) ||
+		    held(set, set->stores[i]->name) >= 0)
 			continue;
 		grown = realloc(set->gone, (set->ngone + 1) * sizeof(*grown));
 		if (!grown)
@@ -215,6 +362,12 @@ void store_set_close(struct store_set *set)
 		close_store(set->stores[i]);
 	for (int i = 0; i < set->ngone; i++)
 		close_store(set->gone[i]);
+	for (int i = 0; i < set->nspecs; i++)
+		free(set->pve_specs[i]);
+	for (int i = 0; i < set->npve; i++)
+		free(set->pve[i].def);
+	free(set->pve_specs);
+	free(set->pve);
 	free(set->stores);
 	free(set->gone);
 	free(set);

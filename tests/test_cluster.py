@@ -446,6 +446,54 @@ def test_pve_source_serves_the_storages_of_this_node(env):
     assert "via-pve" in os.listdir(one.path(STORE, VOL_A))
 
 
+def test_pve_source_follows_storage_cfg_while_mounted(env):
+    """pve: follows storage.cfg within the rescan period: a storage added
+    appears, a disabled one does not, a removed one disappears; a storage
+    that stays keeps its store (its inodes and bytes)."""
+    vg = env.vg(npvs=1, pv_size=256 * MiB)
+    pvedir = os.path.join(env.dir, "pve")
+    write_pve(pvedir, vg)
+    dirs = {}
+    for sid in ("first", "second", "off"):
+        d = dirs[sid] = os.path.join(env.dir, "st-" + sid)
+        os.makedirs(os.path.join(d, "images", "100"))
+        with open(os.path.join(d, "images", "100", "vm-100-disk-0.raw"), "wb") as f:
+            f.write(bytes([0x41 + len(sid)]) * MiB)
+    cfg = os.path.join(pvedir, "storage.cfg")
+    section = "dir: %s\n\tpath %s\n\tcontent images\n%s\n"
+    with open(cfg, "w") as f:
+        f.write(section % ("first", dirs["first"], ""))
+    a = Node(env, "nodea", pvedir, "pve:", vg.loops).wait_mounted()
+    assert os.listdir(a.view) == ["first"]
+    with open(cfg, "a") as f:
+        f.write(section % ("second", dirs["second"], "") + section % ("off", dirs["off"], "\tdisable 1\n"))
+    assert wait_for(lambda: "second" in os.listdir(a.view), 10), (os.listdir(a.view), a.log())
+    assert sorted(os.listdir(a.view)) == ["first", "second"]
+    disk = a.path("second", "vm-100-disk-0.raw", "current", "disk.raw")
+    ino, data = os.stat(disk).st_ino, lvmlib.sha256_file(disk)
+    with open(cfg, "w") as f:
+        f.write(section % ("second", dirs["second"], "") + section % ("off", dirs["off"], "\tdisable 1\n"))
+    assert wait_for(lambda: "first" not in os.listdir(a.view), 10), (os.listdir(a.view), a.log())
+    assert os.listdir(a.view) == ["second"]
+    assert os.stat(disk).st_ino == ino and lvmlib.sha256_file(disk) == data
+    log = a.log()
+    assert log.count("storage second added") == 1 and log.count("storage first dropped") == 1, log
+    assert "storage off" not in log, log
+    # Another path for "second": a new store of that name, serving that path.
+    with open(cfg, "w") as f:
+        f.write(section % ("second", dirs["off"], ""))
+    want = lvmlib.sha256_file(os.path.join(dirs["off"], "images", "100", "vm-100-disk-0.raw"))
+
+    def serves_off():
+        try:
+            return lvmlib.sha256_file(disk) == want
+        except OSError:
+            return False
+    assert wait_for(serves_off, 10), a.log()
+    assert os.listdir(a.view) == ["second"]
+    a.stop()
+
+
 def test_pve_rbd_storage_follows_the_vm_rules(env, ceph_cluster):
     """An rbd storage of storage.cfg (the local cluster: no monhost), mounted
     by pve:<id>: another node's VM is refused, this node's VM gets its snapshot."""
