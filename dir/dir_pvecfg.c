@@ -9,18 +9,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
-
-static char *trim(char *s)
-{
-	char *e;
-
-	while (*s == ' ' || *s == '\t')
-		s++;
-	e = s + strlen(s);
-	while (e > s && (e[-1] == '\n' || e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t'))
-		*--e = 0;
-	return s;
-}
+#include "store/store.h"
 
 static bool same_path(const char *a, const char *b)
 {
@@ -79,18 +68,18 @@ int dir_pve_cfg_find(const char *cfgpath, const char *path, const char *realpath
 
 			if (colon) {
 				*colon = 0;
-				snprintf(s.c.type, sizeof(s.c.type), "%s", trim(line));
-				snprintf(s.c.storeid, sizeof(s.c.storeid), "%s", trim(colon + 1));
+				snprintf(s.c.type, sizeof(s.c.type), "%s", store_trim(line));
+				snprintf(s.c.storeid, sizeof(s.c.storeid), "%s", store_trim(colon + 1));
 				in = true;
 			}
 		} else if (in && (line[0] == ' ' || line[0] == '\t')) {
-			char *key = trim(line), *val = key;
+			char *key = store_trim(line), *val = key;
 
 			while (*val && *val != ' ' && *val != '\t')
 				val++;
 			if (*val)
 				*val++ = 0;
-			val = trim(val);
+			val = store_trim(val);
 			if (!strcmp(key, "path"))
 				snprintf(s.path, sizeof(s.path), "%s", val);
 			else if (!strcmp(key, "shared"))

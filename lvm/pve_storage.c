@@ -22,18 +22,6 @@
 #define PVE_LOCK_DIR "/var/lock/pve-manager"
 #define OWN_LOCK_DIR "/run/lock/vstorfs"
 
-static char *trim(char *s)
-{
-	char *e;
-
-	while (*s == ' ' || *s == '\t')
-		s++;
-	e = s + strlen(s);
-	while (e > s && (e[-1] == '\n' || e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t'))
-		*--e = 0;
-	return s;
-}
-
 struct section {
 	bool is_lvm;
 	char id[128];
@@ -54,19 +42,19 @@ static void section_start(struct section *s, char *line)
 	if (!colon)
 		return;
 	*colon = 0;
-	s->is_lvm = !strcmp(trim(line), "lvm");
-	snprintf(s->id, sizeof(s->id), "%s", trim(colon + 1));
+	s->is_lvm = !strcmp(store_trim(line), "lvm");
+	snprintf(s->id, sizeof(s->id), "%s", store_trim(colon + 1));
 }
 
 static void section_key(struct section *s, char *line)
 {
-	char *key = trim(line), *val = key;
+	char *key = store_trim(line), *val = key;
 
 	while (*val && *val != ' ' && *val != '\t')
 		val++;
 	if (*val)
 		*val++ = 0;
-	val = trim(val);
+	val = store_trim(val);
 	if (!strcmp(key, "vgname"))
 		snprintf(s->vg, sizeof(s->vg), "%s", val);
 	else if (!strcmp(key, "shared"))

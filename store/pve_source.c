@@ -29,6 +29,7 @@
 
 #include "common/log.h"
 #include "store/pve_cluster.h"
+#include "store/store.h"
 
 int lvm_store_open(const char *vg, const struct store_config *cfg, struct store **out);
 int dir_store_open(const char *path, const struct store_config *cfg, struct store **out)
@@ -43,18 +44,6 @@ struct sect {
 	char vgname[128], path[PATH_MAX], pool[128], ns[128], monhost[512], username[128], nodes[512];
 	bool shared, disabled;
 };
-
-static char *trim(char *s)
-{
-	char *e;
-
-	while (*s == ' ' || *s == '\t')
-		s++;
-	e = s + strlen(s);
-	while (e > s && (e[-1] == '\n' || e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t'))
-		*--e = 0;
-	return s;
-}
 
 static void set_key(struct sect *s, const char *key, const char *val)
 {
@@ -97,7 +86,7 @@ static int load(const struct store_config *cfg, struct sect **out, int *n)
 	while (fgets(line, sizeof(line), f)) {
 		char *colon, *key, *val;
 
-		if (line[0] == '#' || !trim(line)[0])
+		if (line[0] == '#' || !store_trim(line)[0])
 			continue;
 		if (line[0] != ' ' && line[0] != '\t' && (colon = strchr(line, ':'))) {
 			struct sect *g = realloc(v, (size_t)(*n + 1) * sizeof(*g));
@@ -111,19 +100,19 @@ static int load(const struct store_config *cfg, struct sect **out, int *n)
 			cur = &v[(*n)++];
 			memset(cur, 0, sizeof(*cur));
 			*colon = 0;
-			snprintf(cur->type, sizeof(cur->type), "%s", trim(line));
-			snprintf(cur->id, sizeof(cur->id), "%s", trim(colon + 1));
+			snprintf(cur->type, sizeof(cur->type), "%s", store_trim(line));
+			snprintf(cur->id, sizeof(cur->id), "%s", store_trim(colon + 1));
 			if (network_type(cur->type))
 				cur->shared = true;
 			continue;
 		}
 		if (!cur)
 			continue;
-		key = trim(line);
+		key = store_trim(line);
 		val = key + strcspn(key, " \t");
 		if (*val)
 			*val++ = 0;
-		set_key(cur, key, trim(val));
+		set_key(cur, key, store_trim(val));
 	}
 	fclose(f);
 	for (int i = 0; i < *n; i++)
