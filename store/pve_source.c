@@ -291,7 +291,7 @@ int pve_source_open(const char *spec, const struct store_config *cfg, pve_have_f
 {
 	bool all = !spec[0] || !strcmp(spec, "all");
 	struct store **v = NULL;
-	char **d = NULL, def[2048];
+	char **d = NULL, def[sizeof(struct sect) + 16]; /* every field, the separators, the flag */
 	char skipped[4096] = "";
 	struct sect *secs;
 	int nsecs, rc, found = 0;
