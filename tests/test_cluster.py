@@ -29,9 +29,11 @@ VOL_A = "vm-100-disk-0.qcow2"   # VM 100 lives on node "nodea"
 VOL_B = "vm-200-disk-0.qcow2"   # VM 200 lives on node "nodeb"
 STORE = "vstest"
 VOL1, VOL2 = "vm-100-disk-1.qcow2", "vm-100-disk-2.qcow2"   # volume chains on a shared dir storage
-# A new mount namespace copies every mount there is, other tests' vstorfs
-# mounts too; a copy would keep that daemon serving after its own umount.
-NS_SCRIPT = ('for t in $(findmnt -rn -t fuse.vstorfs -o TARGET); do umount -l "$t"; done; '
+# A new mount namespace copies every mount there is, other tests' FUSE
+# mounts too (vstorfs, the power-loss recorder); a copy would keep that
+# server serving after its own umount.
+NS_SCRIPT = ('for t in $(findmnt -rn -o TARGET,FSTYPE | awk \'$2 ~ /^fuse(\\.|$)/ {print $1}\'); '
+             'do umount -l "$t"; done; '
              'mkdir -p /etc/pve /run/qemu-server && '  # another run's fixture may have removed them
              'mount --bind "$1" /etc/pve && mount --bind "$2" /run/lock && '
              'mount --bind "$3" /run/qemu-server && hostname "$4" && shift 4 && exec "$@"')
