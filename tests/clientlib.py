@@ -17,7 +17,6 @@ the reference reading of every view. RBD's VM is the rbd client
 """
 
 import collections
-import hashlib
 import json
 import os
 import random
@@ -25,7 +24,7 @@ import re
 import shutil
 import subprocess
 
-from lvmlib import MiB, run, qemu_img, qemu_io, OVERLAY_OPTS
+from lvmlib import MiB, run, qemu_img, qemu_io, OVERLAY_OPTS, sha256_file
 
 DISK_SIZE = 64 * MiB
 PART_START = MiB
@@ -40,16 +39,6 @@ FILES = {
     "data/blob.bin": random.Random(19).randbytes(300 * 1024 + 17),
     "data/small.txt": b"the quick brown fox\n" * 50,
 }
-
-
-def sha256_path(path, chunk=4 * MiB):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                return h.hexdigest()
-            h.update(b)
 
 
 def make_disk(workdir):
@@ -113,7 +102,7 @@ class Qsd:
         out = os.path.join(tmpdir, "nbdref-%d.raw" % os.getpid())
         run(["qemu-img", "convert", "-f", "raw", "-O", "raw", self.uri(exp), out])
         try:
-            return sha256_path(out), os.path.getsize(out)
+            return sha256_file(out), os.path.getsize(out)
         finally:
             os.unlink(out)
 
@@ -188,7 +177,7 @@ def isnap_digest(workdir, image_opts, snap):
     run(["qemu-img", "convert", "-U", "--image-opts", "-l", "snapshot.name=" + snap, image_opts,
          "-O", "raw", out])
     try:
-        return sha256_path(out), os.path.getsize(out)
+        return sha256_file(out), os.path.getsize(out)
     finally:
         os.unlink(out)
 
@@ -338,7 +327,7 @@ class RbdStore(Store):
         out = os.path.join(self.workdir, "rbdref.raw")
         self.c.export(self.spec + ("" if view == "current" else "@" + view), out)
         try:
-            return sha256_path(out), os.path.getsize(out)
+            return sha256_file(out), os.path.getsize(out)
         finally:
             os.unlink(out)
 

@@ -237,7 +237,7 @@ class Nights:
             res[k] = {}
             for v in s.views:
                 p = os.path.join(root, rel, v, "disk.raw")
-                res[k][v] = (cl.sha256_path(p), os.path.getsize(p)) if os.path.exists(p) else None
+                res[k][v] = (cl.sha256_file(p), os.path.getsize(p)) if os.path.exists(p) else None
             # the JSON of a snapshot view never changes: restored == what the mount says now
             bad[k] = []
             for v in cl.SNAPS:
@@ -426,7 +426,7 @@ def assert_tree_equal(view, restored, ref_digest):
     assert got == names, "restored %s, the view lists %s" % (got, names)
     for n in names:
         if n == "disk.raw":
-            assert (cl.sha256_path(os.path.join(restored, n)), os.path.getsize(
+            assert (cl.sha256_file(os.path.join(restored, n)), os.path.getsize(
                 os.path.join(restored, n))) == ref_digest, "disk.raw restored differs from qemu's"
         else:
             with open(os.path.join(view, n), "rb") as a, open(os.path.join(restored, n), "rb") as b:
@@ -485,7 +485,7 @@ def test_copy_identical(stores, snap_refs, store, tool, tmp_path):
         # an earlier copy to update in place: another view's bytes
         run(["cp", "--sparse=always", s.disk(stores.mnt, "s2"), dst])
     COPY[tool](src, dst)
-    assert (cl.sha256_path(dst), os.path.getsize(dst)) == snap_refs[store]
+    assert (cl.sha256_file(dst), os.path.getsize(dst)) == snap_refs[store]
     if tool != "rsync-inplace":
         # a sparse copy keeps the holes: far fewer blocks than the disk's size
         assert os.stat(dst).st_blocks * 512 < cl.DISK_SIZE // 2

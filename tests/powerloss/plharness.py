@@ -252,20 +252,32 @@ class DirCase:
         path = os.path.join(FOUND, "%s-%s.tar.gz" % (self.name, digest[:12]))
         meta = self.expect()
         meta.update(label=label, error=err)
-        with open(os.path.join(self.state, ".powerloss.json"), "w") as f:
-            json.dump(meta, f, indent=1)
-        with tarfile.open(path, "w:gz") as t:
-            t.add(self.state, arcname="state")
+        pack_state(self.state, meta, path)
 
 
-def check_regression(path, work):
-    """Re-check a kept crash state: what the sweep found, fixed, stays fixed."""
+def pack_state(state, meta, path):
+    """A crash state and what checking it needs, kept as one tar.gz (unpack_state)."""
+    with open(os.path.join(state, ".powerloss.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    with tarfile.open(path, "w:gz") as t:
+        t.add(state, arcname="state")
+    os.unlink(os.path.join(state, ".powerloss.json"))
+
+
+def unpack_state(path, work):
+    """A kept crash state unpacked under work: (its root, what was recorded with it)."""
     with tarfile.open(path) as t:
         t.extractall(work)
     root = os.path.join(work, "state")
     with open(os.path.join(root, ".powerloss.json")) as f:
         meta = json.load(f)
     os.unlink(os.path.join(root, ".powerloss.json"))
+    return root, meta
+
+
+def check_regression(path, work):
+    """Re-check a kept crash state: what the sweep found, fixed, stays fixed."""
+    root, meta = unpack_state(path, work)
     c = DirCase.__new__(DirCase)
     c.name, c.work, c.voldir, c.vol, c.chain = meta["name"], work, meta["voldir"], meta["vol"], meta["chain"]
     c.keep, c.victim, c.victim_sha = meta["keep"], meta["victim"], meta["victim_sha"]

@@ -16,7 +16,7 @@ import subprocess
 from conftest import Daemon
 import lvmlib
 import test_snapshots as ts
-from plharness import Recorder, REPO
+from plharness import Recorder, REPO, pack_state, unpack_state
 from replay import Base, parse_log, sweep
 
 MiB = 1 << 20
@@ -207,18 +207,11 @@ class LvmCase:
 
     def keep_regression(self, state, label, err):
         """Save a failing state (the PV file before recovery) as build/powerloss-found/<case>-<n>.tar.gz."""
-        import json
-        import tarfile
         from plharness import FOUND
         os.makedirs(FOUND, exist_ok=True)
         meta = dict(name=self.name, vg=self.vg.name, keep=self.keep, victims=self.victims, label=label,
                     error=err)
-        with open(os.path.join(state, ".powerloss.json"), "w") as f:
-            json.dump(meta, f, indent=1)
-        path = os.path.join(FOUND, "lvm-%s-%d.tar.gz" % (self.name, len(self.failures)))
-        with tarfile.open(path, "w:gz") as t:
-            t.add(state, arcname="state")
-        os.unlink(os.path.join(state, ".powerloss.json"))
+        pack_state(state, meta, os.path.join(FOUND, "lvm-%s-%d.tar.gz" % (self.name, len(self.failures))))
 
     def run_sweep(self, budget, seed, max_unique):
         """Every state is built and hashed; of the distinct ones, max_unique spread
@@ -249,14 +242,7 @@ class LvmCase:
 
 def check_regression(path, work):
     """Re-check a kept LVM crash state: attach its PV file, mount, check."""
-    import json
-    import tarfile
-    with tarfile.open(path) as t:
-        t.extractall(work)
-    root = os.path.join(work, "state")
-    with open(os.path.join(root, ".powerloss.json")) as f:
-        meta = json.load(f)
-    os.unlink(os.path.join(root, ".powerloss.json"))
+    root, meta = unpack_state(path, work)
     c = LvmCase.__new__(LvmCase)
     c.name, c.work, c.keep, c.victims = meta["name"], work, meta["keep"], meta["victims"]
     c.vg = StateVG(meta["vg"], None)
