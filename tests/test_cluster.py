@@ -344,18 +344,24 @@ def test_waits_for_qemu_servers_vm_lock(refusing):
 
 # -- kill -9 while holding the cluster lock ---------------------------------
 
+def crashed_node(env, pvedir, vg, point, op, path, timeout):
+    """Node a, the crash-hook build, killed at `point` by op(path) (os.mkdir,
+    os.rmdir): the call fails as a dead FUSE server's does; the node stopped."""
+    a = Node(env, "nodea", pvedir, vg.name, vg.loops, binary=CRASH_BIN,
+             envvars={"VSTORFS_CRASH_AT": point}).wait_mounted()
+    try:
+        op(a.path(vg.name, VOL_A, path))
+    except OSError as e:
+        assert e.errno in (errno.ENOTCONN, errno.ECONNABORTED, errno.EIO), e
+    assert wait_for(lambda: a.proc.poll() is not None, timeout)
+    a.stop(check=False)
+    return a
+
 def test_killed_holding_the_cluster_lock(env):
     if not os.access(CRASH_BIN, os.X_OK):
         pytest.skip("crash-hook build missing (make crash)")
     vg, pvedir = build(env)
-    a = Node(env, "nodea", pvedir, vg.name, vg.loops, binary=CRASH_BIN,
-             envvars={"VSTORFS_CRASH_AT": "mkdir-renamed"}).wait_mounted()
-    try:
-        os.mkdir(a.path(vg.name, VOL_A, "s3"))
-    except OSError as e:
-        assert e.errno in (errno.ENOTCONN, errno.ECONNABORTED, errno.EIO), e
-    assert wait_for(lambda: a.proc.poll() is not None, 20)
-    a.stop(check=False)
+    crashed_node(env, pvedir, vg, "mkdir-renamed", os.mkdir, "s3", 20)
     assert os.path.isdir(lock_path(pvedir)), "the lock died with the daemon?"
     a2 = Node(env, "nodea", pvedir, vg.name, vg.loops, tag="2").wait_mounted()
     log = a2.log()
@@ -373,14 +379,7 @@ def test_merge_runs_outside_the_cluster_lock(env):
         pytest.skip("crash-hook build missing (make crash)")
     vg, pvedir = build(env)
     b = Node(env, "nodeb", pvedir, vg.name, vg.loops).wait_mounted()
-    a = Node(env, "nodea", pvedir, vg.name, vg.loops, binary=CRASH_BIN,
-             envvars={"VSTORFS_CRASH_AT": "merge-half"}).wait_mounted()
-    try:
-        os.rmdir(a.path(vg.name, VOL_A, "s1"))
-    except OSError as e:
-        assert e.errno in (errno.ENOTCONN, errno.ECONNABORTED, errno.EIO), e
-    assert wait_for(lambda: a.proc.poll() is not None, 30)
-    a.stop(check=False)
+    a = crashed_node(env, pvedir, vg, "merge-half", os.rmdir, "s1", 30)
     assert "crash point merge-half" in a.log()
     assert not os.path.exists(lock_path(pvedir)), "the merge ran under the cluster lock"
     # Node b's recovery leaves a's unfinished rmdir alone; its own work goes on.
@@ -395,14 +394,7 @@ def test_recovery_leaves_another_nodes_vm_alone(env):
     if not os.access(CRASH_BIN, os.X_OK):
         pytest.skip("crash-hook build missing (make crash)")
     vg, pvedir = build(env)
-    a = Node(env, "nodea", pvedir, vg.name, vg.loops, binary=CRASH_BIN,
-             envvars={"VSTORFS_CRASH_AT": "merge-half"}).wait_mounted()
-    try:
-        os.rmdir(a.path(vg.name, VOL_A, "s1"))
-    except OSError as e:
-        assert e.errno in (errno.ENOTCONN, errno.ECONNABORTED, errno.EIO), e
-    assert wait_for(lambda: a.proc.poll() is not None, 30)
-    a.stop(check=False)
+    crashed_node(env, pvedir, vg, "merge-half", os.rmdir, "s1", 30)
     tagged = {lv: t for lv, t in lv_tags(vg).items() if any(x.startswith("vstorfs-rmdir") for x in t)}
     assert tagged
     b = Node(env, "nodeb", pvedir, vg.name, vg.loops).wait_mounted()
