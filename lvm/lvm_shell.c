@@ -394,8 +394,10 @@ static int kill_hook(const char *sub, int after)
 	if (strcmp(sub, "lvcreate") && strcmp(sub, "lvchange") && strcmp(sub, "lvrename") &&
 	    strcmp(sub, "lvremove"))
 		return 0;
-	if (!after)
+	if (!after) {
 		changes++;
+		vlog(LOG_INFO, "lvm shell: change %d: lvm %s", changes, sub);
+	}
 	n = atoi(at);
 	if (n != changes || (strchr(at, '+') != NULL) != after)
 		return 0;
@@ -412,6 +414,21 @@ static int kill_hook(const char *sub, int after)
 	return 0;
 }
 #endif
+
+/* The shell exited between commands (killed, or out of memory). */
+static int idle_death(void)
+{
+	int st;
+	pid_t r = waitpid(sh_pid, &st, WNOHANG);
+
+	if (r != sh_pid)
+		return 0;
+	vlog(LOG_WARNING, "lvm shell (pid %d) died while idle (%s %d): starting another",
+	     (int)sh_pid, WIFEXITED(st) ? "exit status" : "signal",
+	     WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+	sh_pid = 0; /* reaped */
+	return 1;
+}
 
 int lvm_shell_run(const char *const full[], char *const envp[], int *ok, char **out, char **err)
 {
@@ -432,6 +449,11 @@ int lvm_shell_run(const char *const full[], char *const envp[], int *ok, char **
 	}
 	if ((rc = format_line(full, &line)))
 		goto out;
+	if (sh_pid > 0 && idle_death()) {
+		/* Nothing was in flight: a new shell takes this command as if
+		 * nothing happened. */
+		sh_close();
+	}
 	if (sh_pid <= 0 && (rc = sh_start(envp))) {
 		/* Never started: lvm2 without the shell or the profile. Restarts
 		 * after a death are not given up on. */
