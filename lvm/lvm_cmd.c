@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -314,11 +315,17 @@ int lvm_cmd_run(const struct lvm_opts *o, const char *const argv[], char **out)
 	char why[64] = "shell";
 	int ok = 0;
 
+	struct timespec t0, t1;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	rc = shcfg ? lvm_shell_run(sh, envp, &ok, &ob, &eb) : -EAGAIN;
 	free(shcfg);
-
 	if (rc == -EAGAIN)
 		rc = run_forked(full, envp, &ok, &ob, &eb, why, sizeof(why));
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	vlog(LOG_DEBUG, "lvm %s: %.1f ms (%s)", argv[0],
+	     (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6,
+	     strcmp(why, "shell") ? "fork" : "shell");
 	free(envp);
 	if (rc)
 		return rc;
