@@ -92,6 +92,9 @@ int rbd_snapshot_remove(struct store *s, const char *volume, const char *snap,
 			const struct store_progress *p);
 
 /* rbd_store.c */
+/* The registry entry (rbd_kind.c): rbd:POOL[/NAMESPACE], ceph_*=. */
+extern const struct store_kind rbd_store_kind;
+
 int rbd_store_open(const char *spec, const struct store_config *cfg, struct store **out);
 
 #endif

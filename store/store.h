@@ -39,7 +39,9 @@
 
 #include "store/view_reader.h"
 
-/* What the mount options say to stores; each store reads what it needs. */
+/* What the mount options say to stores. The store-specific options
+ * (devices=, ceph_*=) are parsed by their store's kind (store_kind.option
+ * below), which fills its fields here: fs/options.c knows none of them. */
 struct store_config {
 	char **devices;         /* lvm: devices lvm2 may scan, NULL-terminated, or NULL */
 	bool read_only;         /* no snapshot operations, no recovery */
@@ -128,6 +130,35 @@ struct store {
 	char *name;         /* the top-level directory: VG name, directory basename, pool */
 	const struct store_config *cfg;
 	void *priv;
+};
+
+/*
+ * A kind of store: what the registry (store/store_registry.h) knows of it.
+ * Each store's header declares one (lvm_store_kind, dir_store_kind,
+ * rbd_store_kind); store_registry.c lists them.
+ */
+enum store_opt { STORE_OPT_NOT_MINE = 0, STORE_OPT_TAKEN = 1, STORE_OPT_MORE = 2 };
+
+struct store_kind {
+	const char *name;       /* "lvm", "dir", "rbd": store_ops.kind of its stores */
+	/* The SOURCE words it serves: those starting with prefix (stripped
+	 * before open), or those matches() accepts; neither: every word no
+	 * other kind takes (one kind only, listed last). */
+	const char *prefix;
+	bool (*matches)(const char *word);
+	int (*open)(const char *word, const struct store_config *cfg, struct store **out);
+	/* For SOURCE "all": the words of every store it sees now, each also its
+	 * store's name (free each and the array); NULL: "all" has none of it. */
+	int (*list_all)(const struct store_config *cfg, char ***words);
+	/* One -o option: STORE_OPT_NOT_MINE, _TAKEN, _MORE (taken, and the next
+	 * option is offered here first with more = true: devices=A,/dev/B), or
+	 * -1 after printing why it is bad. NULL: it has no options. */
+	int (*option)(struct store_config *cfg, const char *opt, bool more);
+	void (*options_free)(struct store_config *cfg);
+	const char *source_usage; /* its SOURCE words, for --help */
+	const char *usage;        /* its options, for --help ("" for none) */
+	/* Not NULL: not built in; why, for a SOURCE naming it. */
+	const char *missing;
 };
 
 /* Proxmox's rule for new snapshot names (pve-configid: ^[A-Za-z][A-Za-z0-9_-]+$,

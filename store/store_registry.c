@@ -1,0 +1,127 @@
+/*
+ * store_registry: the kinds of store, one line each. A kind whose library
+ * is not built in (make RBD=0) keeps a line that says so, so that its
+ * SOURCE words fail with that reason rather than being taken for another
+ * kind's (an "rbd:pool" read as a VG name).
+ */
+#include "store/store_registry.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "dir/dir_store.h"
+#include "lvm/vg_store.h"
+#if VSTORFS_RBD
+#include "rbd/rbd.h"
+#else
+static const struct store_kind rbd_missing = {
+	.name = "rbd",
+	.prefix = "rbd:",
+	.missing = "vstorfs was built without Ceph RBD support (make RBD=0)",
+};
+#endif
+
+/* Prefixed and matched kinds first: the kind taking every other word last. */
+const struct store_kind *const store_kinds[] = {
+#if VSTORFS_RBD
+	&rbd_store_kind,
+#else
+	&rbd_missing,
+#endif
+	&dir_store_kind,
+	&lvm_store_kind,
+	NULL,
+};
+
+const struct store_kind *store_registry_match(const char *word, const char **rest)
+{
+	for (int i = 0; store_kinds[i]; i++) {
+		const struct store_kind *k = store_kinds[i];
+
+		if (k->prefix && !strncmp(word, k->prefix, strlen(k->prefix))) {
+			*rest = word + strlen(k->prefix);
+			return k;
+		}
+		if ((k->matches && k->matches(word)) || (!k->prefix && !k->matches)) {
+			*rest = word;
+			return k;
+		}
+	}
+	vlog(LOG_ERR, "%s: no kind of store serves this source", word);
+	return NULL;
+}
+
+int store_registry_open(const char *word, const struct store_config *cfg, struct store **out)
+{
+	const char *rest;
+	const struct store_kind *k = store_registry_match(word, &rest);
+
+	if (!k)
+		return -EINVAL;
+	if (k->missing) {
+		vlog(LOG_ERR, "%s: %s", word, k->missing);
+		return -EOPNOTSUPP;
+	}
+	return k->open(rest, cfg, out);
+}
+
+/* The kind that asked for the next option (STORE_OPT_MORE), if any. */
+static const struct store_kind *continuing;
+
+void store_registry_options_reset(void)
+{
+	continuing = NULL;
+}
+
+static int offer(const struct store_kind *k, struct store_config *cfg, const char *opt, bool more)
+{
+	int rc = k->option(cfg, opt, more);
+
+	continuing = rc == STORE_OPT_MORE ? k : NULL;
+	return rc < 0 ? -1 : rc != STORE_OPT_NOT_MINE;
+}
+
+int store_registry_option(struct store_config *cfg, const char *opt)
+{
+	const struct store_kind *was = continuing;
+
+	if (was && offer(was, cfg, opt, true))
+		return 1;
+	for (int i = 0; store_kinds[i]; i++) {
+		const struct store_kind *k = store_kinds[i];
+		int rc;
+
+		if (!k->option || k->missing)
+			continue;
+		if ((rc = offer(k, cfg, opt, false)) != 0)
+			return rc;
+	}
+	return 0;
+}
+
+void store_registry_options_free(struct store_config *cfg)
+{
+	for (int i = 0; store_kinds[i]; i++)
+		if (store_kinds[i]->options_free && !store_kinds[i]->missing)
+			store_kinds[i]->options_free(cfg);
+}
+
+void store_registry_usage_sources(FILE *f)
+{
+	for (int i = 0; store_kinds[i]; i++)
+		if (!store_kinds[i]->missing && store_kinds[i]->source_usage)
+			fputs(store_kinds[i]->source_usage, f);
+}
+
+void store_registry_usage_options(FILE *f)
+{
+	for (int i = 0; store_kinds[i]; i++) {
+		const struct store_kind *k = store_kinds[i];
+
+		if (k->missing)
+			fprintf(f, "  (%s stores: %s)\n", k->name, k->missing);
+		else if (k->usage)
+			fputs(k->usage, f);
+	}
+}

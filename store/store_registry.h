@@ -1,0 +1,35 @@
+/*
+ * store_registry: every kind of store this build knows (store.h, struct
+ * store_kind), one line each in store_registry.c. store_set.c asks it which
+ * kind serves a SOURCE word and which kinds can list "all"; fs/options.c
+ * hands it the -o options it does not know itself, and --help prints its
+ * usage texts.
+ */
+#ifndef VSTORFS_STORE_REGISTRY_H
+#define VSTORFS_STORE_REGISTRY_H
+
+#include <stdio.h>
+
+#include "store/store.h"
+
+/* The kinds, NULL-terminated; a kind not built in has .missing set. */
+extern const struct store_kind *const store_kinds[];
+
+/* The kind serving a SOURCE word, and the word its open() takes (the
+ * prefix stripped); NULL if none does (logged). */
+const struct store_kind *store_registry_match(const char *word, const char **rest);
+/* Open a SOURCE word with the kind that serves it: -EOPNOTSUPP (logged)
+ * for a kind this build lacks. */
+int store_registry_open(const char *word, const struct store_config *cfg, struct store **out);
+
+/* Offer one -o option to every kind: 1 taken, 0 no kind knows it, -1 bad
+ * (printed). Call store_registry_options_reset before a new option string. */
+int store_registry_option(struct store_config *cfg, const char *opt);
+void store_registry_options_reset(void);
+void store_registry_options_free(struct store_config *cfg);
+
+/* --help: the SOURCE words, then each kind's options. */
+void store_registry_usage_sources(FILE *f);
+void store_registry_usage_options(FILE *f);
+
+#endif
