@@ -146,9 +146,9 @@ static void fill_store_config(struct fs_options *o)
 }
 
 /*
- * SOURCE's words: "all", a VG name (a bare word), an absolute directory,
- * rbd:<pool>. A relative path would be taken for a VG name and fail with
- * "not found": say the rule instead.
+ * SOURCE's words: "all", a word a store kind claims (an absolute directory,
+ * rbd:<pool>), or else a VG name. A relative path would be taken for a VG
+ * name and fail with "not found": say the rule instead.
  */
 static int check_source(const char *source)
 {
@@ -159,7 +159,7 @@ static int check_source(const char *source)
 	if (!copy)
 		return -1;
 	for (char *w = strtok_r(copy, ",", &save); w && !rc; w = strtok_r(NULL, ",", &save)) {
-		if (w[0] == '/' || !strncmp(w, "rbd:", 4) || !strcmp(w, "all"))
+		if (store_registry_claims(w) || !strcmp(w, "all"))
 			continue;
 		/* VG names hold no '/' or '~' and are never "." or ".." */
 		if (strchr(w, '/') || w[0] == '~' || !strcmp(w, ".") || !strcmp(w, "..")) {

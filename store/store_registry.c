@@ -52,6 +52,14 @@ const struct store_kind *store_registry_match(const char *word, const char **res
 	return NULL;
 }
 
+bool store_registry_claims(const char *word)
+{
+	const char *rest;
+	const struct store_kind *k = store_registry_match(word, &rest);
+
+	return k && (k->prefix || k->matches);
+}
+
 int store_registry_open(const char *word, const struct store_config *cfg, struct store **out)
 {
 	const char *rest;

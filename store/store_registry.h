@@ -8,6 +8,7 @@
 #ifndef VSTORFS_STORE_REGISTRY_H
 #define VSTORFS_STORE_REGISTRY_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "store/store.h"
@@ -18,6 +19,9 @@ extern const struct store_kind *const store_kinds[];
 /* The kind serving a SOURCE word, and the word its open() takes (the
  * prefix stripped); NULL if none does (logged). */
 const struct store_kind *store_registry_match(const char *word, const char **rest);
+/* Does a kind claim the word by its prefix or matcher (not the kind
+ * taking every other word)? Also for a kind this build lacks. */
+bool store_registry_claims(const char *word);
 /* Open a SOURCE word with the kind that serves it: -EOPNOTSUPP (logged)
  * for a kind this build lacks. */
 int store_registry_open(const char *word, const struct store_config *cfg, struct store **out);
