@@ -15,10 +15,26 @@
 #if VSTORFS_RBD
 #include "rbd/rbd.h"
 #else
+#include <stdio.h>
+
+#define NO_RBD "vstorfs was built without Ceph RBD support (make RBD=0)"
+
+/* Its options are refused with the reason too, not as unknown. */
+static int rbd_missing_option(struct store_config *cfg, const char *opt, bool more)
+{
+	(void)cfg;
+	(void)more;
+	if (strncmp(opt, "ceph_", 5))
+		return STORE_OPT_NOT_MINE;
+	fprintf(stderr, "vstorfs: option '%s': " NO_RBD "\n", opt);
+	return -1;
+}
+
 static const struct store_kind rbd_missing = {
 	.name = "rbd",
 	.prefix = "rbd:",
-	.missing = "vstorfs was built without Ceph RBD support (make RBD=0)",
+	.option = rbd_missing_option,
+	.missing = NO_RBD,
 };
 #endif
 
@@ -100,7 +116,7 @@ int store_registry_option(struct store_config *cfg, const char *opt)
 		const struct store_kind *k = store_kinds[i];
 		int rc;
 
-		if (!k->option || k->missing)
+		if (!k->option)
 			continue;
 		if ((rc = offer(k, cfg, opt, false)) != 0)
 			return rc;

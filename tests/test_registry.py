@@ -77,6 +77,15 @@ def test_norbd_refuses_rbd_source(norbd, tmp):
     assert not os.path.ismount(mnt)
 
 
+def test_norbd_refuses_ceph_options(norbd, tmp):
+    mnt = os.path.join(tmp, "mnt")
+    os.mkdir(mnt)
+    r = run(norbd, "/var/lib/vz", mnt, "-f", "-o", "ceph_id=admin")
+    assert r.returncode == 1
+    assert "ceph_id=admin" in r.stderr and NO_CEPH in r.stderr, r.stderr
+    assert not os.path.ismount(mnt)
+
+
 def test_norbd_needs_no_ceph_libraries(norbd):
     out = subprocess.run(["ldd", norbd], capture_output=True, text=True, check=True).stdout
     assert "librbd" not in out and "librados" not in out
