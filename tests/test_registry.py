@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from conftest import REPO, Daemon, require_daemon, require_root
+from conftest import REPO, Daemon, require_daemon, require_root, sanitizer_check
 
 NORBD_BUILD = "build-norbd"
 NORBD_BIN = os.path.join(REPO, NORBD_BUILD, "vstorfs")
@@ -33,7 +33,9 @@ def tmp():
 
 
 def run(binary, *args):
-    return subprocess.run([binary] + list(args), capture_output=True, text=True, timeout=60)
+    r = subprocess.run([binary] + list(args), capture_output=True, text=True, timeout=60)
+    sanitizer_check(r.stderr)
+    return r
 
 
 def test_help_lists_every_store_option():
