@@ -10,42 +10,74 @@
 #include <string.h>
 
 #include "lvm/vg_store.h"
+#include "store/store_registry.h"
 
-static int devices_push(struct store_config *cfg, const char *dev)
+struct lvm_kind_opts {
+	char **devices;         /* NULL-terminated */
+};
+
+char **lvm_store_devices(const struct store_config *cfg)
 {
+	const struct lvm_kind_opts *o = store_registry_opts(cfg, &lvm_store_kind);
+
+	return o ? o->devices : NULL;
+}
+
+static int devices_push(void **opts, const char *dev)
+{
+	struct lvm_kind_opts *o = *opts ? *opts : (*opts = calloc(1, sizeof(*o)));
 	size_t n = 0;
 	char **nv;
 
-	while (cfg->devices && cfg->devices[n])
+	if (!o)
+		goto oom;
+	while (o->devices && o->devices[n])
 		n++;
-	nv = realloc(cfg->devices, (n + 2) * sizeof(*nv));
+	nv = realloc(o->devices, (n + 2) * sizeof(*nv));
 	if (!nv)
-		return -1;
+		goto oom;
 	nv[n] = strdup(dev);
 	nv[n + 1] = NULL;
-	cfg->devices = nv;
-	if (!nv[n]) {
-		fprintf(stderr, "vstorfs: out of memory\n");
-		return -1;
-	}
+	o->devices = nv;
+	if (!nv[n])
+		goto oom;
 	return STORE_OPT_MORE;
+oom:
+	fprintf(stderr, "vstorfs: out of memory\n");
+	return -1;
 }
 
-static int lvm_option(struct store_config *cfg, const char *opt, bool more)
+static int lvm_option(void **opts, const char *opt, bool more)
 {
 	if (more && opt[0] == '/')
-		return devices_push(cfg, opt);
+		return devices_push(opts, opt);
 	if (strncmp(opt, "devices=", 8))
 		return STORE_OPT_NOT_MINE;
-	return opt[8] ? devices_push(cfg, opt + 8) : STORE_OPT_MORE;
+	return opt[8] ? devices_push(opts, opt + 8) : STORE_OPT_MORE;
 }
 
-static void lvm_options_free(struct store_config *cfg)
+static void lvm_options_free(void *opts)
 {
-	for (size_t i = 0; cfg->devices && cfg->devices[i]; i++)
-		free(cfg->devices[i]);
-	free(cfg->devices);
-	cfg->devices = NULL;
+	struct lvm_kind_opts *o = opts;
+
+	for (size_t i = 0; o->devices && o->devices[i]; i++)
+		free(o->devices[i]);
+	free(o->devices);
+	free(o);
+}
+
+static void *lvm_options_dup(const void *opts)
+{
+	const struct lvm_kind_opts *o = opts;
+	void *copy = NULL;
+
+	for (size_t i = 0; o->devices && o->devices[i]; i++)
+		if (devices_push(&copy, o->devices[i]) < 0) {
+			if (copy)
+				lvm_options_free(copy);
+			return NULL;
+		}
+	return copy ? copy : calloc(1, sizeof(struct lvm_kind_opts));
 }
 
 const struct store_kind lvm_store_kind = {
@@ -53,6 +85,7 @@ const struct store_kind lvm_store_kind = {
 	.open = lvm_store_open,
 	.list_all = lvm_store_list_vgs,
 	.option = lvm_option,
+	.options_dup = lvm_options_dup,
 	.options_free = lvm_options_free,
 	.source_usage = "          volume group names or 'all' (every VG)\n",
 	.usage = "  devices=DEV[,DEV...]  lvm: only let lvm2 scan these devices\n",

@@ -16,6 +16,8 @@
 
 /* The registry entry (lvm_kind.c): VG names, "all", devices=. */
 extern const struct store_kind lvm_store_kind;
+/* devices= of cfg: NULL-terminated, or NULL (lvm2 scans what it would). */
+char **lvm_store_devices(const struct store_config *cfg);
 
 int lvm_store_open(const char *vg, const struct store_config *cfg, struct store **out);
 /* Every VG lvm2 sees (for source "all"); free each name and the array. */

@@ -20,9 +20,9 @@
 #define NO_RBD "vstorfs was built without Ceph RBD support (make RBD=0)"
 
 /* Its options are refused with the reason too, not as unknown. */
-static int rbd_missing_option(struct store_config *cfg, const char *opt, bool more)
+static int rbd_missing_option(void **opts, const char *opt, bool more)
 {
-	(void)cfg;
+	(void)opts;
 	(void)more;
 	if (strncmp(opt, "ceph_", 5))
 		return STORE_OPT_NOT_MINE;
@@ -49,6 +49,8 @@ const struct store_kind *const store_kinds[] = {
 	&lvm_store_kind,
 	NULL,
 };
+_Static_assert(sizeof(store_kinds) / sizeof(store_kinds[0]) <= STORE_KINDS_MAX + 1,
+	       "more kinds than store_config.kind_opts holds");
 
 const struct store_kind *store_registry_match(const char *word, const char **rest)
 {
@@ -98,9 +100,23 @@ void store_registry_options_reset(void)
 	continuing = NULL;
 }
 
+static int slot(const struct store_kind *k)
+{
+	int i = 0;
+
+	while (store_kinds[i] != k)
+		i++;
+	return i;
+}
+
+const void *store_registry_opts(const struct store_config *cfg, const struct store_kind *k)
+{
+	return cfg ? cfg->kind_opts[slot(k)] : NULL;
+}
+
 static int offer(const struct store_kind *k, struct store_config *cfg, const char *opt, bool more)
 {
-	int rc = k->option(cfg, opt, more);
+	int rc = k->option(&cfg->kind_opts[slot(k)], opt, more);
 
 	continuing = rc == STORE_OPT_MORE ? k : NULL;
 	return rc < 0 ? -1 : rc != STORE_OPT_NOT_MINE;
@@ -124,11 +140,29 @@ int store_registry_option(struct store_config *cfg, const char *opt)
 	return 0;
 }
 
+int store_registry_config_copy(struct store_config *dst, const struct store_config *src)
+{
+	*dst = *src;
+	for (int i = 0; store_kinds[i]; i++) {
+		if (!src->kind_opts[i])
+			continue;
+		if (!(dst->kind_opts[i] = store_kinds[i]->options_dup(src->kind_opts[i]))) {
+			while (--i >= 0)
+				if (dst->kind_opts[i])
+					store_kinds[i]->options_free(dst->kind_opts[i]);
+			return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
 void store_registry_options_free(struct store_config *cfg)
 {
-	for (int i = 0; store_kinds[i]; i++)
-		if (store_kinds[i]->options_free && !store_kinds[i]->missing)
-			store_kinds[i]->options_free(cfg);
+	for (int i = 0; store_kinds[i]; i++) {
+		if (cfg->kind_opts[i])
+			store_kinds[i]->options_free(cfg->kind_opts[i]);
+		cfg->kind_opts[i] = NULL;
+	}
 }
 
 void store_registry_usage_sources(FILE *f)

@@ -30,7 +30,12 @@ int store_registry_open(const char *word, const struct store_config *cfg, struct
  * (printed). Call store_registry_options_reset before a new option string. */
 int store_registry_option(struct store_config *cfg, const char *opt);
 void store_registry_options_reset(void);
+/* dst = src with each kind's options copied (a pve: storage's own settings
+ * go on top): -ENOMEM, dst then needs no freeing. */
+int store_registry_config_copy(struct store_config *dst, const struct store_config *src);
 void store_registry_options_free(struct store_config *cfg);
+/* A kind's options in cfg: NULL when none were given (its defaults). */
+const void *store_registry_opts(const struct store_config *cfg, const struct store_kind *k);
 
 /* --help: the SOURCE words, then each kind's options. */
 void store_registry_usage_sources(FILE *f);
