@@ -63,7 +63,8 @@ def test_store_options_still_parsed(tmp):
     mnt = os.path.join(tmp, "mnt")
     os.mkdir(mnt)
     r = run(require_daemon(), "no-such-vg-registry", mnt, "-f", "-o",
-            "devices=/dev/null,/dev/zero,ceph_id=admin,ceph_conf=/dev/null,ceph_keyring=/dev/null")
+            "devices=/dev/null,/dev/zero,ceph_id=admin,ceph_conf=/dev/null,ceph_keyring=/dev/null,"
+            "ceph_mon_host=127.0.0.1:6789")
     assert r.returncode == 1
     assert "unknown option" not in r.stderr
     assert "no-such-vg-registry" in r.stderr
