@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from conftest import REPO, Daemon, require_daemon, require_root, sanitizer_check
+from conftest import GiB, REPO, Daemon, require_daemon, require_root, sanitizer_check, wait_for
 
 NORBD_BUILD = "build-norbd"
 NORBD_BIN = os.path.join(REPO, NORBD_BUILD, "vstorfs")
@@ -115,3 +115,17 @@ def test_norbd_serves_a_directory_store(norbd, tmp):
             assert f.read() == b"registry" * 512
     finally:
         d.stop()
+
+
+def test_all_lists_every_vg_the_devices_show(env):
+    """SOURCE all: every kind that can list (LVM) is asked, at mount and at
+    each rescan; devices= (the LVM kind's option) bounds what it sees."""
+    a, b = env.vg(npvs=1, pv_size=GiB), env.vg(npvs=1, pv_size=GiB)
+    later = env.vg(npvs=1, pv_size=GiB)
+    d = env.mount("all", a.loops + later.loops)
+    assert a.name in os.listdir(d.mnt)
+    assert b.name not in os.listdir(d.mnt)          # its PV is not in devices=
+    assert later.name in os.listdir(d.mnt)
+    later.destroy()
+    env.vgs.remove(later)
+    assert wait_for(lambda: later.name not in os.listdir(d.mnt), 15), os.listdir(d.mnt)
