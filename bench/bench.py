@@ -1107,6 +1107,10 @@ def bench_snap(workdir, logdir, res):
                 "proxmox_s": median([r["s"] for r in x]), "proxmox_runs": [r["s"] for r in x],
                 "proxmox_how": x[0]["how"], "proxmox_moved_MiB": pmul * mib,
                 "proxmox_lower_bound_s": median([r["core_s"] for r in x]),
+                # qemu-img's own merge (rebase/commit), what its data rate is
+                "proxmox_merge_s": median([sum(s for _, what, s in r["steps"]
+                                               if what in ("qemu-img rebase", "qemu-img commit"))
+                                           for r in x]),
                 "proxmox_lvm2_cmds": x[0]["lvm2"], "proxmox_qemu_img_cmds": x[0]["qemu_img"],
                 "proxmox_steps": [[tool, what, round(s, 4)] for tool, what, s in x[0]["steps"]],
             }
@@ -1680,28 +1684,6 @@ def bench_rbd(workdir, logdir, res):
     CLEAN.clusters.remove(c)
 
 
-def new_targets(res):
-    t = []
-    rb = res.get("rbd", {})
-    if "seq_MiBps" in rb:
-        s = rb["seq_MiBps"]
-        x = s["vstorfs"] / s["rbd export"]
-        t.append(("rbd: seq read >= 90% of rbd export", "%.0f%%" % (100 * x), x >= 0.9))
-        x = s["vstorfs"] / s["qsd"]
-        t.append(("rbd: seq read ahead of qsd", "%.2fx" % x, x > 1))
-        for key, label in (("rand4k_iops_1job", "1 job"), ("rand4k_iops_4jobs", "4 jobs")):
-            x = rb[key]["vstorfs"] / rb[key]["qsd"]
-            t.append(("rbd: random 4k ahead of qsd (%s)" % label, "%.2fx" % x, x > 1))
-    nb = res.get("nightly", {})
-    if "second_s" in nb:
-        x = nb["second_s"]["vstorfs"] / nb["second_s"]["local"]
-        t.append(("nightly: 2nd restic backup <= 1.5x local copies", "%.2fx" % x, x <= 1.5))
-        t.append(("nightly: 2nd backup reads no snapshot byte", "%d B" % max(nb["daemon_read_bytes"]),
-                  max(nb["daemon_read_bytes"]) == 0 and nb["restic_files_changed"] == 0
-                  and nb["restic_files_new"] == 0))
-    return t
-
-
 def new_table(res):
     L = []
     for part, title in (("dir", "file chain, directory store (1 GiB, 3 qcow2 files)"),
@@ -1926,52 +1908,104 @@ def merge_rates(res):
     return out
 
 
-def targets(res):
-    """[(target, measured, met)]"""
-    t = []
+def summary(res):
+    """One line per bench row and target: [(row, measured, target, met)], the
+    targets of bench/README.md and of issue 23. Ratios are speed factors of
+    medians from the same run (the machine is shared; absolute numbers move
+    between runs, side-by-side ratios much less)."""
+    S = []
+
+    def add(rowname, x, fmt, target, ok):
+        S.append((rowname, fmt % x if x is not None else "failed", target, bool(ok)))
+
     if "seq_MiBps" in res:
         for key, label, _ in SEQ_READERS:
             if key not in res:
                 continue
             s = res[key]
             x = s["vstorfs"] / seq_ceiling(res, key)[1]
-            t.append(("%s >= 90%% of the best passthrough" % label, "%.0f%%" % (100 * x), x >= 0.9))
+            add("main: " + label, 100 * x, "%.0f%% of ceil", ">= 90% of ceil", x >= 0.9)
             x = s["vstorfs"] / s["qsd"]
-            t.append(("%s >= 3x qemu-storage-daemon" % label, "%.2fx" % x, x >= 3))
-        if "reread_MiBps" in res:
-            s = res["reread_MiBps"]
-            best = s.get("passthrough_keep_cache", s["page_cache"])
-            x = s["vstorfs"] / best
-            t.append(("snapshot view, second read >= 90% of a cached FUSE file", "%.0f%%" % (100 * x),
-                      x >= 0.9))
+            add("main: " + label, x, "%.2fx qsd", ">= 3x qsd", x >= 3)
         for key, label in (("rand4k_iops_1job", "1 job"), ("rand4k_iops_4jobs", "4 jobs")):
             r = res[key]
+            x = r["vstorfs"] / r["passthrough"]
+            add("main: random 4k, " + label, 100 * x, "%.0f%% of ceil", ">= 90% of ceil",
+                x >= 0.9)
             x = r["vstorfs"] / r["qsd"]
-            t.append(("random 4k >= 3x qemu-storage-daemon (%s)" % label, "%.2fx" % x, x >= 3))
+            add("main: random 4k, " + label, x, "%.2fx qsd", ">= 3x qsd", x >= 3)
+        if "reread_MiBps" in res:
+            s = res["reread_MiBps"]
+            x = s["vstorfs"] / s.get("passthrough_keep_cache", s["page_cache"])
+            add("main: snapshot view, 2nd read", 100 * x, "%.0f%% of cached FUSE",
+                ">= 95% of cached FUSE", x >= 0.95)
     if "many" in res:
         m = res["many"]
         x = max(m["rss_kib_100_read"], m["rss_kib_100_open"]) / 1024
-        t.append(("RSS <= 64 MiB with 100 disks", "%.1f MiB" % x, x <= 64))
+        add("many: RSS, 100 disks x 2 views", x, "%.1f MiB", "<= 64 MiB", x <= 64)
     if "snap" in res:
-        ratios = [c["ops"]["mkdir"]["ratio_vstorfs_proxmox"] for c in res["snap"]["cases"]]
-        if None in ratios:
-            t.append(("mkdir no slower than Proxmox", "mkdir failed", False))
-        else:
-            t.append(("mkdir no slower than Proxmox", "%.2fx Proxmox (worst case)" % max(ratios),
-                      max(ratios) <= 1))
-        # met when 4x the merged data costs at most about 4x the time (same
-        # disk) and 64x the disk about the same time (same data); the bounds
-        # leave room for the merges' spread between rounds (+-40 % here)
+        for c in res["snap"]["cases"]:
+            for key, label, _ in SNAP_OPS:
+                o = c["ops"][key]
+                name = "snap: %s, %s" % (label, c["label"])
+                x = o["ratio_vstorfs_proxmox"]
+                if key == "mkdir":
+                    add(name, x, "%.2fx pve", "<= 0.5x pve", x is not None and x <= 0.5)
+                    continue
+                add(name, x, "%.2fx pve", "<= 1x pve", x is not None and x <= 1)
+                x = (o["vstorfs_s"] / o["proxmox_lower_bound_s"]
+                     if o["vstorfs_s"] is not None else None)
+                add(name, x, "%.2fx pve core", "<= 1.2x pve core", x is not None and x <= 1.2)
+        for (label, moved, _, _, rate), c in zip(merge_rates(res), res["snap"]["cases"]):
+            q = c["ops"]["rmdir_middle"].get("proxmox_merge_s")
+            qrate = c["ops"]["rmdir_middle"]["proxmox_moved_MiB"] / q if q else None
+            x = rate / qrate if rate is not None and qrate else None
+            add("snap: merge data rate, " + label, x, "%.2fx qemu-img",
+                ">= 1x qemu-img", x is not None and x >= 1)
         mid = {(c["disk_GiB"], c["layer_MiB"]): c["ops"]["rmdir_middle"]["vstorfs_s"]
                for c in res["snap"]["cases"]}
         a, b, big = mid.get((1, 64)), mid.get((1, 256)), mid.get((64, 64))
-        if None in (a, b, big):
-            t.append(("rmdir proportional to merged data", "rmdir failed", False))
-        else:
-            t.append(("rmdir proportional to merged data",
-                      "4x data: %.1fx time, 64x disk: %.1fx time" % (b / a, big / a),
-                      b / a <= 6 and big / a <= 2))
-    return t
+        if None not in (a, b, big):
+            # 4x the data at most about 4x the time, 64x the disk about the
+            # same time; the bounds leave room for the merges' spread (+-40 %)
+            add("snap: rmdir middle, 4x the data", b / a, "%.1fx time", "<= 6x time", b / a <= 6)
+            add("snap: rmdir middle, 64x the disk", big / a, "%.1fx time", "<= 2x time",
+                big / a <= 2)
+    for part in ("dir", "rbd"):
+        for r in res.get(part, {}).get("rows", []):
+            best, bestv, xb, xc = row_ratios(r)
+            name = "%s: %s" % (part, re.sub(r" \(.*\)$", "", r["label"]))
+            rand = r["label"].startswith("random 4k")
+            if part == "rbd":
+                for comp in ("qsd", "rbd export"):
+                    v = r["competitors"].get(comp)
+                    if v and r["vstorfs"]:
+                        x = r["vstorfs"] / v
+                        if comp == "qsd":
+                            add(name, x, "%.2fx qsd", ">= 1x qsd", x >= 1)
+                        else:
+                            add(name, 100 * x, "%.0f%% of rbd export", ">= 90% of rbd export",
+                                x >= 0.9)
+                for comp, v in r.get("references", {}).items():
+                    x = r["vstorfs"] / v
+                    add(name, 100 * x, "%.0f%% of librbd", ">= 90% of librbd", x >= 0.9)
+            if rand and xc is not None:
+                add(name, 100 * xc, "%.0f%% of ceil", ">= 90% of ceil", xc >= 0.9)
+            elif part == "dir" and xb is not None:
+                S.append((name, "%.2fx %s" % (xb, best), "-", None))
+    nb = res.get("nightly", {})
+    if "second_s" in nb:
+        x = nb["second_s"]["vstorfs"] / nb["second_s"]["local"]
+        add("nightly: 2nd restic backup", x, "%.2fx local", "<= 1.5x local", x <= 1.5)
+        x = max(nb["daemon_read_bytes"])
+        add("nightly: bytes read in the 2nd backup", x, "%d B", "0 B, all unmodified",
+            x == 0 and nb["restic_files_changed"] == 0 and nb["restic_files_new"] == 0)
+    return S
+
+
+def summary_lines(S):
+    return ["  %-50s %-22s %-24s %s" % (n, v, t, "-" if ok is None else "MET" if ok else "SHORT")
+            for n, v, t, ok in S]
 
 
 def table(res):
@@ -2068,10 +2102,10 @@ def table(res):
     new = new_table(res)
     if new:
         L.append(new)
-    t = targets(res) + new_targets(res)
-    if t:
-        L.append("targets")
-        L += ["  %-62s %-42s %s" % (name, val, "met" if ok else "MISSED") for name, val, ok in t]
+    S = summary(res)
+    if S:
+        L.append("summary: one line per row and target (ratios within this run)")
+        L += summary_lines(S)
     return "\n".join(L)
 
 
@@ -2141,8 +2175,8 @@ def main():
                 print("--- %s (tail)\n%s" % (f, txt), file=sys.stderr)
         raise
     res["total_s"] = round(time.monotonic() - T0, 1)
-    res["targets"] = [{"target": n, "measured": v, "met": ok}
-                      for n, v, ok in targets(res) + new_targets(res)]
+    res["summary"] = [{"row": n, "measured": v, "target": t, "met": ok}
+                      for n, v, t, ok in summary(res)]
     with open(args.out, "w") as f:
         json.dump(res, f, indent=1, sort_keys=True)
     tab = table(res)

@@ -158,8 +158,17 @@ int main(int argc, char **argv)
 	loop = fuse_loop_cfg_create();
 	if (!loop)
 		goto out_unmount;
-	fuse_loop_cfg_set_max_threads(loop, 16);
-	fuse_loop_cfg_set_idle_threads(loop, 4);
+	/* libfuse 3.14 starts a worker whenever none is idle and ends one
+	 * whenever more than idle_threads are. With 16 max / 4 idle, fio
+	 * randread 4k with 4 jobs saw 190 thread ids in 4 s: a thread started
+	 * and ended every ~20 ms, each paying its stack and the first touch of
+	 * its 2 MiB huge-page reply buffer (fs/copy_reply.c); perf showed task
+	 * switches, wakeups and clear_page on top. With idle == max no worker
+	 * ever ends. 8 of them: more than a few O_DIRECT jobs or the kernel's
+	 * async readahead keep busy on 2 cores, and each thread keeps its
+	 * 2 MiB buffer in RSS (16 added 18 MiB, 8 adds about 2). */
+	fuse_loop_cfg_set_max_threads(loop, 8);
+	fuse_loop_cfg_set_idle_threads(loop, 8);
 	rc = fuse_session_loop_mt(se, loop) ? 1 : 0;
 	fuse_loop_cfg_destroy(loop);
 out_unmount:
