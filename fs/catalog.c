@@ -30,6 +30,9 @@
  * pve-storage-<id> flock, dir's and lvm's own lock file) is per storage, so
  * two operations on one store serialize there anyway, and a second flock
  * from this process would wait for it (10 s, then EBUSY) instead of queueing.
+ * Nor would a finer lock here speed up the volume itself: the kernel holds
+ * the volume directory's lock for the whole rmdir, so lookups in that
+ * directory wait for it in the VFS before they reach us.
  *
  * Why a rescan skips a store whose operation runs (trylock), rather than
  * scanning beside it -- what the old global lock protected silently:

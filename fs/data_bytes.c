@@ -15,7 +15,7 @@ static int bytes_get(void *value, void *out)
 	return 0;
 }
 
-static struct slot_cache_slot slots[512];
+static struct slot_cache_slot slots[512]; /* cache.lock */
 static struct slot_cache cache = SLOT_CACHE(slots, 1, bytes_get, free);
 
 /* Bytes of data in [start, start + len) by the map: 0 and the bytes, or

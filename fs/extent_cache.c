@@ -35,7 +35,7 @@ static void blob_free(void *value)
 	blob_put(value);
 }
 
-static struct slot_cache_slot slots[256];
+static struct slot_cache_slot slots[256]; /* cache.lock */
 static struct slot_cache cache = SLOT_CACHE(slots, 1, blob_get, blob_free);
 
 int fs_extents_json(struct fs_store *st, const struct store_volume *vol, const struct store_view *view,

@@ -18,7 +18,7 @@
 #define PROBE_WAIT_S 5
 #define CURRENT_TTL_S 2
 
-static const char *mnt;
+static const char *mnt;                /* constant after fs_partitions_init (before the session) */
 static pthread_mutex_t probe_lock = PTHREAD_MUTEX_INITIALIZER;  /* one probe at a time; before cache.lock */
 
 void fs_partitions_init(const char *mountpoint)
@@ -51,7 +51,7 @@ static void table_free(void *value)
 	free(value);
 }
 
-static struct slot_cache_slot slots[128];
+static struct slot_cache_slot slots[128]; /* cache.lock */
 static struct slot_cache cache = SLOT_CACHE(slots, CURRENT_TTL_S, table_get, table_free);
 
 static void keep(char *key, const struct partition_table *t, bool forever)

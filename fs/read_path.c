@@ -149,7 +149,7 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
  */
 #define READ_MAX_BUFS 64
 
-static char zeros[1 << 20];
+static char zeros[1 << 20]; /* never written: every zero run of a reply points here */
 
 struct read_reply {
 	struct fuse_bufvec *v;
