@@ -6,17 +6,21 @@ BUILD   ?= build
 OPT     ?= -O2 -g
 SAN     ?=
 EXTRA_CFLAGS ?=
+# RBD=0: build without Ceph (no librbd/librados, no rbd/, no rbdcat); an
+# rbd: SOURCE is then refused with that reason (store/store_registry.c).
+RBD     ?= 1
 CFLAGS  += $(OPT) -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -pthread \
-           -Wall -Wextra -Werror -I. $(EXTRA_CFLAGS) $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lrbd -lrados -pthread
+           -Wall -Wextra -Werror -I. -DVSTORFS_RBD=$(RBD) $(EXTRA_CFLAGS) $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) $(if $(filter 1,$(RBD)),-lrbd -lrados) -pthread
 ifneq ($(SAN),)
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
 endif
 
-CORE_SRC  := $(wildcard common/*.c chain/*.c store/*.c lvm/*.c dir/*.c rbd/*.c)
+STORE_DIRS := lvm dir $(if $(filter 1,$(RBD)),rbd)
+CORE_SRC  := $(wildcard common/*.c chain/*.c store/*.c $(STORE_DIRS:%=%/*.c))
 FS_SRC    := $(wildcard fs/*.c)
-TOOL_SRC  := $(wildcard tools/*.c)
+TOOL_SRC  := $(filter-out $(if $(filter 1,$(RBD)),,tools/rbdcat.c),$(wildcard tools/*.c))
 TOOL_LIB  := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/lib/*.c))
 CORE_OBJ  := $(CORE_SRC:%.c=$(BUILD)/%.o)
 FS_OBJ    := $(FS_SRC:%.c=$(BUILD)/%.o)
@@ -168,4 +172,4 @@ install: all
 	ln -sf vstorfs.8 $(DESTDIR)$(PREFIX)/share/man/man8/mount.vstorfs.8
 
 clean:
-	rm -rf build build-asan build-crash build-crash-asan build-fuzz vstorfs
+	rm -rf build build-asan build-crash build-crash-asan build-fuzz build-norbd vstorfs

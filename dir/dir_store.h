@@ -18,6 +18,8 @@
 #include "store/store.h"
 
 int dir_store_open(const char *path, const struct store_config *cfg, struct store **out);
+/* The registry entry (dir_kind.c): absolute paths. */
+extern const struct store_kind dir_store_kind;
 
 enum dir_layout { DIR_LAYOUT_PLAIN, DIR_LAYOUT_PVE, DIR_LAYOUT_NOVA };
 enum dir_vfmt { DIR_VFMT_RAW, DIR_VFMT_QCOW2, DIR_VFMT_BAD };

@@ -2,12 +2,13 @@
  * Option parsing. Accepts both "vstorfs SOURCE DIR -o a,b -f" and the
  * mount(8) helper form; generic mount options that mean nothing to a FUSE
  * daemon (rw, defaults, noauto, nofail, _netdev, x-*, ...) are accepted and
- * ignored so an fstab line can carry them, anything unknown is an error.
- *
- * devices= takes a comma-separated list inside a comma-separated option
- * string, so a token that starts with '/' continues the devices list.
+ * ignored so an fstab line can carry them. An option not known here is
+ * offered to the stores (store/store_registry.h: devices=, ceph_*=, ...);
+ * one none of them takes is an error.
  */
 #include "options.h"
+
+#include "store/store_registry.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -20,11 +21,11 @@ void fs_options_usage(const char *prog)
 {
 	fprintf(stderr,
 		"usage: %s SOURCE MOUNTPOINT [-f] [-d] [-o option[,option...]]\n"
-		"  SOURCE: a comma list of stores: volume group names or 'all' (every VG),\n"
-		"          absolute directory paths, rbd:POOL[/NAMESPACE]\n"
+		"  SOURCE: a comma list of stores:\n", prog);
+	store_registry_usage_sources(stderr);
+	fprintf(stderr,
 		"          pve: or pve:all (every storage of /etc/pve/storage.cfg), pve:STOREID\n"
 		"options:\n"
-		"  devices=DEV[,DEV...]  only let lvm2 scan these devices\n"
 		"  ro                    read-only mount: no snapshot creation or removal\n"
 		"  allow_other           let users other than the mounter in (umask then 022)\n"
 		"  uid=N gid=N           owner of every file (default 0)\n"
@@ -34,44 +35,12 @@ void fs_options_usage(const char *prog)
 		"  rescan=SECONDS        how often VG changes are looked for (default 2)\n"
 		"  current_io=direct|cache  current views skip the page cache (default),\n"
 		"                        or go through it (needed for mmap MAP_SHARED)\n"
-		"  ceph_conf=PATH        rbd: the Ceph configuration (default /etc/ceph/ceph.conf)\n"
-		"  ceph_id=NAME          rbd: the Ceph user (default admin)\n"
-		"  ceph_keyring=PATH     rbd: its keyring\n"
 		"  shared_snapshots      mkdir/rmdir on a shared storage that no Proxmox cluster\n"
 		"                        uses (no /etc/pve/priv/lock), and on lvmlockd VGs\n"
 		"  foreground (-f)       stay in the foreground, log to stderr\n"
-		"  debug                 verbose logging; -d also traces FUSE requests\n",
-		prog);
-}
-
-static int strv_push(char ***v, const char *s)
-{
-	size_t n = 0;
-	char **nv;
-
-	while (*v && (*v)[n])
-		n++;
-	nv = realloc(*v, (n + 2) * sizeof(*nv));
-	if (!nv)
-		return -1;
-	nv[n] = strdup(s);
-	nv[n + 1] = NULL;
-	*v = nv;
-	return nv[n] ? 0 : -1;
-}
-
-static void strv_free(char **v)
-{
-	for (size_t i = 0; v && v[i]; i++)
-		free(v[i]);
-	free(v);
-}
-
-static int set_str(char **field, const char *val)
-{
-	free(*field);
-	*field = strdup(val);
-	return *field ? 0 : -1;
+		"  debug                 verbose logging; -d also traces FUSE requests\n"
+		"store options:\n");
+	store_registry_usage_options(stderr);
 }
 
 static int parse_uint(const char *opt, const char *val, unsigned long max, int base,
@@ -102,18 +71,14 @@ static bool ignored_mount_option(const char *tok)
 	return !strncmp(tok, "x-", 2) || !strncmp(tok, "comment=", 8);
 }
 
-static int parse_one(struct fs_options *o, const char *tok, bool *in_devices)
+static int parse_one(struct fs_options *o, const char *tok)
 {
 	unsigned long v;
 	const char *eq = strchr(tok, '=');
+	int rc = store_registry_option(&o->store, tok);
 
-	if (*in_devices && tok[0] == '/')
-		return strv_push(&o->devices, tok);
-	*in_devices = false;
-	if (!strncmp(tok, "devices=", 8)) {
-		*in_devices = true;
-		return tok[8] ? strv_push(&o->devices, tok + 8) : 0;
-	}
+	if (rc)
+		return rc < 0 ? -1 : 0;
 	if (!strcmp(tok, "ro"))
 		o->read_only = true;
 	else if (!strcmp(tok, "allow_other"))
@@ -132,12 +97,6 @@ static int parse_one(struct fs_options *o, const char *tok, bool *in_devices)
 		o->partitions_visible = true;
 	else if (!strcmp(tok, "partitions=hidden"))
 		o->partitions_visible = false;
-	else if (!strncmp(tok, "ceph_conf=", 10))
-		return set_str(&o->ceph_conf, eq + 1);
-	else if (!strncmp(tok, "ceph_id=", 8))
-		return set_str(&o->ceph_id, eq + 1);
-	else if (!strncmp(tok, "ceph_keyring=", 13))
-		return set_str(&o->ceph_keyring, eq + 1);
 	else if (!strncmp(tok, "uid=", 4)) {
 		if (parse_uint("uid", eq + 1, UINT_MAX - 1, 10, &v))
 			return -1;
@@ -168,32 +127,28 @@ static int parse_one(struct fs_options *o, const char *tok, bool *in_devices)
 static int parse_option_string(struct fs_options *o, const char *s)
 {
 	char *copy = strdup(s), *save = NULL;
-	bool in_devices = false;
 	int rc = 0;
 
 	if (!copy)
 		return -1;
+	store_registry_options_reset();
 	for (char *tok = strtok_r(copy, ",", &save); tok && !rc; tok = strtok_r(NULL, ",", &save))
-		rc = parse_one(o, tok, &in_devices);
+		rc = parse_one(o, tok);
 	free(copy);
 	return rc;
 }
 
 static void fill_store_config(struct fs_options *o)
 {
-	o->store.devices = o->devices;
 	o->store.read_only = o->read_only;
 	o->store.shared_snapshots = o->shared_snapshots;
-	o->store.ceph_conf = o->ceph_conf;
-	o->store.ceph_id = o->ceph_id;
-	o->store.ceph_keyring = o->ceph_keyring;
 	o->store.pve_storage_cfg = NULL; /* Proxmox's own path */
 }
 
 /*
- * SOURCE's words: "all", a VG name (a bare word), an absolute directory,
- * rbd:<pool>. A relative path would be taken for a VG name and fail with
- * "not found": say the rule instead.
+ * SOURCE's words: "all", a word a store kind claims (an absolute directory,
+ * rbd:<pool>), or else a VG name. A relative path would be taken for a VG
+ * name and fail with "not found": say the rule instead.
  */
 static int check_source(const char *source)
 {
@@ -204,7 +159,7 @@ static int check_source(const char *source)
 	if (!copy)
 		return -1;
 	for (char *w = strtok_r(copy, ",", &save); w && !rc; w = strtok_r(NULL, ",", &save)) {
-		if (w[0] == '/' || !strncmp(w, "rbd:", 4) || !strcmp(w, "all"))
+		if (store_registry_claims(w) || !strcmp(w, "all"))
 			continue;
 		/* VG names hold no '/' or '~' and are never "." or ".." */
 		if (strchr(w, '/') || w[0] == '~' || !strcmp(w, ".") || !strcmp(w, "..")) {
@@ -340,8 +295,5 @@ void fs_options_free(struct fs_options *o)
 {
 	free(o->source);
 	free(o->mountpoint);
-	free(o->ceph_conf);
-	free(o->ceph_id);
-	free(o->ceph_keyring);
-	strv_free(o->devices);
+	store_registry_options_free(&o->store);
 }

@@ -13,9 +13,8 @@
 struct fs_options {
 	char *source;          /* "pve", "pve,/var/lib/vz,rbd:vmpool" or "all" (store/store_set.h) */
 	char *mountpoint;      /* absolute path */
-	char **devices;        /* devices= list, NULL-terminated, or NULL */
-	char *ceph_conf, *ceph_id, *ceph_keyring;
-	struct store_config store; /* what the stores see of the above */
+	struct store_config store; /* what the stores see: ro, shared_snapshots, and
+	                            * the options their kinds parsed (store_registry.h) */
 	bool foreground;
 	bool debug;
 	bool read_only;

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <json-c/json.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -41,11 +42,13 @@ static int flush_dev(const char *dev)
 	return rc;
 }
 
-/* Flush the PVs of vg: the --devices list, else the PVs lvm2 reports for it. */
+/* Flush the PVs of vg: the --devices list, else the PVs lvm2 reports for it
+ * (as JSON, the one format both the lvm shell and a forked lvm2 give). */
 static int flush_pvs(const struct lvm_opts *o, const char *vg)
 {
-	const char *argv[] = { "pvs", "--noheadings", "-o", "pv_name", "--select", NULL, NULL };
-	char sel[320], *out = NULL, *save = NULL;
+	const char *argv[] = { "pvs", "--reportformat", "json", "-o", "pv_name", "--select", NULL, NULL };
+	struct json_object *root, *rep, *pvs, *v;
+	char sel[320], *out = NULL;
 	int rc = 0;
 
 	if (o && o->devices && o->devices[0]) {
@@ -55,12 +58,23 @@ static int flush_pvs(const struct lvm_opts *o, const char *vg)
 	}
 	if (snprintf(sel, sizeof(sel), "vg_name=%s", vg) >= (int)sizeof(sel))
 		return -ENAMETOOLONG;
-	argv[5] = sel;
+	argv[6] = sel;
 	if ((rc = lvm_cmd_run(o, argv, &out)))
 		return rc;
-	for (char *t = strtok_r(out, " \t\n", &save); t && rc == 0; t = strtok_r(NULL, " \t\n", &save))
-		rc = flush_dev(t);
+	root = json_tokener_parse(out);
 	free(out);
+	if (!root || !json_object_object_get_ex(root, "report", &rep) ||
+	    !json_object_is_type(rep, json_type_array) || json_object_array_length(rep) < 1 ||
+	    !json_object_object_get_ex(json_object_array_get_idx(rep, 0), "pv", &pvs) ||
+	    !json_object_is_type(pvs, json_type_array)) {
+		vlog(LOG_ERR, "lvm: pvs of %s: no PV list in its report", vg);
+		json_object_put(root);
+		return -EIO;
+	}
+	for (size_t i = 0; i < json_object_array_length(pvs) && rc == 0; i++)
+		if (json_object_object_get_ex(json_object_array_get_idx(pvs, i), "pv_name", &v))
+			rc = flush_dev(json_object_get_string(v));
+	json_object_put(root);
 	return rc;
 }
 

@@ -1,6 +1,7 @@
 /*
  * lvm_cmd: running lvm2. Always an argument vector and execvp, never a
- * shell. Options every call needs are added here: --devices when the mount
+ * shell. Commands go to the long-lived lvm shell (lvm_shell.h) unless
+ * VSTORFS_LVM_SHELL=0 or it cannot start. Options every call needs are added here: --devices when the mount
  * restricts scanning, --driverloaded n when there is no device-mapper.
  */
 #ifndef VSTORFS_LVM_CMD_H
@@ -16,5 +17,8 @@
  * stderr logged.
  */
 int lvm_cmd_run(const struct lvm_opts *o, const char *const argv[], char **out);
+
+/* For lvm_shell's child, after fork: execs lvm2 as lvm_cmd_run does; never returns. */
+void lvm_cmd_exec(char *const argv[], char *const envp[]);
 
 #endif

@@ -44,7 +44,7 @@ struct vg_view {
 
 void vg_store_lvm_opts(const struct store *s, struct lvm_opts *lo)
 {
-	lo->devices = s->cfg->devices;
+	lo->devices = lvm_store_devices(s->cfg);
 }
 
 const char *lvm_lv_tag_value(const struct lvm_lv *lv, const char *prefix)
@@ -313,7 +313,7 @@ static const struct store_ops vg_store_ops = {
 int lvm_store_open(const char *vg, const struct store_config *cfg, struct store **out)
 {
 	struct store *s = calloc(1, sizeof(*s));
-	struct lvm_opts lo = { .devices = cfg->devices };
+	struct lvm_opts lo = { .devices = lvm_store_devices(cfg) };
 	uint64_t seqno;
 	int rc;
 
@@ -337,7 +337,7 @@ int lvm_store_open(const char *vg, const struct store_config *cfg, struct store 
 
 int lvm_store_list_vgs(const struct store_config *cfg, char ***names)
 {
-	struct lvm_opts lo = { .devices = cfg->devices };
+	struct lvm_opts lo = { .devices = lvm_store_devices(cfg) };
 
 	return lvm_list_vgs(&lo, names);
 }

@@ -14,6 +14,11 @@
  * "vstorfs-view=<uuid of the layer taken above it>_<its creation time>". */
 #define TAG_VIEW "vstorfs-view="
 
+/* The registry entry (lvm_kind.c): VG names, "all", devices=. */
+extern const struct store_kind lvm_store_kind;
+/* devices= of cfg: NULL-terminated, or NULL (lvm2 scans what it would). */
+char **lvm_store_devices(const struct store_config *cfg);
+
 int lvm_store_open(const char *vg, const struct store_config *cfg, struct store **out);
 /* Every VG lvm2 sees (for source "all"); free each name and the array. */
 int lvm_store_list_vgs(const struct store_config *cfg, char ***names);

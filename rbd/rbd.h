@@ -92,6 +92,16 @@ int rbd_snapshot_remove(struct store *s, const char *volume, const char *snap,
 			const struct store_progress *p);
 
 /* rbd_store.c */
+/* The registry entry (rbd_kind.c): rbd:POOL[/NAMESPACE], ceph_*=. */
+extern const struct store_kind rbd_store_kind;
+
+/* The ceph_*= options: NULL = librados' default, "admin", none, the configuration's. */
+struct rbd_opts {
+	char *conf, *id, *keyring, *mon_host;
+};
+/* cfg's (cfg may be NULL), or the defaults; never NULL. */
+const struct rbd_opts *rbd_opts_of(const struct store_config *cfg);
+
 int rbd_store_open(const char *spec, const struct store_config *cfg, struct store **out);
 
 #endif

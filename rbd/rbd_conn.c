@@ -26,7 +26,9 @@
 
 const char *rbd_user(const struct store_config *cfg)
 {
-	return cfg && cfg->ceph_id && *cfg->ceph_id ? cfg->ceph_id : "admin";
+	const char *id = rbd_opts_of(cfg)->id;
+
+	return id && *id ? id : "admin";
 }
 
 int rbd_errno(int r)
@@ -72,8 +74,9 @@ static double conf_seconds(rados_t c, const char *key)
 int rbd_conn_open(const struct store_config *cfg, const char *pool, const char *ns,
 		  rados_t *cluster, rados_ioctx_t *io)
 {
+	const struct rbd_opts *o = rbd_opts_of(cfg);
 	const char *user = rbd_user(cfg);
-	const char *conf = cfg ? cfg->ceph_conf : NULL;
+	const char *conf = o->conf;
 	rados_t c = NULL;
 	rados_ioctx_t x = NULL;
 	int r;
@@ -91,13 +94,12 @@ int rbd_conn_open(const struct store_config *cfg, const char *pool, const char *
 		goto fail;
 	}
 	rados_conf_parse_env(c, NULL);
-	if (cfg && cfg->ceph_keyring && *cfg->ceph_keyring &&
-	    (r = rados_conf_set(c, "keyring", cfg->ceph_keyring)) < 0) {
-		vlog(LOG_ERR, "rbd:%s: keyring %s: %s", pool, cfg->ceph_keyring, strerror(-r));
+	if (o->keyring && *o->keyring && (r = rados_conf_set(c, "keyring", o->keyring)) < 0) {
+		vlog(LOG_ERR, "rbd:%s: keyring %s: %s", pool, o->keyring, strerror(-r));
 		goto fail;
 	}
-	if (cfg && cfg->ceph_mon_host && (r = rados_conf_set(c, "mon_host", cfg->ceph_mon_host)) < 0) {
-		vlog(LOG_ERR, "rbd:%s: monitors %s: %s", pool, cfg->ceph_mon_host, strerror(-r));
+	if (o->mon_host && (r = rados_conf_set(c, "mon_host", o->mon_host)) < 0) {
+		vlog(LOG_ERR, "rbd:%s: monitors %s: %s", pool, o->mon_host, strerror(-r));
 		goto fail;
 	}
 	if ((r = set_default(c, "client_mount_timeout", "300", RBD_MOUNT_TIMEOUT)) < 0 ||
@@ -117,8 +119,8 @@ int rbd_conn_open(const struct store_config *cfg, const char *pool, const char *
 			     conf ? conf : "default", strerror(-r));
 		else
 			vlog(LOG_ERR, "rbd:%s: cannot connect to the ceph cluster as client.%s (config %s%s%s): %s",
-			     pool, user, conf ? conf : "default", cfg && cfg->ceph_keyring ? ", keyring " : "",
-			     cfg && cfg->ceph_keyring ? cfg->ceph_keyring : "", strerror(-r));
+			     pool, user, conf ? conf : "default", o->keyring ? ", keyring " : "",
+			     o->keyring ? o->keyring : "", strerror(-r));
 		goto fail;
 	}
 	r = rados_ioctx_create(c, pool, &x);

@@ -30,6 +30,7 @@
 #include "common/log.h"
 #include "store/pve_cluster.h"
 #include "store/store.h"
+#include "store/store_registry.h"
 
 int lvm_store_open(const char *vg, const struct store_config *cfg, struct store **out);
 int dir_store_open(const char *path, const struct store_config *cfg, struct store **out)
@@ -200,36 +201,34 @@ static const char *left_out(const struct sect *s)
 	return "unsupported type";
 }
 
-static char *dup_or_null(const char *s)
-{
-	return s && *s ? strdup(s) : NULL;
-}
-
-/* A pve: rbd storage's own ceph settings. */
+/* A pve: rbd storage's own ceph settings: the mount's, with the storage's
+ * on top as the rbd store's options (rbd/rbd_kind.c). */
 static struct store_config *rbd_cfg(const struct store_config *cfg, const struct sect *s)
 {
 	struct store_config *c = malloc(sizeof(*c));
-	char path[300];
+	char opt[700], path[300];
+	int rc = 0;
 
-	if (!c)
+	if (!c || store_registry_config_copy(c, cfg) < 0) {
+		free(c);
 		return NULL;
-	*c = *cfg;
-	c->ceph_conf = dup_or_null(cfg->ceph_conf);
-	c->ceph_id = dup_or_null(s->username[0] ? s->username : cfg->ceph_id);
-	c->ceph_keyring = dup_or_null(cfg->ceph_keyring);
-	c->ceph_mon_host = NULL;
+	}
+	if (s->username[0] && snprintf(opt, sizeof(opt), "ceph_id=%s", s->username) < (int)sizeof(opt))
+		rc |= store_registry_option(c, opt) != 1;
 	if (s->monhost[0]) {
 		/* An external cluster, as pve-storage reaches it. */
-		free((char *)c->ceph_conf);
 		snprintf(path, sizeof(path), PVE_ETC_DIR "/priv/ceph/%s.conf", s->id);
-		c->ceph_conf = strdup(access(path, R_OK) == 0 ? path : "/dev/null");
-		free((char *)c->ceph_keyring);
-		snprintf(path, sizeof(path), PVE_ETC_DIR "/priv/ceph/%s.keyring", s->id);
-		c->ceph_keyring = strdup(path);
-		c->ceph_mon_host = strdup(s->monhost);
-		for (char *p = (char *)c->ceph_mon_host; p && *p; p++)
-			if (*p == ';')
-				*p = ',';
+		snprintf(opt, sizeof(opt), "ceph_conf=%s", access(path, R_OK) == 0 ? path : "/dev/null");
+		rc |= store_registry_option(c, opt) != 1;
+		snprintf(opt, sizeof(opt), "ceph_keyring=" PVE_ETC_DIR "/priv/ceph/%s.keyring", s->id);
+		rc |= store_registry_option(c, opt) != 1;
+		snprintf(opt, sizeof(opt), "ceph_mon_host=%s", s->monhost);
+		rc |= store_registry_option(c, opt) != 1;
+	}
+	if (rc) {
+		store_registry_options_free(c);
+		free(c);
+		return NULL;
 	}
 	return c;
 }
@@ -261,10 +260,7 @@ static int open_sect(const struct store_config *cfg, const struct sect *s, struc
 	}
 	if (rc < 0) {
 		if (info.owned_cfg) {
-			free((char *)info.owned_cfg->ceph_conf);
-			free((char *)info.owned_cfg->ceph_id);
-			free((char *)info.owned_cfg->ceph_keyring);
-			free((char *)info.owned_cfg->ceph_mon_host);
+			store_registry_options_free(info.owned_cfg);
 			free(info.owned_cfg);
 		}
 		return rc;

@@ -13,6 +13,7 @@
 
 #include "common/log.h"
 #include "store/pve_cluster.h"
+#include "store/store_registry.h"
 
 struct pve_store {
 	struct store base;        /* first: a struct store * is a struct pve_store * */
@@ -130,10 +131,7 @@ static void w_close(struct store *s)
 
 	ps->inner->ops->close(ps->inner);
 	if (ps->owned_cfg) {
-		free((char *)ps->owned_cfg->ceph_conf);
-		free((char *)ps->owned_cfg->ceph_id);
-		free((char *)ps->owned_cfg->ceph_keyring);
-		free((char *)ps->owned_cfg->ceph_mon_host);
+		store_registry_options_free(ps->owned_cfg);
 		free(ps->owned_cfg);
 	}
 	free(s->name);

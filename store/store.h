@@ -60,16 +60,17 @@
 
 #include "store/view_reader.h"
 
-/* What the mount options say to stores; each store reads what it needs. */
+#define STORE_KINDS_MAX 8
+
+/* What the mount options say to stores. A store's own options (devices=,
+ * ceph_*=) are its kind's (store_kind.option below): each kind keeps them
+ * in a struct of its own, opaque here, that store_registry_opts() finds;
+ * fs/options.c knows none of them. */
 struct store_config {
-	char **devices;         /* lvm: devices lvm2 may scan, NULL-terminated, or NULL */
 	bool read_only;         /* no snapshot operations, no recovery */
 	bool shared_snapshots;  /* allow operations on shared storages */
-	const char *ceph_conf;  /* rbd: NULL = librados' default */
-	const char *ceph_id;    /* rbd: NULL = "admin" */
-	const char *ceph_keyring;
-	const char *ceph_mon_host; /* rbd: NULL = what the configuration says */
 	const char *pve_storage_cfg; /* Proxmox's storage.cfg (default /etc/pve/storage.cfg) */
+	void *kind_opts[STORE_KINDS_MAX]; /* by place in store_kinds[]; NULL: the kind's defaults */
 };
 
 /*
@@ -150,6 +151,37 @@ struct store {
 	char *name;         /* the top-level directory: VG name, directory basename, pool */
 	const struct store_config *cfg;
 	void *priv;
+};
+
+/*
+ * A kind of store: what the registry (store/store_registry.h) knows of it.
+ * Each store's header declares one (lvm_store_kind, dir_store_kind,
+ * rbd_store_kind); store_registry.c lists them.
+ */
+enum store_opt { STORE_OPT_NOT_MINE = 0, STORE_OPT_TAKEN = 1, STORE_OPT_MORE = 2 };
+
+struct store_kind {
+	const char *name;       /* "lvm", "dir", "rbd": store_ops.kind of its stores */
+	/* The SOURCE words it serves: those starting with prefix (stripped
+	 * before open), or those matches() accepts; neither: every word no
+	 * other kind takes (one kind only, listed last). */
+	const char *prefix;
+	bool (*matches)(const char *word);
+	int (*open)(const char *word, const struct store_config *cfg, struct store **out);
+	/* For SOURCE "all": the words of every store it sees now, each also its
+	 * store's name (free each and the array); NULL: "all" has none of it. */
+	int (*list_all)(const struct store_config *cfg, char ***words);
+	/* One -o option into *opts (the kind's own struct, allocated on its
+	 * first option): STORE_OPT_NOT_MINE, _TAKEN, _MORE (taken, and the next
+	 * option is offered here first with more = true: devices=A,/dev/B), or
+	 * -1 after printing why it is bad. NULL: it has no options. */
+	int (*option)(void **opts, const char *opt, bool more);
+	void *(*options_dup)(const void *opts);   /* NULL when memory is short */
+	void (*options_free)(void *opts);
+	const char *source_usage; /* its SOURCE words, for --help */
+	const char *usage;        /* its options, for --help ("" for none) */
+	/* Not NULL: not built in; why, for a SOURCE naming it. */
+	const char *missing;
 };
 
 /* Proxmox's rule for new snapshot names (pve-configid: ^[A-Za-z][A-Za-z0-9_-]+$,

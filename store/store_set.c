@@ -1,11 +1,12 @@
 /*
  * store_set: parses SOURCE into stores (see store_set.h).
  *
- * A store constructor that is not linked into this build (a store whose
- * library is missing) is declared weak: its source is refused with a clear
- * message instead of failing the build.
+ * Which kind of store serves a word, and how it is opened, is the
+ * registry's (store/store_registry.h); a kind this build lacks (make RBD=0)
+ * is refused there with the reason.
  *
- * "all" is dynamic: every refresh asks lvm2 for its VGs. So is "pve:": a
+ * "all" is dynamic: every refresh asks each kind that can list (lvm2's VGs)
+ * for what it sees now. So is "pve:": a
  * refresh that finds storage.cfg changed (inode, size, mtime) opens it
  * again through the same pve_source_open as the mount did; a storage whose
  * definition is unchanged keeps its store, a changed one gets a new store.
@@ -22,13 +23,7 @@
 
 #include "common/log.h"
 #include "store/pve_store.h"
-
-int lvm_store_open(const char *vg, const struct store_config *cfg, struct store **out);
-int lvm_store_list_vgs(const struct store_config *cfg, char ***names);
-int dir_store_open(const char *path, const struct store_config *cfg, struct store **out)
-	__attribute__((weak));
-int rbd_store_open(const char *spec, const struct store_config *cfg, struct store **out)
-	__attribute__((weak));
+#include "store/store_registry.h"
 
 struct store_set {
 	const struct store_config *cfg;
@@ -49,37 +44,22 @@ static int store_cmp(const void *a, const void *b)
 	return strcmp((*(struct store *const *)a)->name, (*(struct store *const *)b)->name);
 }
 
-static int open_inner(const char *src, const struct store_config *cfg, struct store **out)
-{
-	if (!strncmp(src, "rbd:", 4)) {
-		if (!rbd_store_open) {
-			vlog(LOG_ERR, "%s: this vstorfs was built without RBD support", src);
-			return -EOPNOTSUPP;
-		}
-		return rbd_store_open(src + 4, cfg, out);
-	}
-	if (src[0] == '/') {
-		if (!dir_store_open) {
-			vlog(LOG_ERR, "%s: this vstorfs was built without directory stores", src);
-			return -EOPNOTSUPP;
-		}
-		return dir_store_open(src, cfg, out);
-	}
-	return lvm_store_open(src, cfg, out);
-}
-
-/* Every store is served through the Proxmox cluster rules (store/pve_store.h). */
+/* Every store is served through the Proxmox cluster rules (store/pve_store.h):
+ * the storage of storage.cfg it is, looked up by what its kind's open took. */
 static int open_one(const char *src, const struct store_config *cfg, struct store **out)
 {
 	struct pve_store_info info = { 0 };
 	struct store *inner;
 	char storeid[128];
-	int rc = open_inner(src, cfg, &inner);
+	const char *rest;
+	const struct store_kind *k = store_registry_match(src, &rest);
+	int rc;
 
-	if (rc < 0)
+	if (!k)
+		return -EINVAL;
+	if ((rc = store_registry_open(src, cfg, &inner)) < 0)
 		return rc;
-	pve_storage_of_source(cfg, inner->ops->kind, !strcmp(inner->ops->kind, "lvm") ? inner->name :
-			      !strncmp(src, "rbd:", 4) ? src + 4 : src, storeid, sizeof(storeid), &info.shared);
+	pve_storage_of_source(cfg, k->name, rest, storeid, sizeof(storeid), &info.shared);
 	info.storeid = storeid;
 	return pve_store_wrap(inner, &info, out);
 }
@@ -305,10 +285,45 @@ static bool in_names(char **names, const char *name)
 	return false;
 }
 
-int store_set_refresh(struct store_set *set)
+/* "all" of one kind: its stores that left go, what it newly lists comes. */
+static void refresh_all(struct store_set *set, const struct store_kind *k)
 {
 	char **names;
 
+	if (k->list_all(set->cfg, &names) < 0)
+		return;
+	for (int i = 0; i < set->n; i++) {
+		struct store **grown;
+
+		if (strcmp(set->stores[i]->ops->kind, k->name) || in_names(names, set->stores[i]->name) ||
+		    held(set, set->stores[i]->name) >= 0)
+			continue;
+		grown = realloc(set->gone, (set->ngone + 1) * sizeof(*grown));
+		if (!grown)
+			break;
+		set->gone = grown;
+		set->gone[set->ngone++] = set->stores[i];
+		memmove(&set->stores[i], &set->stores[i + 1], (set->n - i - 1) * sizeof(*set->stores));
+		set->n--;
+		i--;
+	}
+	for (int i = 0; names[i]; i++) {
+		struct store *s;
+		char word[512];
+
+		snprintf(word, sizeof(word), "%s%s", k->prefix ? k->prefix : "", names[i]);
+		if (store_set_find(set, names[i]) || open_one(word, set->cfg, &s) < 0)
+			continue;
+		if (add(set, s) < 0)
+			close_store(s);
+	}
+	for (int i = 0; names[i]; i++)
+		free(names[i]);
+	free(names);
+}
+
+int store_set_refresh(struct store_set *set)
+{
 	if (set->nspecs) {
 		struct stat st;
 
@@ -323,34 +338,9 @@ int store_set_refresh(struct store_set *set)
 	}
 	if (!set->all_vgs)
 		return set->n;
-	if (lvm_store_list_vgs(set->cfg, &names) < 0)
-		return set->n;
-	for (int i = 0; i < set->n; i++) {
-		struct store **grown;
-
-		if (strcmp(set->stores[i]->ops->kind, "lvm") || in_names(names, set->stores[i]->name) ||
-		    held(set, set->stores[i]->name) >= 0)
-			continue;
-		grown = realloc(set->gone, (set->ngone + 1) * sizeof(*grown));
-		if (!grown)
-			break;
-		set->gone = grown;
-		set->gone[set->ngone++] = set->stores[i];
-		memmove(&set->stores[i], &set->stores[i + 1], (set->n - i - 1) * sizeof(*set->stores));
-		set->n--;
-		i--;
-	}
-	for (int i = 0; names[i]; i++) {
-		struct store *s;
-
-		if (store_set_find(set, names[i]) || open_one(names[i], set->cfg, &s) < 0)
-			continue;
-		if (add(set, s) < 0)
-			close_store(s);
-	}
-	for (int i = 0; names[i]; i++)
-		free(names[i]);
-	free(names);
+	for (int i = 0; store_kinds[i]; i++)
+		if (store_kinds[i]->list_all && !store_kinds[i]->missing)
+			refresh_all(set, store_kinds[i]);
 	return set->n;
 }
 

@@ -3,11 +3,9 @@
  * list of VG names, "all" (every VG lvm2 sees, followed as VGs come and
  * go), absolute directory paths, and "rbd:<pool>[/<namespace>]".
  *
- * Every store's constructor has the same shape:
- *   int lvm_store_open(const char *vg, const struct store_config *cfg, struct store **out);
- *   int dir_store_open(const char *path, const struct store_config *cfg, struct store **out);
- *   int rbd_store_open(const char *spec, const struct store_config *cfg, struct store **out);
- * and fails (negative errno, logged) when the source cannot be served.
+ * Which kind of store serves a word, and its constructor, is the
+ * registry's (store/store_registry.h); a constructor fails (negative
+ * errno, logged) when the source cannot be served.
  * Two stores with one top-level name fail the mount before anything is mounted.
  */
 #ifndef VSTORFS_STORE_SET_H

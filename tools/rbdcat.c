@@ -29,6 +29,7 @@
 #include "common/log.h"
 #include "rbd/rbd.h"
 #include "store/snapshot_rules.h"
+#include "store/store_registry.h"
 
 static double now(void)
 {
@@ -36,6 +37,19 @@ static double now(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* -c/-i/-k as the daemon's ceph_*= options (rbd/rbd_kind.c). */
+static int rbd_option(struct store_config *cfg, const char *name, const char *val)
+{
+	char opt[4200];
+
+	snprintf(opt, sizeof(opt), "%s%s", name, val);
+	if (store_registry_option(cfg, opt) != 1) {
+		fprintf(stderr, "rbdcat: bad option %s\n", opt);
+		exit(2);
+	}
+	return 0;
 }
 
 static void usage(void)
@@ -130,9 +144,9 @@ int main(int argc, char **argv)
 
 	while ((opt = getopt(argc, argv, "c:i:k:b:")) != -1) {
 		switch (opt) {
-		case 'c': cfg.ceph_conf = optarg; break;
-		case 'i': cfg.ceph_id = optarg; break;
-		case 'k': cfg.ceph_keyring = optarg; break;
+		case 'c': r = rbd_option(&cfg, "ceph_conf=", optarg); break;
+		case 'i': r = rbd_option(&cfg, "ceph_id=", optarg); break;
+		case 'k': r = rbd_option(&cfg, "ceph_keyring=", optarg); break;
 		case 'b': bufsize = strtoull(optarg, NULL, 0); break;
 		default: usage();
 		}
@@ -314,5 +328,6 @@ out:
 	if (l)
 		s->ops->listing_free(s, l);
 	s->ops->close(s);
+	store_registry_options_free(&cfg);
 	return rc;
 }
