@@ -13,22 +13,90 @@
 
 #include "common/log.h"
 #include "fs/options.h"
+#include "fs/snapshot_checks.h"
+#include "store/snapshot_rules.h"
 #include "store/store_set.h"
 
+/*
+ * Locks, in order (a thread holding one may take only those below it):
+ *   1. store_lock.op   one store's snapshot operations and the scans that
+ *                      publish its listing (see "Why per store" below)
+ *   2. set_lock        the store set (stores, its arrays) and `locks`
+ *   3. catalog_lock    the published array
+ * fs_store.reader_lock is taken alone. stop_lock is the rescan thread's
+ * sleep and is never held with any of them.
+ *
+ * Why per store, and not per volume: a store's own platform lock (Proxmox's
+ * pve-storage-<id> flock, dir's and lvm's own lock file) is per storage, so
+ * two operations on one store serialize there anyway, and a second flock
+ * from this process would wait for it (10 s, then EBUSY) instead of queueing.
+ * Nor would a finer lock here speed up the volume itself: the kernel holds
+ * the volume directory's lock for the whole rmdir, so lookups in that
+ * directory wait for it in the VFS before they reach us.
+ *
+ * Why a rescan skips a store whose operation runs (trylock), rather than
+ * scanning beside it -- what the old global lock protected silently:
+ *  - lvm (vg_store.c vs_scan): mid-operation the VG holds a scratch LV
+ *    and a renamed volume; a scan would publish that half-done state.
+ *  - dir (dir_store.c dscan/dchanged): changed() drains the store's one
+ *    inotify descriptor and scan() rewrites per-store state (logged
+ *    volumes); the operation scans the store itself (dir_op_begin), so
+ *    two scans of one store must not overlap.
+ *  - rbd (rbd_list.c): scan() replaces rs->cache/ncache and changed()
+ *    writes rs->last_changed_err, unlocked.
+ * So each store's scans and operations are serialized by its op lock;
+ * other stores' rescans and operations never wait for it. The operation
+ * publishes its own result (refresh after it), so skipping loses nothing.
+ */
 static pthread_mutex_t catalog_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct fs_store **published; /* catalog_lock; sorted by name */
 static int npublished;              /* catalog_lock */
 static uint64_t generation;         /* atomic */
 
-static struct store_set *stores;    /* ops_lock after start */
-static unsigned rescan_secs;
+struct store_lock {
+	struct store *st;               /* constant; open until the set closes */
+	pthread_mutex_t op;             /* the store's operations and publishing scans */
+	struct store_lock *next;        /* set_lock */
+};
+
+static pthread_mutex_t set_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct store_set *stores;    /* set_lock after start (refresh, find, at reallocate) */
+static struct store_lock *locks;    /* set_lock; one per store ever in the set, freed at stop */
+static unsigned rescan_secs;        /* constant after start */
 static pthread_t rescan_thread;
-/* Held by snapshot operations and rescans: a scan never publishes a half-done operation. */
-static pthread_mutex_t ops_lock = PTHREAD_MUTEX_INITIALIZER;
-static bool rescan_running;
+static bool rescan_running;         /* start/stop only */
 static pthread_mutex_t stop_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t stop_cond = PTHREAD_COND_INITIALIZER;
 static bool stopping;               /* stop_lock */
+
+/* The op lock of st, made on first use; set_lock held. NULL: no memory. */
+static struct store_lock *lock_of(struct store *st)
+{
+	struct store_lock *l;
+
+	for (l = locks; l; l = l->next)
+		if (l->st == st)
+			return l;
+	l = calloc(1, sizeof(*l));
+	if (!l)
+		return NULL;
+	l->st = st;
+	pthread_mutex_init(&l->op, NULL);
+	l->next = locks;
+	locks = l;
+	return l;
+}
+
+static void locks_free(void)
+{
+	while (locks) {
+		struct store_lock *l = locks;
+
+		locks = l->next;
+		pthread_mutex_destroy(&l->op);
+		free(l);
+	}
+}
 
 void fs_store_get(struct fs_store *s)
 {
@@ -198,7 +266,19 @@ static const char *kind_name(const struct store *st)
 	     : !strcmp(k, "rbd") ? "pool" : "store";
 }
 
-/* Rescan one store if it changed (or unconditionally); ops_lock held. */
+/* Is st still in the set? A store that left it ("all", "pve:") must not
+ * come back into the tree from an operation that ran while it left. */
+static bool in_set(struct store *st)
+{
+	bool in;
+
+	pthread_mutex_lock(&set_lock);
+	in = stores && store_set_find(stores, st->name) == st;
+	pthread_mutex_unlock(&set_lock);
+	return in;
+}
+
+/* Rescan one store if it changed (or unconditionally); its op lock held. */
 static int refresh(struct store *st, bool force)
 {
 	struct fs_store *cur = fs_catalog_get_store(st->name), *fresh;
@@ -222,15 +302,38 @@ static int refresh(struct store *st, bool force)
 		vlog(LOG_ERR, "%s %s: scan failed: %s", kind_name(st), st->name, strerror(-rc));
 		return rc;
 	}
+	if (!in_set(st)) {
+		fs_store_put(fresh);
+		return -ENOENT;
+	}
 	publish(fresh);
 	return 0;
 }
 
+/* The set's stores and their op locks, as of now; set_lock held. */
+static int set_snapshot(struct store_lock ***out)
+{
+	int n = store_set_refresh(stores);
+	struct store_lock **v = calloc(n + 1, sizeof(*v));
+
+	for (int i = 0; v && i < n; i++) {
+		if (!(v[i] = lock_of(store_set_at(stores, i)))) {
+			free(v);
+			v = NULL;
+		}
+	}
+	*out = v;
+	return v ? n : 0;
+}
+
 static void refresh_all(void)
 {
+	struct store_lock **v;
 	char **pub;
-	int n = store_set_refresh(stores);
+	int n;
 
+	pthread_mutex_lock(&set_lock);
+	n = set_snapshot(&v);
 	/* Stores that left the set ("all": a VG removed; "pve:": a storage
 	 * dropped or replaced by a new store of its name) leave the tree. */
 	pub = fs_catalog_store_names();
@@ -241,9 +344,16 @@ static void refresh_all(void)
 			unpublish(pub[i]);
 		fs_store_put(cur);
 	}
+	pthread_mutex_unlock(&set_lock);
 	fs_catalog_free_names(pub);
-	for (int i = 0; i < n; i++)
-		refresh(store_set_at(stores, i), false);
+	/* A store whose operation runs is skipped: see "Why a rescan skips". */
+	for (int i = 0; i < n; i++) {
+		if (pthread_mutex_trylock(&v[i]->op) == 0) {
+			refresh(v[i]->st, false);
+			pthread_mutex_unlock(&v[i]->op);
+		}
+	}
+	free(v);
 }
 
 static void *rescan_main(void *arg)
@@ -259,10 +369,7 @@ static void *rescan_main(void *arg)
 		if (stopping)
 			break;
 		pthread_mutex_unlock(&stop_lock);
-		if (pthread_mutex_trylock(&ops_lock) == 0) {
-			refresh_all();
-			pthread_mutex_unlock(&ops_lock);
-		}
+		refresh_all();
 		pthread_mutex_lock(&stop_lock);
 	}
 	pthread_mutex_unlock(&stop_lock);
@@ -323,6 +430,7 @@ void fs_catalog_stop(void)
 	pthread_mutex_unlock(&catalog_lock);
 	store_set_close(stores);
 	stores = NULL;
+	locks_free();
 }
 
 int fs_store_view_reader(struct fs_store *s, const struct store_volume *vol,
@@ -373,26 +481,61 @@ static void log_progress(void *arg, uint64_t done, uint64_t total)
 	     (unsigned long long)total);
 }
 
+/* The store `name` and its op lock, or -ENOENT / -ENOMEM. */
+static int find_store(const char *name, struct store_lock **out)
+{
+	struct store *st;
+	int rc = -ENOENT;
+
+	pthread_mutex_lock(&set_lock);
+	st = stores ? store_set_find(stores, name) : NULL;
+	if (st) {
+		*out = lock_of(st);
+		rc = *out ? 0 : -ENOMEM;
+	}
+	pthread_mutex_unlock(&set_lock);
+	return rc;
+}
+
+/* The checks every store shares, against the newest listing (refreshed
+ * first if the store changed): fs/snapshot_checks.h. */
+static int precheck(struct store *st, const char *volume, const char *snap, bool take)
+{
+	struct fs_store *cur;
+	int rc = store_snapshot_check(st->cfg, take, snap);
+
+	if (rc)
+		return rc;
+	refresh(st, false);
+	cur = fs_catalog_get_store(st->name);
+	rc = cur ? fs_snapshot_listing_check(cur->listing, volume, snap, take) : -ENOENT;
+	fs_store_put(cur);
+	return rc;
+}
+
 static int snapshot_op(const char *name, const char *volume, const char *snap, bool take)
 {
 	char label[600];
 	struct store_progress p = { log_progress, label };
+	struct store_lock *sl;
 	struct store *st;
-	int rc;
+	int rc = find_store(name, &sl);
 
+	if (rc)
+		return rc;
+	st = sl->st;
 	snprintf(label, sizeof(label), "%s/%s: %s %s", name, volume, take ? "taking" : "deleting", snap);
-	pthread_mutex_lock(&ops_lock);
-	st = stores ? store_set_find(stores, name) : NULL;
-	if (!st)
-		rc = -ENOENT;
-	else if (!(take ? st->ops->snapshot_take : st->ops->snapshot_remove))
+	pthread_mutex_lock(&sl->op);
+	if (!(take ? st->ops->snapshot_take : st->ops->snapshot_remove))
 		rc = -EROFS;
 	else
+		rc = precheck(st, volume, snap, take);
+	if (!rc) {
 		rc = take ? st->ops->snapshot_take(st, volume, snap, &p)
 			  : st->ops->snapshot_remove(st, volume, snap, &p);
-	if (st)
 		refresh(st, true);
-	pthread_mutex_unlock(&ops_lock);
+	}
+	pthread_mutex_unlock(&sl->op);
 	return rc;
 }
 

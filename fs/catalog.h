@@ -7,9 +7,13 @@
  * anything changed and publishes a new fs_store when it did; FUSE threads
  * take references and never wait for a store's scan.
  *
- * Locks, in order: ops_lock (snapshot operations and the rescan thread:
- * one at a time) before catalog_lock (the published array); a
- * fs_store.reader_lock is never held with catalog_lock.
+ * Locks, in order (catalog.c says why per store, and what the audit of
+ * each store's scan found):
+ *   1. a store's op lock: its snapshot operations and the scans that
+ *      publish its listing, one at a time; other stores never wait for it
+ *   2. set_lock: the store set and the op locks' list
+ *   3. catalog_lock: the published array
+ * fs_store.reader_lock is taken alone (never with catalog_lock).
  */
 #ifndef VSTORFS_FS_CATALOG_H
 #define VSTORFS_FS_CATALOG_H
@@ -22,10 +26,10 @@
 struct fs_options;
 
 struct fs_store {
-	struct store *store;
-	struct store_listing *listing;
-	int *first_view;               /* per volume: its views' index in readers */
-	struct view_reader **readers;  /* opened on first use; reader_lock */
+	struct store *store;           /* constant */
+	struct store_listing *listing; /* constant: never changes once published */
+	int *first_view;               /* constant; per volume: its views' index in readers */
+	struct view_reader **readers;  /* reader_lock; opened on first use */
 	pthread_mutex_t reader_lock;
 	int refs;                      /* atomic */
 };
@@ -49,7 +53,9 @@ void fs_store_put(struct fs_store *s);
 int fs_store_view_reader(struct fs_store *s, const struct store_volume *vol,
 			 const struct store_view *view, struct view_reader **out);
 
-/* Snapshot operations: run by the store, then its new listing is published. */
+/* Snapshot operations: the shared checks (store/snapshot_rules.h,
+ * fs/snapshot_checks.h), then the store's, under the store's op lock;
+ * then its new listing is published. A negative errno (store.h's list). */
 int fs_catalog_snapshot_take(const char *store, const char *volume, const char *snap);
 int fs_catalog_snapshot_remove(const char *store, const char *volume, const char *snap);
 

@@ -2,60 +2,21 @@
 #include "fs/data_bytes.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <time.h>
 
-#define SLOTS 512
+#include "fs/slot_cache.h"
 
-struct slot {
-	char *key;      /* store \n volume \n ident \n start \n len */
-	uint64_t bytes;
-	bool forever;
-	time_t made;
-};
-
-static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct slot slots[SLOTS];   /* slots_lock */
-static unsigned next_victim;       /* slots_lock */
-
-static bool lookup(const char *key, uint64_t *bytes)
+/* The answers: a malloc'd uint64_t each. */
+static int bytes_get(void *value, void *out)
 {
-	time_t now = time(NULL);
-	bool hit = false;
-
-	pthread_mutex_lock(&slots_lock);
-	for (int i = 0; i < SLOTS && !hit; i++) {
-		if (slots[i].key && !strcmp(slots[i].key, key) &&
-		    (slots[i].forever || now - slots[i].made < 1)) {
-			*bytes = slots[i].bytes;
-			hit = true;
-		}
-	}
-	pthread_mutex_unlock(&slots_lock);
-	return hit;
+	*(uint64_t *)out = *(const uint64_t *)value;
+	return 0;
 }
 
-static void insert(char *key, uint64_t bytes, bool forever)
-{
-	struct slot *s = NULL;
-
-	pthread_mutex_lock(&slots_lock);
-	for (int i = 0; i < SLOTS && !s; i++)
-		if (!slots[i].key || !strcmp(slots[i].key, key))
-			s = &slots[i];
-	if (!s)
-		s = &slots[next_victim++ % SLOTS];
-	free(s->key);
-	s->key = key;
-	s->bytes = bytes;
-	s->forever = forever;
-	s->made = time(NULL);
-	pthread_mutex_unlock(&slots_lock);
-}
+static struct slot_cache_slot slots[512]; /* cache.lock */
+static struct slot_cache cache = SLOT_CACHE(slots, 1, bytes_get, free);
 
 /* Bytes of data in [start, start + len) by the map: 0 and the bytes, or
  * -errno (the reader logged it). */
@@ -112,14 +73,14 @@ static uint64_t cached(struct fs_store *st, const struct store_volume *vol, cons
 		       uint64_t start, uint64_t len, bool allocated)
 {
 	struct view_reader *r;
-	uint64_t bytes = 0;
+	uint64_t bytes = 0, *kept;
 	char *key;
 	int rc;
 
 	if (asprintf(&key, "%s\n%s\n%s\n%llu\n%llu%s", st->store->name, vol->name, view->ident,
 		     (unsigned long long)start, (unsigned long long)len, allocated ? "\na" : "") < 0)
 		return 0;
-	if (lookup(key, &bytes)) {
+	if (slot_cache_get(&cache, key, &bytes) == 0) {
 		free(key);
 		return bytes;
 	}
@@ -132,8 +93,11 @@ static uint64_t cached(struct fs_store *st, const struct store_volume *vol, cons
 	if (rc < 0) {
 		bytes = start >= r->size ? 0 : len > r->size - start ? r->size - start : len;
 		free(key);
+	} else if ((kept = malloc(sizeof(*kept)))) {
+		*kept = bytes;
+		slot_cache_put(&cache, key, kept, view->snapshot);
 	} else {
-		insert(key, bytes, view->snapshot);
+		free(key);
 	}
 	view_reader_put(r);
 	return bytes;

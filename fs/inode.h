@@ -15,7 +15,7 @@
 #define FUSE_USE_VERSION 314
 #include <fuse_lowlevel.h>
 
-/* FILE is disk.raw; the others are the backup files of a view (fs/ops.c). */
+/* FILE is disk.raw; the others are the backup files of a view (fs/node_kinds.c). */
 enum fs_node_kind {
 	FS_NODE_ROOT, FS_NODE_STORE, FS_NODE_VOLUME, FS_NODE_VIEW, FS_NODE_FILE,
 	FS_NODE_ALLOCATED, FS_NODE_CHANGED_DIR, FS_NODE_CHANGED, FS_NODE_PART,
@@ -31,7 +31,7 @@ struct fs_node {
 	char *ident;             /* views: the store's persistent identity of the view; else NULL */
 	struct fs_node *hash_next; /* inode_lock: the (parent, name) hash */
 	struct fs_node *ino_next;  /* inode_lock: the inode number hash */
-	struct stat *attr_at_open; /* fs/ops.c attr_lock: files, as last opened; else NULL */
+	struct stat *attr_at_open; /* fs/lookup.c attr_lock: files, as last opened; else NULL */
 };
 
 int fs_inode_init(void);

@@ -13,23 +13,13 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "fs/slot_cache.h"
 
-#define CACHE_SLOTS 128
 #define PROBE_WAIT_S 5
 #define CURRENT_TTL_S 2
 
-struct slot {
-	char *key;
-	struct partition_table t;
-	bool forever;
-	time_t made;
-};
-
-static const char *mnt;
-static pthread_mutex_t probe_lock = PTHREAD_MUTEX_INITIALIZER;  /* one probe at a time; before cache_lock */
-static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct slot slots[CACHE_SLOTS];   /* cache_lock */
-static unsigned next_victim;             /* cache_lock */
+static const char *mnt;                /* constant after fs_partitions_init (before the session) */
+static pthread_mutex_t probe_lock = PTHREAD_MUTEX_INITIALIZER;  /* one probe at a time; before cache.lock */
 
 void fs_partitions_init(const char *mountpoint)
 {
@@ -49,40 +39,31 @@ static int table_copy(const struct partition_table *from, struct partition_table
 	return 0;
 }
 
-static int lookup(const char *key, struct partition_table *out)
+/* The answers: malloc'd tables, handed out as copies. */
+static int table_get(void *value, void *out)
 {
-	time_t now = time(NULL);
-	int rc = -ENOENT;
-
-	pthread_mutex_lock(&cache_lock);
-	for (int i = 0; i < CACHE_SLOTS && rc == -ENOENT; i++)
-		if (slots[i].key && !strcmp(slots[i].key, key) &&
-		    (slots[i].forever || now - slots[i].made < CURRENT_TTL_S))
-			rc = table_copy(&slots[i].t, out);
-	pthread_mutex_unlock(&cache_lock);
-	return rc;
+	return table_copy(value, out);
 }
 
-static void insert(char *key, const struct partition_table *t, bool forever)
+static void table_free(void *value)
 {
-	struct slot *s = NULL;
+	partitions_release(value);
+	free(value);
+}
 
-	pthread_mutex_lock(&cache_lock);
-	for (int i = 0; i < CACHE_SLOTS && !s; i++)
-		if (!slots[i].key || !strcmp(slots[i].key, key))
-			s = &slots[i];
-	if (!s)
-		s = &slots[next_victim++ % CACHE_SLOTS];
-	free(s->key);
-	partitions_release(&s->t);
-	s->key = key;
-	if (table_copy(t, &s->t) < 0) {
-		free(s->key);
-		s->key = NULL;
+static struct slot_cache_slot slots[128]; /* cache.lock */
+static struct slot_cache cache = SLOT_CACHE(slots, CURRENT_TTL_S, table_get, table_free);
+
+static void keep(char *key, const struct partition_table *t, bool forever)
+{
+	struct partition_table *kept = malloc(sizeof(*kept));
+
+	if (kept && table_copy(t, kept) == 0) {
+		slot_cache_put(&cache, key, kept, forever);
+		return;
 	}
-	s->forever = forever;
-	s->made = time(NULL);
-	pthread_mutex_unlock(&cache_lock);
+	free(kept);
+	free(key);
 }
 
 static int probe(uint64_t disk_ino, const struct store_view *view, struct partition_table *t)
@@ -117,7 +98,7 @@ int fs_partitions(const char *store, const char *volume, const struct store_view
 	memset(out, 0, sizeof(*out));
 	if (asprintf(&key, "%s\n%s\n%s\n%s", store, volume, view->name, view->ident) < 0)
 		return -ENOMEM;
-	if ((rc = lookup(key, out)) != -ENOENT) {
+	if ((rc = slot_cache_get(&cache, key, out)) != -ENOENT) {
 		free(key);
 		return rc;
 	}
@@ -128,11 +109,11 @@ int fs_partitions(const char *store, const char *volume, const struct store_view
 		return -EAGAIN;
 	}
 	/* Another thread may have probed it while this one waited. */
-	rc = lookup(key, out);
+	rc = slot_cache_get(&cache, key, out);
 	if (rc == -ENOENT) {
 		rc = probe(disk_ino, view, out);
 		if (rc == 0)
-			insert(key, out, view->snapshot);
+			keep(key, out, view->snapshot);
 		else
 			partitions_release(out);
 		key = rc == 0 ? NULL : key;

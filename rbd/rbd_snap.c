@@ -11,7 +11,9 @@
  * Each step is one atomic cluster operation: there is nothing for
  * recover() to finish after a crash (an unprotected snapshot that a crash
  * kept from being removed is an ordinary snapshot, and rmdir again removes
- * it). A user without write caps gets EACCES.
+ * it). A user without write caps gets EACCES. The checks every store
+ * shares (read-only, "current", the name rule) are the caller's
+ * (store/snapshot_rules.h): fs/ and rbdcat apply them before these run.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -48,13 +50,7 @@ int rbd_snapshot_take(struct store *s, const char *volume, const char *snap,
 	rbd_image_t img;
 	int r;
 
-	(void)p;
-	if (s->cfg && s->cfg->read_only)
-		return -EROFS;
-	if (!strcmp(snap, "current"))
-		return -EEXIST;
-	if (!store_snapshot_name_valid(snap))
-		return -EINVAL;
+	(void)p; /* read-only, "current", the name rule: store_snapshot_check, by the caller */
 	r = open_rw(s, volume, &img);
 	if (r < 0)
 		return r == -ENOENT ? -ENOENT : fail(s, "snap create", volume, snap, r);
@@ -123,11 +119,7 @@ int rbd_snapshot_remove(struct store *s, const char *volume, const char *snap,
 	rbd_image_t img;
 	int prot = 0, r;
 
-	(void)p;
-	if (!strcmp(snap, "current"))
-		return -EBUSY;
-	if (s->cfg && s->cfg->read_only)
-		return -EROFS;
+	(void)p; /* read-only, "current": store_snapshot_check, by the caller */
 	r = open_rw(s, volume, &img);
 	if (r < 0)
 		return r == -ENOENT ? -ENOENT : fail(s, "snap rm", volume, snap, r);

@@ -22,14 +22,35 @@
  *    and another is taken under the same name.
  *  - snapshot_take/snapshot_remove change the store exactly as the platform
  *    does, crash-safely; recover() finishes or undoes an operation a crash
- *    interrupted. fs/ calls recover() before the first scan, and never runs
- *    two operations, or an operation and a scan it publishes, at once.
+ *    interrupted. fs/ calls recover() before the first scan.
  *
- * Errors are negative errnos handed to the kernel unchanged: -EINVAL bad
- * snapshot name, -EEXIST existing snapshot, -ENOENT no such volume or
- * snapshot, -EOPNOTSUPP the volume cannot have snapshots (raw), -EBUSY in
- * use / shared storage / "current", -EACCES no permission, -ENOSPC no
- * room, -EIO anything else (the store logs why, once).
+ * Threads (fs/catalog.c holds the locks; its lock order is written there):
+ *  - One store's scan, changed, snapshot_take, snapshot_remove and recover
+ *    never run at once: fs/ serializes them under that store's op lock, so
+ *    a store needs no lock of its own for state only they touch (rbd's
+ *    image cache, dir's inotify descriptor). A scan that would publish
+ *    while an operation runs is skipped, not queued.
+ *  - Different stores run all of these concurrently: stores share no
+ *    unlocked mutable state.
+ *  - open_view and the view readers run from FUSE threads at any time,
+ *    beside all of the above and each other; listing_free runs on the
+ *    thread dropping the listing's last reference.
+ *
+ * Errors are negative errnos handed to the kernel unchanged. The snapshot
+ * operations answer the same on every store (README "Snapshots: mkdir and
+ * rmdir"); the checks all stores share run once, before the store's op
+ * (store/snapshot_rules.h, fs/snapshot_checks.h), in this order:
+ *   -EROFS   mounted read-only
+ *   -EEXIST  mkdir "current";  -EBUSY rmdir "current"
+ *   -EINVAL  mkdir of a name store_snapshot_name_valid() refuses
+ *   -ENOENT  no such volume, or rmdir of no such snapshot
+ *   -EEXIST  mkdir of an existing snapshot
+ * and then the store's own: -EEXIST/-ENOENT again for what changed behind
+ * the listing's back, -EOPNOTSUPP the volume cannot have snapshots (raw),
+ * -EBUSY in use / shared storage / a platform lock held too long, -EACCES
+ * no permission, -ENOSPC no room, -EIO anything else (the store logs why,
+ * once). EACCES for users other than root comes from the kernel
+ * (default_permissions), before any of this.
  */
 #ifndef VSTORFS_STORE_H
 #define VSTORFS_STORE_H
@@ -53,7 +74,7 @@ struct store_config {
 };
 
 /*
- * The stat contract (fs/ops.c fill_attr applies it; the README's backup
+ * The stat contract (fs/tree.c fs_fill_attr applies it; the README's backup
  * section states it for users). A store answers from what it knows:
  *  - size: the virtual size.
  *  - used: bytes the view's data occupies: what its layers hold for it
@@ -115,7 +136,8 @@ struct store_ops {
 	int (*changed)(struct store *s, const struct store_listing *l);
 	int (*open_view)(struct store *s, const struct store_listing *l, const struct store_volume *vol,
 			 const struct store_view *view, struct view_reader **out);
-	/* NULL when the store cannot take snapshots at all (-EROFS). */
+	/* NULL when the store cannot take snapshots at all (-EROFS). Called
+	 * after the shared checks above; the store's op lock held. */
 	int (*snapshot_take)(struct store *s, const char *volume, const char *snap,
 			     const struct store_progress *p);
 	int (*snapshot_remove)(struct store *s, const char *volume, const char *snap,

@@ -28,6 +28,7 @@
 
 #include "common/log.h"
 #include "rbd/rbd.h"
+#include "store/snapshot_rules.h"
 #include "store/store_registry.h"
 
 static double now(void)
@@ -165,7 +166,9 @@ int main(int argc, char **argv)
 	if (!strcmp(cmd, "mkdir") || !strcmp(cmd, "rmdir")) {
 		if (argc != 2)
 			usage();
-		r = (!strcmp(cmd, "mkdir") ? s->ops->snapshot_take : s->ops->snapshot_remove)(s, argv[0], argv[1], NULL);
+		r = store_snapshot_check(s->cfg, !strcmp(cmd, "mkdir"), argv[1]);
+		if (r == 0)
+			r = (!strcmp(cmd, "mkdir") ? s->ops->snapshot_take : s->ops->snapshot_remove)(s, argv[0], argv[1], NULL);
 		if (r < 0)
 			fprintf(stderr, "%s\n", strerrorname_np(-r));
 		rc = -r;
