@@ -11,7 +11,6 @@ a view is what qemu reads from the LV bytes (copied back out of the PVs).
 import errno
 import fcntl
 import struct
-import hashlib
 import json
 import glob
 import os
@@ -19,6 +18,8 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+
+from vstorlib import sha256_file  # noqa: F401  (lvmlib's users import it from here)
 
 MiB = 1 << 20
 BLKZEROOUT = 0x127f
@@ -40,17 +41,6 @@ def run(cmd, check=True, env=None, cwd=None, input=None, timeout=600):
             " ".join(map(str, cmd)), p.returncode,
             p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")))
     return p
-
-
-def sha256_file(path, chunk=4 * MiB):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
 
 
 def data_ranges(fd, size):

@@ -101,7 +101,7 @@ def build_volume(env, snaps=("s1", "s2", "s3"), commit_heavy=False):
 
 def mount(env, vg, opts=(), binary=None, envvars=None, name="mnt"):
     mnt = env.mountpoint(name)
-    d = Daemon(vg.name, mnt, vg.loops, opts=opts, binary=binary)
+    d = Daemon(vg.name, mnt, vg.loops, opts=opts, binary=binary, env=envvars)
     env.daemons.append(d)
     d.wait_mounted()
     return d
@@ -293,11 +293,7 @@ RMDIR_REBASE_STEPS = ["rmdir-rebase-tagged", "merge-half", "rmdir-rebase-copied"
 def crash_daemon(env, vg, step):
     if not os.access(CRASH_BIN, os.X_OK):
         pytest.skip("crash-hook build missing (make crash)")
-    os.environ["VSTORFS_CRASH_AT"] = step
-    try:
-        return mount(env, vg, binary=CRASH_BIN, name="crash")
-    finally:
-        del os.environ["VSTORFS_CRASH_AT"]
+    return mount(env, vg, binary=CRASH_BIN, name="crash", envvars={"VSTORFS_CRASH_AT": step})
 
 
 def after_crash(env, d, step):
@@ -398,11 +394,7 @@ FAILURES = [
 def fail_daemon(env, vg, steps):
     if not os.access(CRASH_BIN, os.X_OK):
         pytest.skip("crash-hook build missing (make crash)")
-    os.environ["VSTORFS_FAIL_AT"] = steps
-    try:
-        return mount(env, vg, binary=CRASH_BIN, name="fail")
-    finally:
-        del os.environ["VSTORFS_FAIL_AT"]
+    return mount(env, vg, binary=CRASH_BIN, name="fail", envvars={"VSTORFS_FAIL_AT": steps})
 
 
 @pytest.mark.parametrize("direction,step,done", FAILURES)
