@@ -25,12 +25,14 @@ SNAPS = ["s1", "s2", "s3"]
 
 class Store:
     """One store under test: build it, mount it, say what the views must hold."""
+    recovery_log = {}       # op -> what the remount after a crash logs (where a store says it)
     mkdir_steps = ()
-    rmdir_steps = ()        # (step, victim)
+    rmdir_steps = ()        # (step, victim, shape): shape "rebase" builds newer layers heavier
 
-    def __init__(self, work, request):
+    def __init__(self, work, request, shape="commit"):
         self.work = work
         self.request = request
+        self.shape = shape
         self.daemons = []
 
     def mount(self, name="mnt", binary=None, env=None, opts=()):
@@ -67,15 +69,16 @@ class Store:
 
 class Lvm(Store):
     """A Proxmox LVM volume chain (test_snapshots.build_volume): base + one LV a snapshot."""
+    recovery_log = {"mkdir": "interrupted snapshot", "rmdir": "interrupted snapshot deletion"}
     mkdir_steps = tuple(lsn.MKDIR_STEPS)
-    # The rebase steps need a chain whose newer layers outweigh the older
-    # (test_snapshots' commit_heavy); this fixture's chain merges by commit.
-    rmdir_steps = tuple((s, "s1") for s in lsn.RMDIR_COMMIT_STEPS)
+    rmdir_steps = tuple((s, "s1", "commit") for s in lsn.RMDIR_COMMIT_STEPS) + \
+        tuple((s, "s2", "rebase") for s in lsn.RMDIR_REBASE_STEPS)
 
     def build(self):
         from conftest import Env
         self.env = Env()
-        self.vg, _ = lsn.build_volume(self.env, snaps=tuple(SNAPS))
+        self.vg, _ = lsn.build_volume(self.env, snaps=tuple(SNAPS),
+                                      commit_heavy=self.shape == "rebase")
         self.source, self.devices, self.opts = self.vg.name, self.vg.loops, ()
         self.store, self.vol = self.vg.name, VOL
 
@@ -93,13 +96,17 @@ class Lvm(Store):
 class DirChain(Store):
     """Proxmox dir storage with snapshot-as-volume-chain: snap-<s>-<vol> files."""
     mkdir_steps = tuple(dst.MKDIR_STEPS)
-    rmdir_steps = tuple((s, "s1") for s in dst.RM_COMMIT)     # rebase: as Lvm's
+    rmdir_steps = tuple((s, "s1", "commit") for s in dst.RM_COMMIT) + \
+        tuple((s, "s2", "rebase") for s in dst.RM_REBASE)
 
     def build(self):
         self.root, self.cfg, self.img = dst.take_chain(self.work, tuple(SNAPS))
         self.source, self.devices, self.opts = self.root, None, ()
         self.store, self.vol = os.path.basename(self.root), VOL
         self.dir = os.path.dirname(self.img)
+        # commit: s1's layer outweighs its child's; rebase: s2's child (s3's layer) outweighs s2's
+        heavy = ("snap-s1-" if self.shape == "commit" else "snap-s3-") + VOL
+        dst.qio(os.path.join(self.dir, heavy), "write -P 0xee 8M 20M")
 
     def refs(self):
         out = {"current": sha_qemu(self.img)}
@@ -118,7 +125,7 @@ class DirChain(Store):
 class DirInternal(Store):
     """A dir storage whose qcow2 holds internal snapshots (qemu-img snapshot -c)."""
     mkdir_steps = tuple(dst.ISNAP_CREATE)
-    rmdir_steps = tuple((s, "s2") for s in dst.ISNAP_DELETE)
+    rmdir_steps = tuple((s, "s2", "commit") for s in dst.ISNAP_DELETE)
 
     def build(self):
         self.root = dst.pve_store(self.work)
@@ -269,24 +276,25 @@ def test_mkdir_then_rmdir_at_every_position(store, victim):
 def crash_cases():
     out = []
     for name, cls in STORES.items():
-        steps = [("mkdir", s, None) for s in cls.mkdir_steps] + \
-                [("rmdir", s, v) for s, v in cls.rmdir_steps]
+        steps = [("mkdir", s, None, "commit") for s in cls.mkdir_steps] + \
+                [("rmdir", s, v, shape) for s, v, shape in cls.rmdir_steps]
         if not steps:
-            out.append(pytest.param(name, None, None, None, marks=pytest.mark.skip(
+            out.append(pytest.param(name, None, None, None, None, marks=pytest.mark.skip(
                 reason="%s has no crash points (one platform call a step)" % name), id=name))
-        for op, step, victim in steps:
-            out.append(pytest.param(name, op, step, victim, id="%s-%s-%s" % (name, op, step)))
+        for op, step, victim, shape in steps:
+            out.append(pytest.param(name, op, step, victim, shape,
+                                    id="%s-%s-%s-%s" % (name, op, shape, step)))
     return out
 
 
-@pytest.mark.parametrize("kind,op,step,victim", crash_cases())
-def test_kill9_at_every_step_then_remount_recovers(request, tmp_path, kind, op, step, victim):
+@pytest.mark.parametrize("kind,op,step,victim,shape", crash_cases())
+def test_kill9_at_every_step_then_remount_recovers(request, tmp_path, kind, op, step, victim, shape):
     """The daemon dies by kill -9 at `step`; the next mount finishes or undoes the
     operation: every view then reads as before (plus the new one, or minus the
     victim), and the platform's checker finds nothing left over."""
     require_root()
     crash_bin = require_daemon(crash_daemon_path())
-    s = STORES[kind](str(tmp_path), request)
+    s = STORES[kind](str(tmp_path), request, shape)
     try:
         s.build()
         before = s.refs()
@@ -300,6 +308,8 @@ def test_kill9_at_every_step_then_remount_recovers(request, tmp_path, kind, op, 
         log = d.stop()
         assert "crash point " + step in log
         d2 = s.mount(name="again")
+        if op in s.recovery_log:
+            assert s.recovery_log[op] in d2.log()
         views = s.views(d2)
         assert s.refs() == views
         if op == "mkdir":

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from vstorlib import (crash_daemon_path, q, qemu_check, qemu_snapshots, qio, require_root,
+from vstorlib import (q, qemu_check, qemu_snapshots, qio, require_root,
                      sha256_file, sha_qemu, start_daemon)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -613,7 +613,6 @@ def test_new_files_appear_without_remount(tmp, poll):
 
 # -- through the mounted daemon ------------------------------------------
 
-CRASH_DAEMON = crash_daemon_path()
 
 
 def Mount(source, mnt, binary=None, env=None, opts=""):
@@ -722,27 +721,6 @@ def test_current_read_modes(tmp):
         assert mapped_sha(cur, mmap.MAP_SHARED) == sha_file(cur) == loop_sha(cur) == sha_qemu(img)
     finally:
         m.stop()
-
-
-def test_mounted_crash_then_remount_recovers(tmp):
-    root, cfg, img = take_chain(tmp, ("s1",))
-    before = chain_views(root)
-    m = Mount(root, os.path.join(tmp, "mnt"), binary=CRASH_DAEMON, env={"VSTORFS_CRASH_AT": "dir-mkdir-renamed"})
-    try:
-        with pytest.raises(OSError):
-            os.mkdir(os.path.join(m.mnt, "vz", VOL, "s2"))
-    finally:
-        m.stop()
-    m = Mount(root, os.path.join(tmp, "mnt"))
-    try:
-        top = os.path.join(m.mnt, "vz", VOL)
-        assert sorted(os.listdir(top)) == ["current", "s1", "s2"]
-        assert sha_file(os.path.join(top, "s2", "disk.raw")) == before["current"]
-        assert sha_file(os.path.join(top, "s1", "disk.raw")) == before["s1"]
-    finally:
-        log = m.stop()
-    assert "finishing interrupted snapshot s2" in log
-    no_leftovers(root)
 
 
 def test_no_sanitizer_reports(tmp):
