@@ -16,9 +16,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import lvmlib  # noqa: E402
 from lvmlib import MiB, GiB, VG, Chain, make_workdir, run  # noqa: E402,F401
-from vstorlib import (REPO, SANITIZER_MARKERS, MOUNT_TIMEOUT, Daemon, Daemons, cat_bin,  # noqa: E402,F401
+from vstorlib import (REPO, SANITIZER_MARKERS, MOUNT_TIMEOUT, Daemon, cat_bin,  # noqa: E402,F401
                       crash_daemon_path, daemon_path, qemu_check, qio, require_daemon,
-                      require_root, sanitizer_check, skip_if_sanitized, sha256_file, start_daemon, umount_lazy,
+                      require_root, sanitizer_check, skip_if_sanitized, sha256_file, start_daemon, stop_all, umount_lazy,
                       wait_for)
 
 # -- comparison helpers -----------------------------------------------------
@@ -144,12 +144,7 @@ class Env:
             if os.path.ismount(m):
                 if subprocess.run(["umount", m], capture_output=True).returncode:
                     subprocess.run(["umount", "-l", m], capture_output=True)
-        failure = None
-        for d in self.daemons:
-            try:
-                d.stop(check=True)
-            except BaseException as e:
-                failure = failure or e
+        failure = stop_all(self.daemons)
         for vg in self.vgs:
             vg.destroy()
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -17,7 +17,7 @@ import pytest
 import test_dirstore as dst
 import test_snapshots as lsn
 from vstorlib import (MiB, crash_daemon_path, qemu_check, require_daemon, require_root, sha256_file,
-                      sha_qemu, start_daemon)
+                      sha_qemu, start_daemon, stop_all)
 
 VOL = "vm-100-disk-0.qcow2"
 SNAPS = ["s1", "s2", "s3"]
@@ -50,12 +50,7 @@ class Store:
         return {v: sha256_file(os.path.join(top, v, "disk.raw")) for v in os.listdir(top)}
 
     def close(self):
-        failure = None
-        for d in reversed(self.daemons):
-            try:
-                d.stop(check=True)
-            except BaseException as e:
-                failure = failure or e
+        failure = stop_all(self.daemons)
         self.cleanup()
         if failure:
             raise failure

@@ -254,26 +254,16 @@ def start_daemon(source, mnt, devices=None, opts=(), rescan=1, binary=None, env=
     return d
 
 
-class Daemons:
-    """The daemons one test started; close() stops them all and raises the first failure."""
-
-    def __init__(self):
-        self.all = []
-
-    def start(self, *a, **kw):
-        d = start_daemon(*a, **kw)
-        self.all.append(d)
-        return d
-
-    def close(self):
-        failure = None
-        for d in reversed(self.all):
-            try:
-                d.stop(check=True)
-            except BaseException as e:
-                failure = failure or e
-        if failure:
-            raise failure
+def stop_all(daemons):
+    """Stop every daemon (newest first), checked; the first failure, or None.
+    All are stopped whatever fails, so no mount outlives its test."""
+    failure = None
+    for d in reversed(daemons):
+        try:
+            d.stop(check=True)
+        except BaseException as e:
+            failure = failure or e
+    return failure
 
 
 # -- qemu and qcow2cat helpers ----------------------------------------------
