@@ -233,13 +233,17 @@ class Daemon:
         self.log_fh.close()
         log = self.log()
         if check:
-            sanitizer_check(log)
-            if rc < 0:
-                assert -rc in self.sent, "vstorfs died by signal %d it was not sent\nstderr:\n%s" % (
-                    -rc, log)
-            else:
-                assert rc == 0, "vstorfs exited %d after umount\nstderr:\n%s" % (rc, log)
+            check_exit(rc, log, self.sent)
         return log
+
+
+def check_exit(rc, log, sent=(), what="vstorfs"):
+    """Fail unless the daemon exited 0, or died by a signal in `sent`, without a sanitizer report."""
+    sanitizer_check(log)
+    if rc < 0:
+        assert -rc in sent, "%s died by signal %d it was not sent\nstderr:\n%s" % (what, -rc, log)
+    else:
+        assert rc == 0, "%s exited %d after umount\nstderr:\n%s" % (what, rc, log)
 
 
 def start_daemon(source, mnt, devices=None, opts=(), rescan=1, binary=None, env=None,
