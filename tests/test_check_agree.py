@@ -16,7 +16,6 @@ and every view reads as qemu reads it.
 Self-contained (no LVM); under two minutes. QCOW2CAT=path selects another
 build of qcow2cat (build-asan/qcow2cat).
 """
-import json
 import os
 import struct
 import subprocess
@@ -28,28 +27,28 @@ import hostile
 import lvmlib
 import test_engine as engine
 from test_engine import qio, reference as view
+from vstorlib import qemu_check_json, tool_bin
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KiB, MiB = 1024, 1024 * 1024
 OFFSET_MASK = 0x00fffffffffffe00
 
 
-@pytest.fixture(scope="module")
-def cat_bin():
-    if os.environ.get("QCOW2CAT"):      # another build (build-asan/qcow2cat)
-        return os.path.abspath(os.environ["QCOW2CAT"])
-    subprocess.run(["make", "-s", "-C", REPO, "build/qcow2cat", "build/dirstore"], check=True)
-    return os.path.join(REPO, "build", "qcow2cat")
 
 
-def qemu_check(path):
+
+
+def qemu_verdict(path):
     """(corruptions, leaks, check errors) or None when qemu-img cannot check the image."""
-    p = subprocess.run(["qemu-img", "check", "-f", "qcow2", "--output=json", str(path)],
-                       capture_output=True, text=True, timeout=60)
-    if not p.stdout.strip():
+    _, r, _ = qemu_check_json(path, fmt="qcow2")
+    if r is None:
         return None
-    r = json.loads(p.stdout)
     return r.get("corruptions", 0), r.get("leaks", 0), r.get("check-errors", 0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def dirstore_bin():
+    return tool_bin("DIRSTORE", "build/dirstore")
 
 
 def gate_check(cat_bin, path):
@@ -64,7 +63,7 @@ def gate_check(cat_bin, path):
 
 
 def agree(cat_bin, path, tally):
-    want, got = qemu_check(path), gate_check(cat_bin, path)
+    want, got = qemu_verdict(path), gate_check(cat_bin, path)
     tally.append((os.path.basename(str(path)), want, got))
     if got == "unsupported":
         return
@@ -168,7 +167,7 @@ def test_item3_image_is_clean(cat_bin, tmp_path):
     4 KiB write: the file ends inside its last data cluster."""
     p = make(tmp_path / "item3.qcow2", 1 * MiB, ("cluster_size=131072", "extended_l2=on"), ("write 0 4k",))
     assert os.path.getsize(p) % 131072 == 4096
-    assert qemu_check(p) == (0, 0, 0)
+    assert qemu_verdict(p) == (0, 0, 0)
     assert gate_check(cat_bin, p) == (0, 0, 0)
 
 
@@ -377,5 +376,5 @@ def test_item3_rmdir_in_a_directory_store(cat_bin, tmp_path):
     assert after == before
     for f in os.listdir(d):
         if f.endswith(".qcow2") and "disk-0" in f:
-            assert qemu_check(os.path.join(d, f)) == (0, 0, 0), f
+            assert qemu_verdict(os.path.join(d, f)) == (0, 0, 0), f
     assert dst.sha_qemu(img) == after["current"]

@@ -23,26 +23,16 @@ import time
 import pytest
 
 from test_engine import KiB, MiB, REPO, SAN_ENV, create, qio, reference, run
+from vstorlib import tool_bin
 
 GiB, TiB = 1024 * MiB, 1024 * 1024 * MiB
 
 
-@pytest.fixture(scope="session")
-def cat_bin():
-    env_bin = os.environ.get("QCOW2CAT")
-    if env_bin:
-        return os.path.abspath(env_bin)
-    subprocess.run(["make", "-s", "-C", REPO, "build/qcow2cat"], check=True)
-    return os.path.join(REPO, "build", "qcow2cat")
 
 
 @pytest.fixture(scope="session")
 def partlist_bin():
-    env_bin = os.environ.get("PARTLIST")
-    if env_bin:
-        return os.path.abspath(env_bin)
-    subprocess.run(["make", "-s", "-C", REPO, "build/partlist"], check=True)
-    return os.path.join(REPO, "build", "partlist")
+    return tool_bin("PARTLIST", "build/partlist")
 
 
 def tool(cmd, timeout=120):

@@ -19,6 +19,9 @@ import time
 
 import pytest
 
+from vstorlib import (q, qemu_check, qemu_snapshots, qio, require_root,
+                     sha256_file, sha_qemu, start_daemon)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.environ.get("DIRSTORE") or os.path.join(REPO, "build", "dirstore")
 CRASH_TOOL = os.environ.get("DIRSTORE_CRASH") or os.path.join(REPO, "build-crash", "dirstore")
@@ -31,15 +34,8 @@ def need(path):
     return path
 
 
-def q(*args, **kw):
-    return subprocess.run(list(args), check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 
 
-def qio(img, *cmds, fmt="qcow2"):
-    argv = ["qemu-io", "-f", fmt]
-    for c in cmds:
-        argv += ["-c", c]
-    q(*(argv + [img]))
 
 
 def ds(*args, tool=None, check=True, env=None, cfg=None):
@@ -69,32 +65,10 @@ def sha_view(root, vol, view, via_map=False):
     return hashlib.sha256(p.stdout).hexdigest()
 
 
-def sha_qemu(img, snap=None, fmt=None):
-    out = img + ".ref.raw"
-    argv = ["qemu-img", "convert", "-U"]
-    if fmt:
-        argv += ["-f", fmt]
-    if snap:
-        argv += ["-l", "snapshot.name=" + snap]
-    q(*(argv + ["-O", "raw", img, out]))
-    with open(out, "rb") as f:
-        h = hashlib.sha256(f.read()).hexdigest()
-    os.unlink(out)
-    return h
 
 
-def qemu_snapshots(img):
-    info = json.loads(q("qemu-img", "info", "-U", "--output=json", img).stdout)
-    return [s["name"] for s in info.get("snapshots", [])]
 
 
-def qemu_check(img):
-    p = subprocess.run(["qemu-img", "check", "--output=json", img], stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE)
-    assert p.returncode == 0, p.stdout.decode() + p.stderr.decode()
-    r = json.loads(p.stdout)
-    assert r.get("leaks", 0) == 0 and r.get("corruptions", 0) == 0, r
-    return r
 
 
 @pytest.fixture
@@ -639,48 +613,15 @@ def test_new_files_appear_without_remount(tmp, poll):
 
 # -- through the mounted daemon ------------------------------------------
 
-DAEMON = os.environ.get("VSTORFS_BIN") or os.path.join(REPO, "vstorfs")
-CRASH_DAEMON = os.environ.get("VSTORFS_CRASH_BIN") or os.path.join(REPO, "build-crash", "vstorfs")
 
 
-class Mount:
-    def __init__(self, source, mnt, binary=None, env=None, opts=""):
-        if os.geteuid() != 0:
-            pytest.skip("needs root (FUSE)")
-        self.mnt = mnt
-        os.makedirs(mnt, exist_ok=True)
-        self.log = open(mnt + ".stderr", "wb")
-        self.proc = subprocess.Popen([need(binary or DAEMON), source, mnt, "-f", "-o", "rescan=1" + opts],
-                                     stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL,
-                                     env=dict(os.environ, **(env or {})))
-        end = time.monotonic() + 15
-        while not os.path.ismount(mnt):
-            assert self.proc.poll() is None, open(mnt + ".stderr").read()
-            assert time.monotonic() < end, "no mount"
-            time.sleep(0.05)
-
-    def stop(self):
-        if os.path.ismount(self.mnt):
-            subprocess.run(["umount", self.mnt], capture_output=True)
-            if os.path.ismount(self.mnt):
-                subprocess.run(["umount", "-l", self.mnt], capture_output=True)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-        text = open(self.mnt + ".stderr").read()
-        assert "AddressSanitizer" not in text and "runtime error:" not in text, text
-        return text
+def Mount(source, mnt, binary=None, env=None, opts=""):
+    """The one harness (vstorlib.Daemon), no devices= (a directory source)."""
+    require_root()
+    return start_daemon(source, mnt, opts=opts, binary=binary, env=env)
 
 
-def sha_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()
+sha_file = sha256_file
 
 
 def test_mounted_directory_store(tmp):
@@ -780,27 +721,6 @@ def test_current_read_modes(tmp):
         assert mapped_sha(cur, mmap.MAP_SHARED) == sha_file(cur) == loop_sha(cur) == sha_qemu(img)
     finally:
         m.stop()
-
-
-def test_mounted_crash_then_remount_recovers(tmp):
-    root, cfg, img = take_chain(tmp, ("s1",))
-    before = chain_views(root)
-    m = Mount(root, os.path.join(tmp, "mnt"), binary=CRASH_DAEMON, env={"VSTORFS_CRASH_AT": "dir-mkdir-renamed"})
-    try:
-        with pytest.raises(OSError):
-            os.mkdir(os.path.join(m.mnt, "vz", VOL, "s2"))
-    finally:
-        m.stop()
-    m = Mount(root, os.path.join(tmp, "mnt"))
-    try:
-        top = os.path.join(m.mnt, "vz", VOL)
-        assert sorted(os.listdir(top)) == ["current", "s1", "s2"]
-        assert sha_file(os.path.join(top, "s2", "disk.raw")) == before["current"]
-        assert sha_file(os.path.join(top, "s1", "disk.raw")) == before["s1"]
-    finally:
-        log = m.stop()
-    assert "finishing interrupted snapshot s2" in log
-    no_leftovers(root)
 
 
 def test_no_sanitizer_reports(tmp):

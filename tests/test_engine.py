@@ -16,24 +16,16 @@ import subprocess
 
 import pytest
 
+from vstorlib import SAN_ENV, qio, run  # noqa: F401  (test_diff, test_check_agree import them from here)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KiB, MiB = 1024, 1024 * 1024
-# Under a sanitized build a report must not look like our ordinary exit 1.
-SAN_ENV = dict(os.environ, ASAN_OPTIONS="exitcode=86:detect_leaks=1",
-               UBSAN_OPTIONS="exitcode=87:print_stacktrace=1:halt_on_error=1")
 
 
-@pytest.fixture(scope="session")
-def cat_bin():
-    env_bin = os.environ.get("QCOW2CAT")
-    if env_bin:
-        return os.path.abspath(env_bin)
-    subprocess.run(["make", "-s", "-C", REPO, "build/qcow2cat"], check=True)
-    return os.path.join(REPO, "build", "qcow2cat")
 
 
-def run(*cmd):
-    subprocess.run([str(c) for c in cmd], check=True, stdout=subprocess.DEVNULL)
+
+
 
 
 def create(path, size, *opts, backing=None, fmt="qcow2", bfmt="qcow2"):
@@ -46,11 +38,6 @@ def create(path, size, *opts, backing=None, fmt="qcow2", bfmt="qcow2"):
     return path
 
 
-def qio(path, *cmds, fmt="qcow2"):
-    args = ["qemu-io", "-f", fmt]
-    for c in cmds:
-        args += ["-c", c]
-    run(*args, path)
 
 
 def reference(path):

@@ -22,21 +22,15 @@ import threading
 import pytest
 
 from conftest import MiB, Daemon, make_workdir, require_daemon, require_root, wait_for
+from vstorlib import q, qio
 
 VOL = "vm-100-disk-0.qcow2"
 WATCHDOG = 40          # seconds: a bound on a hang, never a measured figure
 GATE_LIMIT = 4         # common/io_gate.h IO_GATE_LIMIT
 
 
-def q(*args):
-    return subprocess.run(list(args), check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def qio(img, *cmds, fmt="qcow2"):
-    argv = ["qemu-io", "-f", fmt]
-    for c in cmds:
-        argv += ["-c", c]
-    q(*(argv + [img]))
 
 
 def convert(img, out):

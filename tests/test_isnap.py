@@ -15,20 +15,17 @@ import subprocess
 
 import pytest
 
+from vstorlib import SAN_ENV, qemu_check_json, qio, tool_bin
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KiB, MiB = 1024, 1024 * 1024
-SAN_ENV = dict(os.environ, ASAN_OPTIONS="exitcode=86:detect_leaks=1",
-               UBSAN_OPTIONS="exitcode=87:print_stacktrace=1:halt_on_error=1")
 
 CREATE_STEPS = ["refcounts", "l1-copy", "l2-flags", "l1-flags", "table", "header", "done"]
 DELETE_STEPS = ["table", "header", "l2-flags", "l1-flags", "done"]
 
 
 def _tool(env, name, build="build"):
-    if os.environ.get(env):
-        return os.path.abspath(os.environ[env])
-    subprocess.run(["make", "-s", "-C", REPO, f"{build}/{name}"], check=True)
-    return os.path.join(REPO, build, name)
+    return tool_bin(env, f"{build}/{name}")
 
 
 @pytest.fixture(scope="session")
@@ -67,11 +64,6 @@ def create(path, size, *opts, backing=None):
     return path
 
 
-def qio(path, *cmds):
-    args = ["qemu-io", "-f", "qcow2"]
-    for c in cmds:
-        args += ["-c", c]
-    run(*args, path)
 
 
 def writes(path, rng, n, size):
@@ -107,12 +99,12 @@ def check_map(tools, path, snap, size):
     assert total == size
 
 
+
+
 def qemu_check(path):
-    p = subprocess.run(["qemu-img", "check", "--output=json", str(path)], stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE)
-    assert p.returncode in (0, 2, 3), p.stderr.decode()
-    j = json.loads(p.stdout)
-    return j, p.stderr.decode()
+    rc, j, err = qemu_check_json(path)
+    assert rc in (0, 2, 3) and j is not None, err
+    return j, err
 
 
 def assert_clean(path):

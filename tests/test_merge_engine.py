@@ -19,6 +19,8 @@ import subprocess
 
 import pytest
 
+from vstorlib import SAN_ENV, tool_bin
+
 import test_engine as engine
 from test_engine import run, qio, reference as view
 
@@ -26,8 +28,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KiB, MiB = 1024, 1024 * 1024
 SIZE = 48 * MiB
 ROOM = 32 * MiB   # slack past each image's end, as the LV leaves it
-SAN_ENV = dict(os.environ, ASAN_OPTIONS="exitcode=86:detect_leaks=1",
-               UBSAN_OPTIONS="exitcode=87:print_stacktrace=1:halt_on_error=1")
 
 BASE = ("preallocation=metadata",)
 OVERLAY = ("extended_l2=on", "cluster_size=128k", "preallocation=metadata")
@@ -35,11 +35,7 @@ OVERLAY = ("extended_l2=on", "cluster_size=128k", "preallocation=metadata")
 
 @pytest.fixture(scope="session")
 def merge_bin():
-    env_bin = os.environ.get("QCOW2MERGE")
-    if env_bin:
-        return os.path.abspath(env_bin)
-    subprocess.run(["make", "-s", "-C", REPO, "build/qcow2merge"], check=True)
-    return os.path.join(REPO, "build", "qcow2merge")
+    return tool_bin("QCOW2MERGE", "build/qcow2merge")
 
 
 def create(path, opts, backing=None):

@@ -101,7 +101,7 @@ def build_volume(env, snaps=("s1", "s2", "s3"), commit_heavy=False):
 
 def mount(env, vg, opts=(), binary=None, envvars=None, name="mnt"):
     mnt = env.mountpoint(name)
-    d = Daemon(vg.name, mnt, vg.loops, opts=opts, binary=binary)
+    d = Daemon(vg.name, mnt, vg.loops, opts=opts, binary=binary, env=envvars)
     env.daemons.append(d)
     d.wait_mounted()
     return d
@@ -293,21 +293,14 @@ RMDIR_REBASE_STEPS = ["rmdir-rebase-tagged", "merge-half", "rmdir-rebase-copied"
 def crash_daemon(env, vg, step):
     if not os.access(CRASH_BIN, os.X_OK):
         pytest.skip("crash-hook build missing (make crash)")
-    os.environ["VSTORFS_CRASH_AT"] = step
-    try:
-        return mount(env, vg, binary=CRASH_BIN, name="crash")
-    finally:
-        del os.environ["VSTORFS_CRASH_AT"]
+    return mount(env, vg, binary=CRASH_BIN, name="crash", envvars={"VSTORFS_CRASH_AT": step})
 
 
 def after_crash(env, d, step):
     """The daemon must have died at `step`; clean the dead mount."""
     assert wait_for(lambda: d.proc.poll() is not None, 20), "daemon did not die at " + step
     assert d.proc.returncode == -9
-    subprocess.run(["umount", "-l", d.mnt], capture_output=True)
-    d.stopped = True
-    d.log_fh.close()
-    assert "crash point " + step in d.log()
+    assert "crash point " + step in d.stop()      # the armed crash point is the expected SIGKILL
 
 
 def op_expect_crash(fn):
@@ -317,22 +310,7 @@ def op_expect_crash(fn):
         assert e.errno in (errno.ENOTCONN, errno.ECONNABORTED, errno.EIO), e
 
 
-@pytest.mark.parametrize("step", MKDIR_STEPS)
-def test_mkdir_crash_at_every_step(env, step):
-    vg, ch = build_volume(env, snaps=("s1",))
-    refdir = copy_all_lvs(vg, os.path.join(env.dir, "ref0"))
-    before = expected_views(vg, refdir)
-    d = crash_daemon(env, vg, step)
-    op_expect_crash(lambda: os.mkdir(os.path.join(d.mnt, vg.name, VOL, "new")))
-    after_crash(env, d, step)
-    d2 = mount(env, vg, name="again")
-    assert "interrupted snapshot" in d2.log()
-    views = mounted_views(d2.mnt, vg)
-    # Finished or undone, never half: current and s1 unchanged either way
-    assert views["current"] == before["current"] and views["s1"] == before["s1"]
-    if "new" in views:
-        assert views["new"] == before["current"]
-    assert check_consistent(env, vg, step) == views
+# kill -9 at every mkdir/rmdir step: test_conformance.py (lvm and the other stores).
 
 
 def test_vm_writes_between_mkdir_crash_and_recovery_survive(env):
@@ -357,31 +335,6 @@ def test_vm_writes_between_mkdir_crash_and_recovery_survive(env):
     assert check_consistent(env, vg, "vm") == views
 
 
-@pytest.mark.parametrize("step", RMDIR_COMMIT_STEPS)
-def test_rmdir_commit_crash_at_every_step(env, step):
-    _rmdir_crash(env, step, heavy=False, victim="s1")
-
-
-@pytest.mark.parametrize("step", RMDIR_REBASE_STEPS)
-def test_rmdir_rebase_crash_at_every_step(env, step):
-    _rmdir_crash(env, step, heavy=True, victim="s2")
-
-
-def _rmdir_crash(env, step, heavy, victim):
-    vg, ch = build_volume(env, commit_heavy=heavy)
-    refdir = copy_all_lvs(vg, os.path.join(env.dir, "ref0"))
-    before = expected_views(vg, refdir)
-    d = crash_daemon(env, vg, step)
-    op_expect_crash(lambda: os.rmdir(os.path.join(d.mnt, vg.name, VOL, victim)))
-    after_crash(env, d, step)
-    d2 = mount(env, vg, name="again")
-    assert "interrupted snapshot deletion" in d2.log()
-    expect = dict(before)
-    del expect[victim]
-    assert mounted_views(d2.mnt, vg) == expect
-    assert check_consistent(env, vg, step) == expect
-
-
 # -- a write failure in the middle (injected: VSTORFS_FAIL_AT, crash-hook build) ---------
 
 FAILURES = [
@@ -398,11 +351,7 @@ FAILURES = [
 def fail_daemon(env, vg, steps):
     if not os.access(CRASH_BIN, os.X_OK):
         pytest.skip("crash-hook build missing (make crash)")
-    os.environ["VSTORFS_FAIL_AT"] = steps
-    try:
-        return mount(env, vg, binary=CRASH_BIN, name="fail")
-    finally:
-        del os.environ["VSTORFS_FAIL_AT"]
+    return mount(env, vg, binary=CRASH_BIN, name="fail", envvars={"VSTORFS_FAIL_AT": steps})
 
 
 @pytest.mark.parametrize("direction,step,done", FAILURES)
