@@ -37,26 +37,30 @@ struct sect {
 	char type[32], id[128];
 	char vgname[128], path[PATH_MAX], pool[128], ns[128], monhost[512], username[128], nodes[512];
 	bool shared, disabled;
+	bool too_long; /* a value did not fit: never served cut short */
 };
 
-static void copy(char *dst, size_t len, const struct pve_cfg_storage *st, const char *key)
+static void copy(struct sect *s, char *dst, size_t len, const struct pve_cfg_storage *st, const char *key)
 {
-	snprintf(dst, len, "%s", pve_cfg_str(st, key, ""));
+	if ((size_t)snprintf(dst, len, "%s", pve_cfg_str(st, key, "")) >= len)
+		s->too_long = true;
 }
 
 /* The fields served storages need, from one storage.cfg section. */
 static void sect_of(struct sect *s, const struct pve_cfg_storage *st)
 {
 	memset(s, 0, sizeof(*s));
-	snprintf(s->type, sizeof(s->type), "%s", st->type);
-	snprintf(s->id, sizeof(s->id), "%s", st->id);
-	copy(s->vgname, sizeof(s->vgname), st, "vgname");
-	pve_cfg_path(st, s->path, sizeof(s->path));
-	copy(s->pool, sizeof(s->pool), st, "pool");
-	copy(s->ns, sizeof(s->ns), st, "namespace");
-	copy(s->monhost, sizeof(s->monhost), st, "monhost");
-	copy(s->username, sizeof(s->username), st, "username");
-	copy(s->nodes, sizeof(s->nodes), st, "nodes");
+	if ((size_t)snprintf(s->type, sizeof(s->type), "%s", st->type) >= sizeof(s->type) ||
+	    (size_t)snprintf(s->id, sizeof(s->id), "%s", st->id) >= sizeof(s->id))
+		s->too_long = true;
+	copy(s, s->vgname, sizeof(s->vgname), st, "vgname");
+	if (strlen(pve_cfg_path(st, s->path, sizeof(s->path))) >= sizeof(s->path) - 1)
+		s->too_long = true;
+	copy(s, s->pool, sizeof(s->pool), st, "pool");
+	copy(s, s->ns, sizeof(s->ns), st, "namespace");
+	copy(s, s->monhost, sizeof(s->monhost), st, "monhost");
+	copy(s, s->username, sizeof(s->username), st, "username");
+	copy(s, s->nodes, sizeof(s->nodes), st, "nodes");
 	s->shared = pve_cfg_shared(st);
 	s->disabled = pve_cfg_bool(st, "disable", false);
 }
@@ -126,7 +130,8 @@ void pve_storage_of_source(const struct store_config *cfg, const char *kind, con
 		return;
 	for (int i = 0; i < n && !storeid[0]; i++) {
 		const struct sect *s = &v[i];
-		bool hit = !strcmp(kind, "lvm") ? !strcmp(s->type, "lvm") && !strcmp(s->vgname, src)
+		bool hit = s->too_long ? false
+			 : !strcmp(kind, "lvm") ? !strcmp(s->type, "lvm") && !strcmp(s->vgname, src)
 			 : !strcmp(kind, "dir") ? s->path[0] && same_path(s->path, src)
 			 : !strcmp(s->type, "rbd") && !strcmp(s->pool[0] ? s->pool : "rbd", src);
 
@@ -166,6 +171,8 @@ static const char *left_out(const struct sect *s)
 {
 	struct stat st;
 
+	if (s->too_long)
+		return "a value too long";
 	if (s->disabled)
 		return "disabled";
 	if (!node_allowed(s))

@@ -13,6 +13,7 @@ they make sense or refused with a clear error, never a crash.
 The daemon runs as a cluster node does in test_cluster.py: a private mount
 namespace with /etc/pve bind-mounted (its Node and write_pve)."""
 
+import json
 import os
 import random
 import subprocess
@@ -81,8 +82,9 @@ def qcow2(path, size="8M"):
 
 
 def backing_of(path):
-    out = subprocess.run(["qemu-img", "info", "-U", path], capture_output=True, text=True, check=True).stdout
-    return [ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("backing file:")]
+    out = subprocess.run(["qemu-img", "info", "-U", "--output=json", path], capture_output=True, text=True,
+                         check=True).stdout
+    return [json.loads(out).get("backing-filename")]
 
 
 def left_out_line(node):
@@ -94,7 +96,9 @@ def left_out_line(node):
 @pytest.fixture
 def corpus(env):
     vg = env.vg(npvs=1, pv_size=256 * MiB)
-    env.chain(vg).qcow2(VOL_A, 8 * MiB)
+    ch = env.chain(vg)
+    ch.qcow2(VOL_A, 8 * MiB)
+    ch.sync()
     dirs = {k: os.path.join(env.dir, k) for k in ("local", "chain", "other")}
     qcow2(os.path.join(dirs["local"], "images", "200", "vm-200-disk-0.qcow2"))
     qcow2(os.path.join(dirs["other"], "images", "300", "vm-300-disk-0.qcow2"))
@@ -148,7 +152,8 @@ def hostile_cases(gooddir, otherdir):
     rnd = random.Random(20)
     binary = bytes(rnd.randrange(256) for _ in range(64 * 1024))
     return {
-        "huge lines": ("x" * 300000 + "\n\n" + good(gooddir) + "\tcomment " + "y" * 200000 + "\n").encode(),
+        "huge lines": ("x" * 300000 + "\n\n" + good(gooddir) + "\tcomment " + "y" * 200000 + "\n\n"
+                       "dir: longpath\n\tpath /" + "p" * 5000 + "\n").encode(),
         "binary": binary + b"\n\n" + good(gooddir).encode() + b"\tnote \x00\x01\x02\n",
         "missing fields": ("lvm: novg\n\tcontent images\n\ndir: nopath\n\tcontent images\n\n"
                            ": noid\n\ndir:\n\ndir: Bad_Id\n\tpath %s\n\n" % otherdir + good(gooddir)).encode(),
@@ -192,6 +197,8 @@ def test_hostile_storage_cfg_serves_what_makes_sense(hostile, case):
         assert "not a valid storage id" in log, log
     if case == "duplicate ids":
         assert "a second section of the same storage id" in log and "a repeated key" in log, log
+    if case == "huge lines":
+        assert "longpath (dir: a value too long)" in left_out_line(a)
     if case == "binary":
         assert "a NUL byte in the line" in log, log
     a.stop()
