@@ -71,8 +71,20 @@ static bool header(char *line, char **type, char **id)
 	return true;
 }
 
+static void storage_free(struct pve_cfg_storage *s)
+{
+	for (int j = 0; j < s->nprops; j++) {
+		free(s->props[j].key);
+		free(s->props[j].val);
+	}
+	free(s->props);
+	free(s->type);
+	free(s->id);
+}
+
 static int start_section(struct parse *p, const char *type, const char *id)
 {
+	const struct pve_cfg_storage *prev;
 	struct pve_cfg_storage *g;
 
 	p->cur = NULL;
@@ -80,9 +92,14 @@ static int start_section(struct parse *p, const char *type, const char *id)
 		ignore(p, "not a valid storage id (section skipped)");
 		return 0;
 	}
-	if (pve_config_find(p->c, id)) {
-		ignore(p, "a second section of the same storage id (section skipped)");
-		return 0;
+	if ((prev = pve_config_find(p->c, id))) {
+		/* Proxmox keeps the last one, at its place in the file. */
+		int at = (int)(prev - p->c->v);
+
+		ignore(p, "a second section of the same storage id (it replaces the first)");
+		storage_free(&p->c->v[at]);
+		memmove(&p->c->v[at], &p->c->v[at + 1], (size_t)(p->c->n - at - 1) * sizeof(*p->c->v));
+		p->c->n--;
 	}
 	if (!(g = realloc(p->c->v, (size_t)(p->c->n + 1) * sizeof(*g))))
 		return -ENOMEM;
@@ -218,15 +235,8 @@ void pve_config_free(struct pve_config *c)
 {
 	if (!c)
 		return;
-	for (int i = 0; i < c->n; i++) {
-		for (int j = 0; j < c->v[i].nprops; j++) {
-			free(c->v[i].props[j].key);
-			free(c->v[i].props[j].val);
-		}
-		free(c->v[i].props);
-		free(c->v[i].type);
-		free(c->v[i].id);
-	}
+	for (int i = 0; i < c->n; i++)
+		storage_free(&c->v[i]);
 	free(c->v);
 	free(c);
 }

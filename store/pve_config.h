@@ -11,8 +11,9 @@
  *    a key without value is a boolean set ("shared", "disable");
  *  - a line whose first non-blank is '#' is a comment, anywhere;
  *  - an empty line ends a section; lines that fit no rule are ignored
- *    with a warning; a second section of the same id is ignored, as is
- *    a repeated key (the first one counts).
+ *    with a warning; a second section of the same id replaces the first
+ *    (Proxmox's $ids->{$id} = $config), a repeated key is ignored (Proxmox
+ *    refuses it: "duplicate attribute"), so the first one counts.
  * Unknown keys are kept, so a caller may ask for any key.
  */
 #ifndef VSTORFS_PVE_CONFIG_H

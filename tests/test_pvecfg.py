@@ -112,8 +112,8 @@ def test_pve_all_serves_what_proxmox_would(env, corpus):
     vg, pvedir, dirs = corpus
     a = Node(env, "nodea", pvedir, "pve:all", vg.loops).wait_mounted()
     assert sorted(os.listdir(a.view)) == ["chain", "local", STORE]
-    # The first section of an id counts, as in Proxmox; the second is logged.
-    assert os.listdir(a.path("local")) == ["vm-200-disk-0.qcow2"]
+    # The last section of an id counts, as in Proxmox; the first is logged as replaced.
+    assert os.listdir(a.path("local")) == ["vm-300-disk-0.qcow2"]
     assert "a second section of the same storage id" in a.log()
     assert VOL_A in os.listdir(a.path(STORE))
     left = left_out_line(a)
