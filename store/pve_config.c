@@ -1,6 +1,7 @@
 /* pve_config: storage.cfg parsed the way pve-storage parses it; see pve_config.h. */
 #include "store/pve_config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,11 +25,13 @@ bool pve_storage_id_valid(const char *id)
 {
 	size_t n = strlen(id);
 
-	if (n < 2 || !(id[0] >= 'a' && id[0] <= 'z'))
+	if (n < 2 || !isalpha((unsigned char)id[0]) || !isalnum((unsigned char)id[n - 1]))
 		return false;
-	if (strspn(id, "abcdefghijklmnopqrstuvwxyz0123456789-_.") != n)
-		return false;
-	return (id[n - 1] >= 'a' && id[n - 1] <= 'z') || (id[n - 1] >= '0' && id[n - 1] <= '9');
+	for (size_t i = 0; i < n; i++)
+		if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= 'A' && id[i] <= 'Z') ||
+		      (id[i] >= '0' && id[i] <= '9') || strchr("-_.", id[i])))
+			return false;
+	return true;
 }
 
 static void ignore(struct parse *p, const char *why)

@@ -6,7 +6,7 @@
  * The rules followed (PVE/SectionConfig.pm, PVE/Storage/Plugin.pm):
  *  - a section starts with "<type>: <storeid>" at column 0; the type is
  *    lower-cased, the id must be a pve-storage-id
- *    ([a-z][a-z0-9._-]*[a-z0-9]), else the whole section is ignored;
+ *    (^[a-z][a-z0-9._-]*[a-z0-9]$, any case), else the section is ignored;
  *  - its properties are indented (tab or space) "<key>[ <value>]" lines;
  *    a key without value is a boolean set ("shared", "disable");
  *  - a line whose first non-blank is '#' is a comment, anywhere;

@@ -156,7 +156,7 @@ def hostile_cases(gooddir, otherdir):
                        "dir: longpath\n\tpath /" + "p" * 5000 + "\n").encode(),
         "binary": binary + b"\n\n" + good(gooddir).encode() + b"\tnote \x00\x01\x02\n",
         "missing fields": ("lvm: novg\n\tcontent images\n\ndir: nopath\n\tcontent images\n\n"
-                           ": noid\n\ndir:\n\ndir: Bad_Id\n\tpath %s\n\n" % otherdir + good(gooddir)).encode(),
+                           ": noid\n\ndir:\n\ndir: 9-lives_\n\tpath %s\n\n" % otherdir + good(gooddir)).encode(),
         "duplicate ids": (good(gooddir) + "\n" + good(otherdir) + "\n"
                           "dir: twice\n\tpath %s\n\tpath /nonexistent\n" % otherdir).encode(),
     }
