@@ -3,19 +3,21 @@
  * "path" is this directory (dir, nfs, cifs, cephfs, glusterfs, btrfs
  * sections), whether it is shared, whether snapshots are volume chains
  * ("snapshot-as-volume-chain 1") and how new images are preallocated.
+ * The file is parsed by store/pve_config.c; this only picks the section.
  */
 #include "dir/dir_store.h"
 
-#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
-#include "store/store.h"
+
+#include "store/pve_config.h"
 
 static bool same_path(const char *a, const char *b)
 {
 	size_t n, m;
 
-	if (!a || !b)
+	if (!a || !b || !a[0] || !b[0])
 		return false;
 	n = strlen(a);
 	m = strlen(b);
@@ -26,70 +28,35 @@ static bool same_path(const char *a, const char *b)
 	return n == m && !strncmp(a, b, n);
 }
 
-struct sect {
-	struct dir_pve_cfg c;
-	char path[1024];
-};
-
-static bool network_type(const char *t)
+static void fill(struct dir_pve_cfg *out, const struct pve_cfg_storage *s)
 {
-	return !strcmp(t, "nfs") || !strcmp(t, "cifs") || !strcmp(t, "cephfs") ||
-	       !strcmp(t, "glusterfs");
+	snprintf(out->storeid, sizeof(out->storeid), "%s", s->id);
+	snprintf(out->type, sizeof(out->type), "%s", s->type);
+	out->shared = pve_cfg_shared(s);
+	out->volume_chain = pve_cfg_bool(s, "snapshot-as-volume-chain", false);
+	snprintf(out->preallocation, sizeof(out->preallocation), "%s", pve_cfg_str(s, "preallocation", ""));
 }
 
 int dir_pve_cfg_find(const char *cfgpath, const char *path, const char *realpath,
 		     struct dir_pve_cfg *out)
 {
-	FILE *f = fopen(cfgpath, "re");
-	struct sect s;
-	char line[2048];
-	bool in = false;
+	struct pve_config *c;
+	int rc = pve_config_load(cfgpath, &c);
 
 	memset(out, 0, sizeof(*out));
-	memset(&s, 0, sizeof(s));
-	if (!f)
-		return errno == ENOENT ? 0 : -errno;
-	for (;;) {
-		bool eof = !fgets(line, sizeof(line), f);
+	if (rc < 0)
+		return rc;
+	for (int i = 0; i < c->n; i++) {
+		char p[PATH_MAX];
 
-		if (eof || (line[0] && line[0] != ' ' && line[0] != '\t' && line[0] != '#' &&
-			    line[0] != '\n' && line[0] != '\r')) {
-			if (in && s.c.storeid[0] && (same_path(s.path, path) || same_path(s.path, realpath))) {
-				*out = s.c;
-				if (network_type(out->type))
-					out->shared = true;
-				break;
-			}
-			if (eof)
-				break;
-			memset(&s, 0, sizeof(s));
-			in = false;
-			char *colon = strchr(line, ':');
-
-			if (colon) {
-				*colon = 0;
-				snprintf(s.c.type, sizeof(s.c.type), "%s", store_trim(line));
-				snprintf(s.c.storeid, sizeof(s.c.storeid), "%s", store_trim(colon + 1));
-				in = true;
-			}
-		} else if (in && (line[0] == ' ' || line[0] == '\t')) {
-			char *key = store_trim(line), *val = key;
-
-			while (*val && *val != ' ' && *val != '\t')
-				val++;
-			if (*val)
-				*val++ = 0;
-			val = store_trim(val);
-			if (!strcmp(key, "path"))
-				snprintf(s.path, sizeof(s.path), "%s", val);
-			else if (!strcmp(key, "shared"))
-				s.c.shared = !strcmp(val, "1");
-			else if (!strcmp(key, "snapshot-as-volume-chain"))
-				s.c.volume_chain = !strcmp(val, "1");
-			else if (!strcmp(key, "preallocation"))
-				snprintf(s.c.preallocation, sizeof(s.c.preallocation), "%s", val);
+		if (!pve_cfg_get(&c->v[i], "path") && !pve_cfg_network_type(c->v[i].type))
+			continue;
+		pve_cfg_path(&c->v[i], p, sizeof(p));
+		if (same_path(p, path) || same_path(p, realpath)) {
+			fill(out, &c->v[i]);
+			break;
 		}
 	}
-	fclose(f);
+	pve_config_free(c);
 	return 0;
 }

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "store/pve_names.h"
 
 #define MAX_ENTRIES 4096  /* names looked at per directory */
 
@@ -168,25 +169,6 @@ static bool all_digits(const char *s)
 	return true;
 }
 
-/* vm-<vmid>-<rest> or base-<vmid>-<rest> with no whitespace: the vmid, else -1. */
-static int pve_disk_vmid(const char *name)
-{
-	const char *p = !strncmp(name, "vm-", 3) ? name + 3 : !strncmp(name, "base-", 5) ? name + 5 : NULL;
-	const char *q;
-	int vmid = 0;
-
-	if (!p || !isdigit((unsigned char)*p))
-		return -1;
-	for (q = p; isdigit((unsigned char)*q); q++)
-		vmid = vmid * 10 + (*q - '0');
-	if (*q != '-' || !q[1] || q - p > 9)
-		return -1;
-	for (const char *c = name; *c; c++)
-		if (isspace((unsigned char)*c))
-			return -1;
-	return vmid;
-}
-
 static int scan_pve(struct store *s, struct dir_scan *sc)
 {
 	struct names vmids;
@@ -208,27 +190,21 @@ static int scan_pve(struct store *s, struct dir_scan *sc)
 		rc = add_dir(sc, dir);
 		for (int j = 0; j < files.n && !rc; j++) {
 			const char *f = files.v[j];
-			int vmid = pve_disk_vmid(f);
-			bool q = ends_with(f, ".qcow2"), r = ends_with(f, ".raw");
+			int vmid = pve_volume_vmid(f);
+			enum pve_vol_suffix sfx = pve_volume_suffix(f);
+			bool q = sfx == PVE_SUFFIX_QCOW2, r = sfx == PVE_SUFFIX_RAW;
 
-			if (!strncmp(f, "snap-", 5))
+			if (pve_is_snapshot_name(f))
 				continue;   /* a view of its volume */
 			snprintf(key, sizeof(key), "skip:%s/%s", dir, f);
-			if (vmid >= 0 && (ends_with(f, ".vmdk") || ends_with(f, ".subvol") ||
+			if (vmid >= 0 && (sfx == PVE_SUFFIX_VMDK || sfx == PVE_SUFFIX_SUBVOL ||
 					  !strncmp(f, "subvol-", 7))) {
 				dir_log_once(s, key, LOG_INFO, "%s/%s/%s: vmdk and subvol volumes are not shown",
 					     s->name, dir, f);
 				continue;
 			}
-			if (vmid < 0 || !(q || r))
-				continue;
-			{
-				char state[64];
-
-				snprintf(state, sizeof(state), "vm-%d-state-", vmid);
-				if (!strncmp(f, state, strlen(state)))
-					continue;   /* saved RAM, not a disk */
-			}
+			if (vmid < 0 || !(q || r) || pve_volume_is_state(f, vmid))
+				continue;   /* not a disk, or saved RAM */
 			snprintf(rel, sizeof(rel), "%s/%s", dir, f);
 			rc = add_cand(sc, f, rel, vmid, true, q);
 		}

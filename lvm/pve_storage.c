@@ -1,9 +1,7 @@
 /*
- * pve_storage: parse /etc/pve/storage.cfg just enough to map a VG to its
- * storage id and shared flag, and take the storage lock. See pve_storage.h.
- *
- * storage.cfg is a list of sections: "<type>: <id>" at column 0, then
- * indented "<key> <value>" lines. Only "lvm" sections matter here.
+ * pve_storage: map a VG to its storage id and shared flag (the "lvm"
+ * sections of storage.cfg, parsed by store/pve_config.c), and take the
+ * storage lock. See pve_storage.h.
  */
 #include "pve_storage.h"
 
@@ -17,77 +15,30 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "store/pve_config.h"
 #include "store/store.h"
 
 #define PVE_LOCK_DIR "/var/lock/pve-manager"
 #define OWN_LOCK_DIR "/run/lock/vstorfs"
 
-struct section {
-	bool is_lvm;
-	char id[128];
-	char vg[128];
-	bool shared;
-};
-
-static bool section_matches(const struct section *s, const char *vg)
-{
-	return s->is_lvm && s->id[0] && !strcmp(s->vg, vg);
-}
-
-static void section_start(struct section *s, char *line)
-{
-	char *colon = strchr(line, ':');
-
-	memset(s, 0, sizeof(*s));
-	if (!colon)
-		return;
-	*colon = 0;
-	s->is_lvm = !strcmp(store_trim(line), "lvm");
-	snprintf(s->id, sizeof(s->id), "%s", store_trim(colon + 1));
-}
-
-static void section_key(struct section *s, char *line)
-{
-	char *key = store_trim(line), *val = key;
-
-	while (*val && *val != ' ' && *val != '\t')
-		val++;
-	if (*val)
-		*val++ = 0;
-	val = store_trim(val);
-	if (!strcmp(key, "vgname"))
-		snprintf(s->vg, sizeof(s->vg), "%s", val);
-	else if (!strcmp(key, "shared"))
-		s->shared = !strcmp(val, "1");
-}
-
 int pve_storage_find(const char *path, const char *vg, struct pve_storage *out)
 {
-	FILE *f = fopen(path, "re");
-	struct section s = { 0 };
-	char line[1024];
+	struct pve_config *c;
+	int rc = pve_config_load(path, &c);
 
 	memset(out, 0, sizeof(*out));
-	if (!f)
-		return errno == ENOENT ? 0 : -errno;
-	for (;;) {
-		bool eof = !fgets(line, sizeof(line), f);
+	if (rc < 0)
+		return rc;
+	for (int i = 0; i < c->n; i++) {
+		const struct pve_cfg_storage *s = &c->v[i];
 
-		if (eof || (line[0] && line[0] != ' ' && line[0] != '\t' && line[0] != '#' &&
-			    line[0] != '\n')) {
-			if (section_matches(&s, vg)) {
-				snprintf(out->storeid, sizeof(out->storeid), "%s", s.id);
-				out->shared = s.shared;
-				break;
-			}
-			if (eof)
-				break;
-			section_start(&s, line);
-		} else if (line[0] == ' ' || line[0] == '\t') {
-			section_key(&s, line);
+		if (!strcmp(s->type, "lvm") && !strcmp(pve_cfg_str(s, "vgname", ""), vg)) {
+			snprintf(out->storeid, sizeof(out->storeid), "%s", s->id);
+			out->shared = pve_cfg_bool(s, "shared", false);
+			break;
 		}
 	}
-	fclose(f);
+	pve_config_free(c);
 	return 0;
 }
 

@@ -14,7 +14,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define PVE_STORAGE_CFG "/etc/pve/storage.cfg"
+#include "store/pve_config.h"
+
+#define PVE_STORAGE_CFG PVE_CONFIG_PATH
 
 struct pve_storage {
 	char storeid[128];  /* "" when no lvm storage names the VG */

@@ -66,24 +66,6 @@ void pve_node_name(char *buf, size_t len)
 		*dot = 0;
 }
 
-int pve_volume_vmid(const char *volume)
-{
-	const char *p;
-	char *end;
-	long id;
-
-	if (!strncmp(volume, "vm-", 3))
-		p = volume + 3;
-	else if (!strncmp(volume, "base-", 5))
-		p = volume + 5;
-	else
-		return -1;
-	if (*p < '0' || *p > '9')
-		return -1;
-	id = strtol(p, &end, 10);
-	return *end == '-' && end[1] && id <= 999999999 ? (int)id : -1;
-}
-
 /* ---- the cluster storage lock ---- */
 
 struct refresher {

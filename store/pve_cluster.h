@@ -26,6 +26,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "store/pve_names.h"
+
 #define PVE_ETC_DIR "/etc/pve"
 #define PVE_CFS_LOCK_DIR "/etc/pve/priv/lock"
 #define PVE_CFS_ACQUIRE_TIMEOUT_S 10   /* cfs_lock's default */
@@ -70,8 +72,7 @@ bool pve_lv_owned_elsewhere(const char *store, const char *lvname);
 
 /* This node's name: gethostname up to the first dot. */
 void pve_node_name(char *buf, size_t len);
-/* The VM a Proxmox volume name (vm-<vmid>-..., base-<vmid>-...) belongs to, or -1. */
-int pve_volume_vmid(const char *volume);
+/* pve_volume_vmid, the VM a volume name belongs to: store/pve_names.h. */
 
 /*
  * Before a snapshot operation on `volume` of store `store`: take the VM's

@@ -2,7 +2,7 @@
  * pve_source: SOURCE "pve:", "pve:all", "pve:<storeid>" (see pve_store.h),
  * and which storage.cfg section a plain SOURCE token's store is.
  *
- * storage.cfg: "<type>: <id>" at column 0, then indented "<key> <value>".
+ * storage.cfg is parsed by store/pve_config.c, as Proxmox parses it.
  * Served types and where their disks are (pve-storage's plugins):
  *   lvm                          vgname
  *   dir                          path (must exist)
@@ -29,98 +29,82 @@
 
 #include "common/log.h"
 #include "store/pve_cluster.h"
+#include "store/pve_config.h"
 #include "store/store.h"
 #include "store/store_registry.h"
-
-int lvm_store_open(const char *vg, const struct store_config *cfg, struct store **out);
-int dir_store_open(const char *path, const struct store_config *cfg, struct store **out)
-	__attribute__((weak));
-int rbd_store_open(const char *spec, const struct store_config *cfg, struct store **out)
-	__attribute__((weak));
-
-#define DEFAULT_CFG "/etc/pve/storage.cfg"
 
 struct sect {
 	char type[32], id[128];
 	char vgname[128], path[PATH_MAX], pool[128], ns[128], monhost[512], username[128], nodes[512];
 	bool shared, disabled;
+	bool too_long; /* a value did not fit: never served cut short */
 };
 
-static void set_key(struct sect *s, const char *key, const char *val)
+static void copy(struct sect *s, char *dst, size_t len, const struct pve_cfg_storage *st, const char *key)
 {
-	static const struct { const char *key; size_t off, len; } keys[] = {
-		{ "vgname", offsetof(struct sect, vgname), sizeof(((struct sect *)0)->vgname) },
-		{ "path", offsetof(struct sect, path), sizeof(((struct sect *)0)->path) },
-		{ "pool", offsetof(struct sect, pool), sizeof(((struct sect *)0)->pool) },
-		{ "namespace", offsetof(struct sect, ns), sizeof(((struct sect *)0)->ns) },
-		{ "monhost", offsetof(struct sect, monhost), sizeof(((struct sect *)0)->monhost) },
-		{ "username", offsetof(struct sect, username), sizeof(((struct sect *)0)->username) },
-		{ "nodes", offsetof(struct sect, nodes), sizeof(((struct sect *)0)->nodes) },
-	};
+	if ((size_t)snprintf(dst, len, "%s", pve_cfg_str(st, key, "")) >= len)
+		s->too_long = true;
+}
 
-	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
-		if (!strcmp(key, keys[i].key))
-			snprintf((char *)s + keys[i].off, keys[i].len, "%s", val);
-	if (!strcmp(key, "shared"))
-		s->shared = !strcmp(val, "1");
-	else if (!strcmp(key, "disable"))
-		s->disabled = strcmp(val, "0") != 0;
+/* The fields served storages need, from one storage.cfg section. */
+static void sect_of(struct sect *s, const struct pve_cfg_storage *st)
+{
+	memset(s, 0, sizeof(*s));
+	if ((size_t)snprintf(s->type, sizeof(s->type), "%s", st->type) >= sizeof(s->type) ||
+	    (size_t)snprintf(s->id, sizeof(s->id), "%s", st->id) >= sizeof(s->id))
+		s->too_long = true;
+	copy(s, s->vgname, sizeof(s->vgname), st, "vgname");
+	if (strlen(pve_cfg_path(st, s->path, sizeof(s->path))) >= sizeof(s->path) - 1)
+		s->too_long = true;
+	copy(s, s->pool, sizeof(s->pool), st, "pool");
+	copy(s, s->ns, sizeof(s->ns), st, "namespace");
+	copy(s, s->monhost, sizeof(s->monhost), st, "monhost");
+	copy(s, s->username, sizeof(s->username), st, "username");
+	copy(s, s->nodes, sizeof(s->nodes), st, "nodes");
+	s->shared = pve_cfg_shared(st);
+	s->disabled = pve_cfg_bool(st, "disable", false);
+}
+
+/* All sections of storage.cfg (store/pve_config.c parses it); a missing file is none. */
+static int load(const struct store_config *cfg, struct sect **out, int *n)
+{
+	struct pve_config *c;
+	int rc = pve_config_load(pve_source_cfg_path(cfg), &c);
+
+	*out = NULL;
+	*n = 0;
+	if (rc < 0)
+		return rc;
+	if (c->n && !(*out = calloc((size_t)c->n, sizeof(**out)))) {
+		pve_config_free(c);
+		return -ENOMEM;
+	}
+	for (int i = 0; i < c->n; i++)
+		sect_of(&(*out)[i], &c->v[i]);
+	*n = c->n;
+	pve_config_free(c);
+	return 0;
 }
 
 static bool network_type(const char *t)
 {
-	return !strcmp(t, "nfs") || !strcmp(t, "cifs") || !strcmp(t, "cephfs") || !strcmp(t, "glusterfs");
+	return pve_cfg_network_type(t);
 }
 
-/* All sections of storage.cfg; a missing file is none. */
-static int load(const struct store_config *cfg, struct sect **out, int *n)
+/* The registry's kind called name; NULL (logged) when this build lacks it. */
+static const struct store_kind *kind_named(const char *name, const char *storeid)
 {
-	const char *path = cfg->pve_storage_cfg ? cfg->pve_storage_cfg : DEFAULT_CFG;
-	FILE *f = fopen(path, "re");
-	struct sect *v = NULL, *cur = NULL;
-	char line[2048];
-
-	*out = NULL;
-	*n = 0;
-	if (!f)
-		return errno == ENOENT ? 0 : -errno;
-	while (fgets(line, sizeof(line), f)) {
-		char *colon, *key, *val;
-
-		if (line[0] == '#' || !store_trim(line)[0])
+	for (int i = 0; store_kinds[i]; i++) {
+		if (strcmp(store_kinds[i]->name, name))
 			continue;
-		if (line[0] != ' ' && line[0] != '\t' && (colon = strchr(line, ':'))) {
-			struct sect *g = realloc(v, (size_t)(*n + 1) * sizeof(*g));
-
-			if (!g) {
-				fclose(f);
-				free(v);
-				return -ENOMEM;
-			}
-			v = g;
-			cur = &v[(*n)++];
-			memset(cur, 0, sizeof(*cur));
-			*colon = 0;
-			snprintf(cur->type, sizeof(cur->type), "%s", store_trim(line));
-			snprintf(cur->id, sizeof(cur->id), "%s", store_trim(colon + 1));
-			if (network_type(cur->type))
-				cur->shared = true;
-			continue;
+		if (store_kinds[i]->missing) {
+			vlog(LOG_ERR, "storage %s: %s", storeid, store_kinds[i]->missing);
+			return NULL;
 		}
-		if (!cur)
-			continue;
-		key = store_trim(line);
-		val = key + strcspn(key, " \t");
-		if (*val)
-			*val++ = 0;
-		set_key(cur, key, store_trim(val));
+		return store_kinds[i];
 	}
-	fclose(f);
-	for (int i = 0; i < *n; i++)
-		if (network_type(v[i].type) && !v[i].path[0])
-			snprintf(v[i].path, sizeof(v[i].path), "/mnt/pve/%s", v[i].id);
-	*out = v;
-	return 0;
+	vlog(LOG_ERR, "storage %s: this vstorfs has no %s stores", storeid, name);
+	return NULL;
 }
 
 static bool same_path(const char *a, const char *b)
@@ -146,7 +130,8 @@ void pve_storage_of_source(const struct store_config *cfg, const char *kind, con
 		return;
 	for (int i = 0; i < n && !storeid[0]; i++) {
 		const struct sect *s = &v[i];
-		bool hit = !strcmp(kind, "lvm") ? !strcmp(s->type, "lvm") && !strcmp(s->vgname, src)
+		bool hit = s->too_long ? false
+			 : !strcmp(kind, "lvm") ? !strcmp(s->type, "lvm") && !strcmp(s->vgname, src)
 			 : !strcmp(kind, "dir") ? s->path[0] && same_path(s->path, src)
 			 : !strcmp(s->type, "rbd") && !strcmp(s->pool[0] ? s->pool : "rbd", src);
 
@@ -186,6 +171,8 @@ static const char *left_out(const struct sect *s)
 {
 	struct stat st;
 
+	if (s->too_long)
+		return "a value too long";
 	if (s->disabled)
 		return "disabled";
 	if (!node_allowed(s))
@@ -240,23 +227,19 @@ static int open_sect(const struct store_config *cfg, const struct sect *s, struc
 	char spec[300];
 	int rc;
 
+	const struct store_kind *k = kind_named(!strcmp(s->type, "lvm") || !strcmp(s->type, "rbd") ? s->type : "dir", s->id);
+
+	if (!k)
+		return -EOPNOTSUPP;
 	if (!strcmp(s->type, "lvm")) {
-		rc = lvm_store_open(s->vgname, cfg, &inner);
+		rc = k->open(s->vgname, cfg, &inner);
 	} else if (!strcmp(s->type, "rbd")) {
-		if (!rbd_store_open) {
-			vlog(LOG_ERR, "storage %s: this vstorfs was built without RBD support", s->id);
-			return -EOPNOTSUPP;
-		}
 		if (!(info.owned_cfg = rbd_cfg(cfg, s)))
 			return -ENOMEM;
 		snprintf(spec, sizeof(spec), "%s%s%s", s->pool[0] ? s->pool : "rbd", s->ns[0] ? "/" : "", s->ns);
-		rc = rbd_store_open(spec, info.owned_cfg, &inner);
+		rc = k->open(spec, info.owned_cfg, &inner);
 	} else {
-		if (!dir_store_open) {
-			vlog(LOG_ERR, "storage %s: this vstorfs was built without directory stores", s->id);
-			return -EOPNOTSUPP;
-		}
-		rc = dir_store_open(s->path, cfg, &inner);
+		rc = k->open(s->path, cfg, &inner);
 	}
 	if (rc < 0) {
 		if (info.owned_cfg) {
@@ -297,7 +280,7 @@ int pve_source_open(const char *spec, const struct store_config *cfg, pve_have_f
 	*n = 0;
 	if ((rc = load(cfg, &secs, &nsecs)) < 0) {
 		vlog(LOG_ERR, "pve:%s: cannot read %s: %s", spec,
-		     cfg->pve_storage_cfg ? cfg->pve_storage_cfg : DEFAULT_CFG, strerror(-rc));
+		     pve_source_cfg_path(cfg), strerror(-rc));
 		return rc;
 	}
 	for (int i = 0; i < nsecs && rc == 0; i++) {
@@ -368,5 +351,5 @@ int pve_source_open(const char *spec, const struct store_config *cfg, pve_have_f
 
 const char *pve_source_cfg_path(const struct store_config *cfg)
 {
-	return cfg->pve_storage_cfg ? cfg->pve_storage_cfg : DEFAULT_CFG;
+	return cfg->pve_storage_cfg ? cfg->pve_storage_cfg : PVE_CONFIG_PATH;
 }
