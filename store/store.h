@@ -195,10 +195,6 @@ bool store_view_name_ok(const char *name);
  * an fd to close to unlock, -EBUSY on timeout (logged), or -errno. */
 int store_lock_file(const char *path, int timeout_s);
 
-/* A line of a configuration file (storage.cfg) without the blanks and line
- * end around it, in place; what every reader of Proxmox's files uses. */
-char *store_trim(char *s);
-
 /* Helpers over the sorted listing. */
 const struct store_volume *store_listing_find(const struct store_listing *l, const char *volume);
 const struct store_view *store_volume_find_view(const struct store_volume *v, const char *name);

@@ -69,15 +69,3 @@ const struct store_view *store_volume_find_view(const struct store_volume *v, co
 			return &v->views[i];
 	return NULL;
 }
-
-char *store_trim(char *s)
-{
-	char *e;
-
-	while (*s == ' ' || *s == '\t')
-		s++;
-	e = s + strlen(s);
-	while (e > s && (e[-1] == '\n' || e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t'))
-		*--e = 0;
-	return s;
-}
