@@ -1,29 +1,50 @@
 /*
  * plcheck: what a mount does to a directory store, checked in one process
- * (the power-loss sweep checks hundreds of crash states; a process per view
- * was most of the cost).
+ * (the power-loss sweep checks thousands of crash states; a process per
+ * view, or per state, was most of the cost).
  *
  *   plcheck [--cfg STORAGE_CFG] PATH VOLUME
+ *   plcheck --batch VOLUME          (one "PATH<TAB>STORAGE_CFG" per stdin line)
  *
  * Opens the store and runs recovery (as a mount does before the first scan),
  * then prints one line per view of VOLUME, "1<TAB>view<TAB>size<TAB>crc",
  * crc being zlib's crc32 and adler32 of the view's bytes as 16 hex digits.
  * Then closes it, opens it again (a second mount), recovers again and
- * prints the same lines with "2". Exit status 0, or 1 when recovery, the
- * scan or a read fails (the error on stderr).
+ * prints the same lines with "2". Then, recovery done, every file under
+ * PATH: "Q<TAB>file<TAB>corruptions<TAB>leaks<TAB>check_errors<TAB>first"
+ * for a qcow2 one (chain/qcow2_check.c, which counts what `qemu-img check`
+ * counts) and "L<TAB>file" for one recovery should have removed (an intent,
+ * a scratch overlay, a .part). Exit status 0, or 1 when recovery, the scan
+ * or a read fails (the error on stderr).
+ *
+ * With --batch each state's lines end with "END<TAB>rc" (rc 0 or 1, the
+ * error as "E<TAB>message" before it) and stdout is flushed, so one process
+ * checks a whole sweep, state by state, as the harness builds them.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <zlib.h>
 
+#include "chain/qcow2_check.h"
 #include "common/log.h"
 #include "dir/dir_store.h"
 #include "store/view_reader.h"
+#include "tools/lib/file_io.h"
 
 #define CHUNK (1u << 20)
+
+static FILE *errs;	/* stderr, or stdout in batch mode (the harness reads one stream) */
+
+static void fail(const char *what, const char *name, int rc)
+{
+	fprintf(errs, "%splcheck: %s%s%s: %s\n", errs == stdout ? "E\t" : "", what, name ? " " : "",
+		name ? name : "", strerror(-rc));
+}
 
 static int hash_view(struct store *s, struct store_listing *l, const struct store_volume *v,
 		     const struct store_view *w, char *buf)
@@ -61,13 +82,13 @@ static int mount_once(const char *path, const struct store_config *cfg, const ch
 	int rc = dir_store_open(path, cfg, &s);
 
 	if (rc) {
-		fprintf(stderr, "plcheck: open: %s\n", strerror(-rc));
+		fail("open", NULL, rc);
 		return rc;
 	}
 	if ((rc = s->ops->recover(s)))
-		fprintf(stderr, "plcheck: recovery: %s\n", strerror(-rc));
+		fail("recovery", NULL, rc);
 	else if ((rc = s->ops->scan(s, &l)))
-		fprintf(stderr, "plcheck: scan: %s\n", strerror(-rc));
+		fail("scan", NULL, rc);
 	else {
 		for (int i = 0; i < l->nvols && rc == 0; i++) {
 			if (strcmp(l->vols[i].name, vol))
@@ -76,8 +97,7 @@ static int mount_once(const char *path, const struct store_config *cfg, const ch
 				printf("%d", pass);
 				rc = hash_view(s, l, &l->vols[i], &l->vols[i].views[j], buf);
 				if (rc)
-					fprintf(stderr, "plcheck: read %s: %s\n", l->vols[i].views[j].name,
-						strerror(-rc));
+					fail("read", l->vols[i].views[j].name, rc);
 			}
 		}
 		s->ops->listing_free(s, l);
@@ -86,26 +106,117 @@ static int mount_once(const char *path, const struct store_config *cfg, const ch
 	return rc;
 }
 
-int main(int argc, char **argv)
+static bool ends_with(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), m = strlen(suffix);
+
+	return n >= m && !strcmp(s + n - m, suffix);
+}
+
+/* What `qemu-img check` would say of one file, or -errno when it cannot be opened as qcow2. */
+static int check_file(const char *path, const char *rel)
+{
+	struct qcow2_layer_check r;
+	struct layer_io *io = NULL;
+	int rc = tool_file_open(path, 0, &io);
+
+	if (!rc)
+		rc = qcow2_check_layer(io, &r);
+	layer_close(io);
+	if (rc) {
+		fail("check", rel, rc);
+		return rc;
+	}
+	printf("Q\t%s\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%s\n", rel, r.corruptions + r.unreadable,
+	       r.leaks, r.check_errors, r.first);
+	return 0;
+}
+
+/* Every file under dir (rel its path from the state's root): checked or flagged. */
+static int walk(const char *dir, const char *rel)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int rc = 0;
+
+	if (!d) {
+		fail("opendir", rel, -errno);
+		return -errno;
+	}
+	while (rc == 0 && (e = readdir(d))) {
+		char p[4096], r[4096];
+		struct stat st;
+
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+		snprintf(r, sizeof(r), "%s%s%s", rel, *rel ? "/" : "", e->d_name);
+		if (lstat(p, &st))
+			continue;
+		if (S_ISDIR(st.st_mode))
+			rc = walk(p, r);
+		else if (!strncmp(e->d_name, ".vstorfs-intent-", 16) ||
+			 !strncmp(e->d_name, ".vstorfs-new-", 13) || ends_with(e->d_name, ".part"))
+			printf("L\t%s\n", r);
+		else if (S_ISREG(st.st_mode) && ends_with(e->d_name, ".qcow2"))
+			rc = check_file(p, r);
+	}
+	closedir(d);
+	return rc;
+}
+
+static int check_state(const char *path, const char *cfg_path, const char *vol, char *buf)
 {
 	struct store_config cfg = { 0 };
+	int rc;
+
+	cfg.pve_storage_cfg = cfg_path && *cfg_path ? cfg_path : NULL;
+	rc = mount_once(path, &cfg, vol, 1, buf);
+	if (rc == 0)
+		rc = mount_once(path, &cfg, vol, 2, buf);
+	if (rc == 0)
+		rc = walk(path, "");
+	return rc;
+}
+
+static int batch(const char *vol, char *buf)
+{
+	char line[8192];
+
+	errs = stdout;
+	while (fgets(line, sizeof(line), stdin)) {
+		char *cfg;
+
+		line[strcspn(line, "\n")] = 0;
+		if ((cfg = strchr(line, '\t')))
+			*cfg++ = 0;
+		printf("END\t%d\n", check_state(line, cfg, vol, buf) ? 1 : 0);
+		fflush(stdout);
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *cfg = NULL;
 	char *buf;
 	int i = 1, rc;
 
+	errs = stderr;
 	vlog_init(true, false);
+	if (!(buf = malloc(CHUNK)))
+		return 1;
+	if (argc == 3 && !strcmp(argv[1], "--batch"))
+		return batch(argv[2], buf);
 	if (argc > 2 && !strcmp(argv[1], "--cfg")) {
-		cfg.pve_storage_cfg = argv[2];
+		cfg = argv[2];
 		i = 3;
 	}
 	if (argc - i != 2) {
-		fprintf(stderr, "usage: plcheck [--cfg STORAGE_CFG] PATH VOLUME\n");
+		fprintf(stderr, "usage: plcheck [--cfg STORAGE_CFG] PATH VOLUME | --batch VOLUME\n");
 		return 2;
 	}
-	if (!(buf = malloc(CHUNK)))
-		return 1;
-	rc = mount_once(argv[i], &cfg, argv[i + 1], 1, buf);
-	if (rc == 0)
-		rc = mount_once(argv[i], &cfg, argv[i + 1], 2, buf);
+	rc = check_state(argv[i], cfg, argv[i + 1], buf);
 	free(buf);
 	return rc ? 1 : 0;
 }

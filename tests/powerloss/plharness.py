@@ -27,13 +27,18 @@ REGRESSIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "regressi
 # a failing state is saved here; one that shows a real bug is moved to REGRESSIONS with its fix
 FOUND = os.path.join(REPO, "build", "powerloss-found")
 MiB = 1 << 20
+# POWERLOSS_LONG=1: the long sweep (bigger samples, every distinct state checked)
+LONG = os.environ.get("POWERLOSS_LONG") == "1"
 # per crash point, random combinations when there are too many to try all
-BUDGET = int(os.environ.get("POWERLOSS_STATES", "12"))
+BUDGET = int(os.environ.get("POWERLOSS_STATES", "100" if LONG else "16"))
 # distinct states checked per operation (spread over the log); 0: every one
-CHECKED = int(os.environ.get("POWERLOSS_CHECKED", "40"))
+CHECKED = int(os.environ.get("POWERLOSS_CHECKED", "0" if LONG else "150"))
 # the next mkdir is tried on every PROBE_EVERY-th state checked (and on the last)
 PROBE_EVERY = int(os.environ.get("POWERLOSS_PROBE_EVERY", "4"))
 SEED = int(os.environ.get("POWERLOSS_SEED", "1"))
+# every DAEMON_EVERY-th state checked is also mounted with the real daemon
+DAEMON_EVERY = int(os.environ.get("POWERLOSS_DAEMON_EVERY", "50"))
+DAEMON = os.environ.get("POWERLOSS_DAEMON") or os.path.join(REPO, "build", "vstorfs")
 
 
 def run(*argv, check=True, **kw):
@@ -112,6 +117,78 @@ def qemu_check(img):
     return None
 
 
+def parse_plcheck(lines):
+    """plcheck's lines of one state: (views per mount pass, files left over, qcow2 problems)."""
+    passes, leftover, qcheck = {"1": {}, "2": {}}, [], {}
+    for line in lines:
+        f = line.split("\t")
+        if f[0] in ("1", "2"):
+            passes[f[0]][f[1]] = f[3]
+        elif f[0] == "L":
+            leftover.append(f[1])
+        elif f[0] == "Q":
+            bad = f[2] != "0" or f[3] != "0" or f[4] != "0"
+            qcheck[f[1]] = "corruptions %s leaks %s check-errors %s %s" % tuple(f[2:6]) if bad else None
+    return passes, leftover, qcheck
+
+
+class Plcheck:
+    """One plcheck --batch process: recovers and checks state after state."""
+
+    def __init__(self, vol):
+        self.proc = subprocess.Popen([PLCHECK, "--batch", vol], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+
+    def check(self, root, cfg):
+        """plcheck's parsed lines for the state at root, or an error string."""
+        self.proc.stdin.write("%s\t%s\n" % (root, cfg))
+        self.proc.stdin.flush()
+        lines, errs = [], []
+        for line in self.proc.stdout:
+            line = line.rstrip("\n")
+            if line.startswith("END\t"):
+                if line != "END\t0":
+                    return "recovery or reading fails: " + " ".join(errs)[-400:]
+                return parse_plcheck(lines)
+            (errs if line.startswith("E\t") else lines).append(line)
+        raise AssertionError("plcheck exited %s" % self.proc.poll())
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+class DirMount:
+    """The daemon serving one directory store (recovery runs at mount)."""
+
+    def __init__(self, root, mnt):
+        os.makedirs(mnt, exist_ok=True)
+        self.mnt = mnt
+        self.logpath = mnt + ".stderr"
+        self.proc = subprocess.Popen([DAEMON, root, mnt, "-f", "-o", "rescan=60"],
+                                     stdout=subprocess.DEVNULL, stderr=open(self.logpath, "wb"),
+                                     stdin=subprocess.DEVNULL)
+        while not os.path.ismount(mnt):
+            if self.proc.poll() is not None:
+                raise AssertionError("vstorfs exited %d: %s" % (self.proc.returncode, open(self.logpath).read()))
+            time.sleep(0.02)     # polling for the mount, not a timing assumption
+
+    def stop(self):
+        """None, or what the daemon said went wrong."""
+        subprocess.run(["umount", self.mnt], capture_output=True)
+        if os.path.ismount(self.mnt):
+            subprocess.run(["umount", "-l", self.mnt], capture_output=True)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return "daemon did not exit after umount"
+        if self.proc.returncode:
+            return "daemon exited %d: %s" % (self.proc.returncode, open(self.logpath).read()[-400:])
+        return None
+
+
 class Recorder:
     def __init__(self, backing, mnt, logpath):
         os.makedirs(mnt, exist_ok=True)
@@ -169,23 +246,14 @@ class DirCase:
         # the operation's own outcome is the last crash state: check it the same way
         return self.ops
 
-    def check(self, root, probe=True):
-        """None when the crash state at root is fine, else what is wrong."""
-        cfg = cfg_args(root, self.chain)
-        p = run(PLCHECK, *cfg, root, self.vol, check=False)
-        if p.returncode:
-            return "recovery or reading fails: " + p.stderr.decode(errors="replace")[-400:]
-        passes = {"1": {}, "2": {}}
-        for line in p.stdout.decode().splitlines():
-            n, view, size, h = line.split("\t")
-            passes[n][view] = h
+    def judge(self, passes, leftover, qcheck):
+        """None when what recovery left (views read in two mounts, files left
+        over, qcow2 checks) is what the operation allows, else what is wrong."""
         views = passes["1"]
         if passes["2"] != views:
             return "a second mount reads differently: %s / %s" % (views, passes["2"])
-        for dp, dn, fn in os.walk(root):
-            for f in fn:
-                if f.startswith((".vstorfs-intent-", ".vstorfs-new-")) or f.endswith(".part"):
-                    return "left over after recovery: " + f
+        if leftover:
+            return "left over after recovery: %s" % leftover
         for v, h in self.keep.items():
             if v not in views:
                 return "view %s gone" % v
@@ -196,50 +264,114 @@ class DirCase:
             return "unexpected views %s" % sorted(extra)
         if self.victim in views and views[self.victim] != self.victim_sha:
             return "view %s half there (%s)" % (self.victim, views[self.victim])
-        d = os.path.join(root, self.voldir)
-        for f in sorted(os.listdir(d)):
-            if f.endswith(".qcow2"):
-                e = qemu_check(os.path.join(d, f))
-                if e:
-                    return e
-        if probe:
+        for f, e in sorted(qcheck.items()):
+            if e:
+                return "qcow2 check %s: %s" % (f, e)
+        return None
+
+    def check(self, root, probe=True):
+        """The cheap check, one process per state (kept states; the sweep batches it)."""
+        cfg = cfg_args(root, self.chain)
+        p = run(PLCHECK, *cfg, root, self.vol, check=False)
+        if p.returncode:
+            return "recovery or reading fails: " + p.stderr.decode(errors="replace")[-400:]
+        err = self.judge(*parse_plcheck(p.stdout.decode().splitlines()))
+        if err is None and probe:
             # nothing is left that the next mkdir trips on
             p = ds(*cfg, "--no-recover", "mkdir", root, self.vol, "plnext")
             if p.returncode:
                 return "next mkdir fails %d: %s" % (p.returncode, p.stderr.decode(errors="replace"))
-        return None
+        return err
+
+    def daemon_check(self, root):
+        """The daemon's path on one state: vstorfs mounts it (recovery runs), every
+        view is read through FUSE, the next mkdir is made there; then, unmounted,
+        `qemu-img check` on every qcow2 file and a second mount reads the same."""
+        views = {}
+        for n in (1, 2):
+            mnt = os.path.join(self.work, "dmnt")
+            m = DirMount(root, mnt)
+            try:
+                vol = os.path.join(mnt, os.path.basename(root.rstrip("/")), self.vol)
+                got = {}
+                for v in sorted(os.listdir(vol)):
+                    with open(os.path.join(vol, v, "disk.raw"), "rb") as f:
+                        got[v] = view_hash(f.read())
+                if n == 2:
+                    os.mkdir(os.path.join(vol, "plnext"))
+            except OSError as e:
+                return "daemon: %s" % e
+            finally:
+                err = m.stop()
+            if err:
+                return err
+            if n == 1:
+                views = got
+                for dp, dn, fn in os.walk(root):
+                    for f in fn:
+                        if f.startswith((".vstorfs-intent-", ".vstorfs-new-")) or f.endswith(".part"):
+                            return "daemon: left over after recovery: " + f
+                        if f.endswith(".qcow2"):
+                            e = qemu_check(os.path.join(dp, f))
+                            if e:
+                                return "daemon: " + e
+            elif got != views:
+                return "daemon: a second mount reads differently: %s / %s" % (views, got)
+        err = self.judge({"1": views, "2": views}, None, {})
+        return "daemon: " + err if err else None
 
     def run_sweep(self, budget=BUDGET, seed=SEED, limit_fail=3, max_checked=None):
         """Build and hash every state; check the distinct ones (at most max_checked,
-        spread evenly over the log, first and last included; 0 = all)."""
+        spread evenly over the log, first and last included; 0 = all) with the
+        cheap check (one plcheck process for the sweep), and with the daemon
+        every DAEMON_EVERY-th of them, the last, and every one the cheap check flags."""
         max_checked = CHECKED if max_checked is None else max_checked
         seen, cache, uniq, points = set(), {}, [], set()
+        keys = set()
         for log, st in sweep(self.ops, budget, seed):
             self.stats["tried"] += 1
             points.add(st.label.split()[0])
+            # the same landed operations make the same bytes: only a new set is built
+            key, _ = log.build(self.base, st, None, cache, exact=False)
+            if key in keys:
+                continue
+            keys.add(key)
             digest, _ = log.build(self.base, st, None, cache)
-            if len(cache) > 16:
+            if len(cache) > 64:
                 cache.clear()
             if digest not in seen:
                 seen.add(digest)
                 uniq.append((log, st, digest))
         self.stats["unique"] = len(uniq)
         self.stats["crash_points"] = len(points)
+        self.stats["daemon_checked"] = 0
         k = len(uniq) if not max_checked else min(max_checked, len(uniq))
         pick = sorted({(i * (len(uniq) - 1)) // max(1, k - 1) for i in range(k)}) if k > 1 else list(range(k))
-        for n, i in enumerate(pick):
-            log, st, digest = uniq[i]
-            log.build(self.base, st, self.state, {})
-            probe = n % PROBE_EVERY == 0 or n == len(pick) - 1
-            err = self.check(self.state, probe)
-            self.stats["checked"] += 1
-            self.stats["probed"] = self.stats.get("probed", 0) + probe
-            if err:
-                self.stats["failures"] += 1
-                self.failures.append((st.label, err))
-                if len(self.failures) <= limit_fail:
-                    log.build(self.base, st, self.state, {})
-                    self.keep_regression(digest, st.label, err)
+        cfg = cfg_args(self.state, self.chain)
+        checker = Plcheck(self.vol)
+        cache = {}
+        try:
+            for n, i in enumerate(pick):
+                log, st, digest = uniq[i]
+                log.build(self.base, st, self.state, cache)
+                if len(cache) > 64:
+                    cache.clear()
+                err = checker.check(self.state, cfg[1] if cfg else "")
+                err = self.judge(*err) if isinstance(err, tuple) else err
+                self.stats["checked"] += 1
+                if err or n % DAEMON_EVERY == 0 or n == len(pick) - 1:
+                    log.build(self.base, st, self.state, cache)
+                    derr = self.daemon_check(self.state)
+                    self.stats["daemon_checked"] += 1
+                    err = "; ".join(e for e in (err, derr) if e) or None
+                if err:
+                    self.stats["failures"] += 1
+                    self.failures.append((st.label, err))
+                    if len(self.failures) <= limit_fail:
+                        log.build(self.base, st, self.state, cache)
+                        self.keep_regression(digest, st.label, err)
+        finally:
+            checker.close()
         return self.stats
 
     def expect(self):

@@ -27,8 +27,10 @@ leaves a subset of what a crash just before the second one can leave. For
 each crash point the states are every combination of the pending operations
 where there are few (EXHAUSTIVE_MAX), else a seeded random sample of
 combinations plus the structured ones (none, all, each alone, all but
-each), and torn writes: a prefix of a write cut at a 4 KiB boundary, and
-(sampled) any subset of its 4 KiB blocks, as a device may persist them.
+each), and torn writes: a prefix of a write cut at a 4 KiB boundary (with
+the other pending operations all landed, none, and a sample of subsets),
+and (sampled) any subset of its 4 KiB blocks, as a device may persist them.
+Every sample comes from one random.Random(seed): a seed names a sweep.
 """
 
 import hashlib
@@ -50,6 +52,8 @@ NAMES = {R_WRITE: "write", R_TRUNC: "truncate", R_FALLOC: "fallocate", R_FSYNC: 
          R_UNLINK: "unlink", R_RMDIR: "rmdir", R_RENAME: "rename", R_SYMLINK: "symlink"}
 EXHAUSTIVE_MAX = 10
 TORN_CUTS = 16
+# per torn prefix, budget // TORN_MIX random combinations of the other pending operations
+TORN_MIX = 8
 BLOCK = 4096
 
 
@@ -196,6 +200,11 @@ class Log:
                                  (d, ((0, cut),))))
                 out.append(State("c%d torn-alone %d@%d" % (c, d, cut), ns_choices[-1], durable,
                                  (d, ((0, cut),))))
+                # and with a sample of the other pending operations landed, at any namespace prefix
+                for _ in range(budget // TORN_MIX if rest else 0):
+                    sub = {x for x in rest if rng.random() < 0.5}
+                    out.append(State("c%d torn-mixed %d@%d" % (c, d, cut), rng.choice(ns_choices),
+                                     durable | sub, (d, ((0, cut),))))
             pieces = [0] + list(range(first, o.len, BLOCK)) + [o.len]
             spans = list(zip(pieces, pieces[1:]))
             for _ in range(min(budget, 2 ** len(spans))):
