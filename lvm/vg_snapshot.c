@@ -215,12 +215,41 @@ static int scratch_name(const char *volume, char *out, size_t len)
 	return n < 0 || (size_t)n >= len || n > LVM_LV_NAME_MAX ? -ENAMETOOLONG : 0;
 }
 
+/*
+ * Rename an LV and make sure of the outcome: when lvm2 reports a failure
+ * (the lvm shell or a forked lvm2 died), its commit may still have landed,
+ * so the VG is rescanned and the rename counts as done if `to` exists and
+ * `from` does not. *unknown is set when not even the rescan worked: then
+ * neither outcome may be assumed and only recovery may act.
+ */
+static int rename_verified(struct op *op, const char *from, const char *to, bool *unknown)
+{
+	int rc = lvm_lv_rename(&op->lo, op->vgname, from, to);
+	int scan;
+
+	*unknown = false;
+	if (rc == 0)
+		return 0;
+	scan = vg_op_rescan(op);
+	if (scan < 0) {
+		*unknown = true;
+		return rc;
+	}
+	if (vg_find_lv(op, to) && !vg_find_lv(op, from)) {
+		vlog(LOG_WARNING, "%s: renaming %s to %s was reported failed but committed: going on",
+		     op->vgname, from, to);
+		return 0;
+	}
+	return rc;
+}
+
 static int take_locked(struct op *op, const char *volume, const char *snap)
 {
 	const struct pve_volume *v = pve_catalog_find(op->cat, volume);
 	char snap_lv[256], scratch[256], tag_mkdir[128], tag_vm[64], tag_vol[300];
 	const char *tags[4] = { tag_vm, tag_vol, tag_mkdir, NULL };
 	uint64_t vsize;
+	bool unknown;
 	int rc;
 
 	if (!v)
@@ -250,10 +279,14 @@ static int take_locked(struct op *op, const char *volume, const char *snap)
 	if ((rc = vg_op_rescan(op)) < 0 || (rc = format_overlay(op, scratch, snap_lv, vsize)) < 0)
 		goto undo_create;
 	crash_point("mkdir-written");
-	if ((rc = lvm_lv_rename(&op->lo, op->vgname, volume, snap_lv)) < 0)
+	if ((rc = rename_verified(op, volume, snap_lv, &unknown)) < 0 && unknown)
+		goto left;
+	if (rc < 0)
 		goto undo_create;
 	crash_point("mkdir-renamed");
-	if ((rc = lvm_lv_rename(&op->lo, op->vgname, scratch, volume)) < 0)
+	if ((rc = rename_verified(op, scratch, volume, &unknown)) < 0 && unknown)
+		goto left;
+	if (rc < 0)
 		goto undo_rename;
 	crash_point("mkdir-swapped");
 	/* The snapshot is complete: a failure to untag leaves only the tag, for recovery. */
@@ -264,9 +297,15 @@ static int take_locked(struct op *op, const char *volume, const char *snap)
 	return 0;
 
 undo_rename:
-	lvm_lv_rename(&op->lo, op->vgname, snap_lv, volume);
+	/* T must stay unless V is back: with S and T and no V, recovery finishes the snapshot. */
+	if (rename_verified(op, snap_lv, volume, &unknown) < 0)
+		goto left;
 undo_create:
 	lvm_lv_remove(&op->lo, op->vgname, scratch);
+	return rc;
+left:
+	vlog(LOG_ERR, "%s/%s: snapshot %s left unfinished; the next mount recovers it",
+	     op->vgname, volume, snap);
 	return rc;
 }
 
