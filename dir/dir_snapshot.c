@@ -368,21 +368,16 @@ static bool has_chain_views(const struct store_volume *vol)
 
 /* ---- volume-chain mkdir ---- */
 
-static int write_intent(struct dir_op *op, const struct dir_op_paths *n, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int write_intent(struct dir_op *op, const struct dir_op_paths *n, const char *fmt, ...)
+/* Record `in` as n's intent file (store/intent.c knows the form), atomically. */
+int dir_intent_write(struct store *s, const struct dir_op_paths *n, const struct intent *in)
 {
-	char buf[2048];
-	va_list ap;
-	int len;
+	struct dir_store_priv *p = s->priv;
+	char buf[INTENT_TEXT_MAX + 2];
+	int len = intent_encode(in, buf, sizeof(buf));
 
-	va_start(ap, fmt);
-	len = vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	if (len < 0 || (size_t)len >= sizeof(buf))
-		return -ENAMETOOLONG;
-	return dir_write_file_atomic(op->p->rootfd, n->intent, buf, (size_t)len);
+	if (len < 0)
+		return len;
+	return dir_write_file_atomic(p->rootfd, n->intent, buf, (size_t)len);
 }
 
 int dir_intent_clear(struct store *s, const struct dir_op_paths *n)
@@ -444,6 +439,7 @@ static int take_chain(struct dir_op *op, const struct store_volume *vol, const c
 	char srel[PATH_MAX], sbase[NAME_MAX + 1], *dir = strdup(cur->rel), *slash;
 	struct stat st;
 	struct timespec ts;
+	struct intent in;
 	int64_t now;
 	int rc;
 
@@ -471,7 +467,9 @@ static int take_chain(struct dir_op *op, const struct store_volume *vol, const c
 	}
 	if (dir_fstatat(op->p->rootfd, n.vol, &st))
 		return -ENOENT;
-	if ((rc = write_intent(op, &n, "mkdir-chain %s %" PRId64 "\n", snap, now)))
+	in = (struct intent){ .kind = INTENT_MKDIR_CHAIN, .time = now };
+	snprintf(in.snap, sizeof(in.snap), "%s", snap);
+	if ((rc = dir_intent_write(op->s, &n, &in)))
 		return rc;
 	crash_point("dir-mkdir-intent");
 	if ((rc = build_overlay(op, &n, sbase, vol->views[0].size, st.st_mode)))
@@ -989,6 +987,7 @@ static int remove_chain(struct dir_op *op, const struct store_volume *vol, int v
 	const char *snap = vol->views[vi].name;
 	struct dir_op_paths n;
 	struct rm r;
+	struct intent in = { 0 };
 	struct merge_plan plan;
 	char *dir, *slash, *prel = NULL;
 	enum chain_layer_format fmt;
@@ -1056,11 +1055,15 @@ static int remove_chain(struct dir_op *op, const struct store_volume *vol, int v
 	     commit ? "commit" : "rebase",
 	     (unsigned long long)(commit ? plan.commit_bytes : plan.rebase_bytes),
 	     (unsigned long long)(commit ? plan.rebase_bytes : plan.commit_bytes));
-	if (commit)
-		rc = write_intent(op, &n, "rmdir-commit %s %s %s\n", snap, r.s, r.c);
+	in.kind = commit ? INTENT_RMDIR_COMMIT : INTENT_RMDIR_REBASE;
+	if (snprintf(in.snap, sizeof(in.snap), "%s", snap) >= (int)sizeof(in.snap) ||
+	    snprintf(in.s, sizeof(in.s), "%s", r.s) >= (int)sizeof(in.s) ||
+	    snprintf(in.c, sizeof(in.c), "%s", r.c) >= (int)sizeof(in.c) ||
+	    snprintf(in.backing, sizeof(in.backing), "%s", commit || !r.s_backing ? "" : r.s_backing) >=
+		    (int)sizeof(in.backing))
+		rc = -ENAMETOOLONG;
 	else
-		rc = write_intent(op, &n, "rmdir-rebase %s %s %s %s\n", snap, r.s, r.c,
-				  r.s_backing ? r.s_backing : "-");
+		rc = dir_intent_write(s, &n, &in);
 	if (rc) {
 		dir_reserve_undo(&r.res);
 		goto out;
@@ -1108,20 +1111,18 @@ out:
 
 /* ---- recovery of one intent file ---- */
 
-int dir_recover_chain(struct store *s, const struct dir_op_paths *n, char *intent)
+int dir_recover_chain(struct store *s, const struct dir_op_paths *n, const struct intent *in)
 {
 	struct dir_store_priv *p = s->priv;
-	char kind[32], snap[64], a[PATH_MAX], b[PATH_MAX], c[PATH_MAX];
-	long long t = 0;
+	const char *snap = in->snap, *a = in->s, *b = in->c, *c = in->backing[0] ? in->backing : "-";
+	int64_t t = in->time;
 	int rc;
 
-	if (sscanf(intent, "%31s", kind) != 1)
-		return -EINVAL;
-	if (!strcmp(kind, "mkdir-chain")) {
+	if (in->kind == INTENT_MKDIR_CHAIN) {
 		char srel[PATH_MAX];
 		bool have_v, have_s, have_t;
 
-		if (sscanf(intent, "%*s %63s %lld", snap, &t) != 2 || dir_op_snap_path(n, snap, srel, sizeof(srel)))
+		if (dir_op_snap_path(n, snap, srel, sizeof(srel)))
 			return -EINVAL;
 		have_v = dir_exists(p->rootfd, n->vol);
 		have_s = dir_exists(p->rootfd, srel);
@@ -1153,14 +1154,12 @@ int dir_recover_chain(struct store *s, const struct dir_op_paths *n, char *inten
 		dir_fsync_parent(p->rootfd, n->vol);
 		return dir_intent_clear(s, n);
 	}
-	if (!strcmp(kind, "rmdir-commit") || !strcmp(kind, "rmdir-rebase")) {
-		bool commit = kind[6] == 'c';
+	if (in->kind == INTENT_RMDIR_COMMIT || in->kind == INTENT_RMDIR_REBASE) {
+		bool commit = in->kind == INTENT_RMDIR_COMMIT;
 		struct rm r;
 
 		memset(&r, 0, sizeof(r));
-		if (sscanf(intent, "%*s %63s %4095s %4095s %4095s", snap, a, b, c) != (commit ? 3 : 4))
-			return -EINVAL;
-		snprintf(r.label, sizeof(r.label), "%s/%s: finishing interrupted deletion of snapshot %s",
+		snprintf(r.label, sizeof(r.label), "%s/%s: finishing interrupted deletion of snapshot %.64s",
 			 s->name, n->vol, snap);
 		if (!dir_exists(p->rootfd, a)) {
 			vlog(LOG_NOTICE, "%s (only the bookkeeping was left)", r.label);

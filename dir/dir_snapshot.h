@@ -9,6 +9,7 @@
 #include <limits.h>
 
 #include "dir/dir_store.h"
+#include "store/intent.h"
 
 /* One operation: the lock held, a fresh listing taken under it. */
 struct dir_op {
@@ -35,6 +36,8 @@ struct dir_op_paths {
 int dir_op_paths(struct dir_op_paths *n, const char *dir, const char *vol);
 int dir_op_snap_path(const struct dir_op_paths *n, const char *snap, char *out, size_t len);
 int dir_intent_clear(struct store *s, const struct dir_op_paths *n);
+/* Write n's intent file (atomic, synced): 0 or <0 (-EINVAL/-ENAMETOOLONG: not encodable). */
+int dir_intent_write(struct store *s, const struct dir_op_paths *n, const struct intent *in);
 int dir_snaptime_set(struct store *s, const struct dir_op_paths *n, const char *snap, int64_t t);
 /* -EBUSY (logged) when a process holds rel open for writing (qemu's OFD lock). */
 int dir_file_busy(struct store *s, const char *rel);
@@ -47,8 +50,8 @@ int dir_isnap_take(struct dir_op *op, const struct store_volume *vol, const char
 int dir_isnap_remove(struct dir_op *op, const struct store_volume *vol, int view);
 
 /* Recovery of one intent file's operation: 0 done, 1 not this kind, <0 failed. */
-int dir_recover_chain(struct store *s, const struct dir_op_paths *n, char *intent);
-int dir_recover_isnap(struct store *s, const struct dir_op_paths *n, char *intent);
+int dir_recover_chain(struct store *s, const struct dir_op_paths *n, const struct intent *in);
+int dir_recover_isnap(struct store *s, const struct dir_op_paths *n, const struct intent *in);
 /* Recover the operation n->intent records (the caller holds the lock): 0 or <0. */
 int dir_recover_one(struct store *s, const struct dir_op_paths *n);
 /* Before an operation on vol: an intent left by a crash that recovery could not
