@@ -80,6 +80,19 @@
 #include "lvm/vg_store.h"
 #include "store/pve_cluster.h"
 
+int vg_intent_tag(const struct intent *in, char *buf, size_t len)
+{
+	const char *prefix = in->kind == INTENT_MKDIR_CHAIN ? TAG_MKDIR : TAG_RMDIR;
+	size_t pl = strlen(prefix);
+	int rc;
+
+	if (len <= pl)
+		return -ENAMETOOLONG;
+	memcpy(buf, prefix, pl);
+	rc = intent_tag_encode(in, buf + pl, len - pl);
+	return rc < 0 ? rc : 0;
+}
+
 int vg_op_rescan(struct op *op)
 {
 	int rc;
@@ -248,6 +261,7 @@ static int take_locked(struct op *op, const char *volume, const char *snap)
 	const struct pve_volume *v = pve_catalog_find(op->cat, volume);
 	char snap_lv[256], scratch[256], tag_mkdir[128], tag_vm[64], tag_vol[300];
 	const char *tags[4] = { tag_vm, tag_vol, tag_mkdir, NULL };
+	struct intent in;
 	uint64_t vsize;
 	bool unknown;
 	int rc;
@@ -269,7 +283,10 @@ static int take_locked(struct op *op, const char *volume, const char *snap)
 	}
 	if ((rc = busy_check(op, v)) < 0 || (rc = probe_vsize(op, v->lv, &vsize)) < 0)
 		return rc;
-	snprintf(tag_mkdir, sizeof(tag_mkdir), TAG_MKDIR "%s", snap);
+	in = (struct intent){ .kind = INTENT_MKDIR_CHAIN };
+	snprintf(in.snap, sizeof(in.snap), "%s", snap);
+	if ((rc = vg_intent_tag(&in, tag_mkdir, sizeof(tag_mkdir))) < 0)
+		return rc;
 	snprintf(tag_vm, sizeof(tag_vm), "pve-vm-%d", v->vmid);
 	snprintf(tag_vol, sizeof(tag_vol), "pve-%s", volume);
 
@@ -760,6 +777,7 @@ static int remove_locked(struct op *op, const char *volume, const char *snap,
 	const struct pve_volume *v = pve_catalog_find(op->cat, volume);
 	struct rm r = { 0 };
 	struct merge_plan plan;
+	struct intent in = { 0 };
 	struct rm_ids id;
 	char *pb = NULL, tag[700], next_tag[300];
 	uint64_t moved;
@@ -816,10 +834,11 @@ static int remove_locked(struct op *op, const char *volume, const char *snap,
 	     commit ? "commit" : "rebase",
 	     (unsigned long long)(commit ? plan.commit_bytes : plan.rebase_bytes),
 	     (unsigned long long)(commit ? plan.rebase_bytes : plan.commit_bytes));
-	if (commit)
-		snprintf(tag, sizeof(tag), TAG_RMDIR "commit:%s", r.c->name);
-	else
-		snprintf(tag, sizeof(tag), TAG_RMDIR "rebase:%s:%s", r.c->name, r.p ? r.p->name : "-");
+	in.kind = commit ? INTENT_RMDIR_COMMIT : INTENT_RMDIR_REBASE;
+	snprintf(in.c, sizeof(in.c), "%s", r.c->name);
+	snprintf(in.backing, sizeof(in.backing), "%s", !commit && r.p ? r.p->name : "");
+	if ((rc = vg_intent_tag(&in, tag, sizeof(tag))) < 0)
+		goto out;
 	if (commit) {
 		const char *cview = lvm_lv_tag_value(r.c, TAG_VIEW);
 		const char *add[3] = { tag, cview ? next_tag : NULL, NULL };
