@@ -148,3 +148,29 @@ int dir_recover(struct store *s)
 	dir_op_end(&op);
 	return rc;
 }
+
+int dir_op_settle(struct dir_op *op, const struct store_volume **vol, const char *volume)
+{
+	const struct dir_vpriv *vp = (*vol)->priv;
+	const char *base = strrchr(vp->rel, '/');
+	struct dir_op_paths n;
+	int rc;
+
+	if (dir_op_paths(&n, vp->dir, base ? base + 1 : vp->rel) || !dir_exists(op->p->rootfd, n.intent))
+		return 0;
+	vlog(LOG_NOTICE, "%s/%s: an interrupted snapshot operation is pending: finishing it first",
+	     op->s->name, n.vol);
+	if ((rc = dir_file_busy(op->s, vp->rel)))
+		return rc;
+	if (dir_recover_one(op->s, &n) < 0) {
+		vlog(LOG_ERR, "%s/%s: the interrupted snapshot operation cannot be finished yet",
+		     op->s->name, n.vol);
+		return -EBUSY;
+	}
+	op->s->ops->listing_free(op->s, op->l);
+	op->l = NULL;
+	if ((rc = op->s->ops->scan(op->s, &op->l)))
+		return rc;
+	*vol = dir_find_volume(op->l, volume);
+	return *vol ? 0 : -ENOENT;
+}

@@ -1,7 +1,9 @@
 /*
- * dir_snapshot: what the directory store's snapshot operations share
- * (dir_snapshot.c: volume chains, dir_isnap_ops.c: internal snapshots,
- * dir_recover.c: recovery).
+ * dir_snapshot: what the directory store's snapshot operations share.
+ * Layers, each using only those below it: dir_op.c (the operation frame,
+ * intent file, snapshot-times sidecar); dir_chain_ops.c (volume chains) and
+ * dir_isnap_ops.c (internal snapshots); dir_recover.c (recovery, which
+ * calls both); dir_snapshot.c (the mkdir/rmdir entry points).
  */
 #ifndef VSTORFS_DIR_SNAPSHOT_H
 #define VSTORFS_DIR_SNAPSHOT_H
@@ -44,6 +46,11 @@ int dir_file_busy(struct store *s, const char *rel);
 /* The end of the qcow2 image in file rel: past its last cluster with a refcount. */
 int dir_image_end(struct store *s, const char *rel, uint64_t *end);
 const struct store_volume *dir_find_volume(const struct store_listing *l, const char *volume);
+
+/* Volume chains (dir_chain_ops.c): mkdir/rmdir of view vi of a Proxmox volume chain. */
+int dir_chain_take(struct dir_op *op, const struct store_volume *vol, const char *snap);
+int dir_chain_remove(struct dir_op *op, const struct store_volume *vol, int vi,
+		     const struct store_progress *prog);
 
 /* Internal snapshots (dir_isnap_ops.c). */
 int dir_isnap_take(struct dir_op *op, const struct store_volume *vol, const char *snap);
