@@ -91,6 +91,7 @@
 #include "chain/qcow2_create.h"
 #include "chain/qcow2_snapshot.h"
 #include "chain/qcow2_writer.h"
+#include "common/check.h"
 #include "common/crash.h"
 #include "common/log.h"
 #include "store/pve_cluster.h"
@@ -186,6 +187,7 @@ int dir_chain_take(struct dir_op *op, const struct store_volume *vol, const char
 	if ((rc = dir_intent_write(op->s, &n, &in)))
 		return rc;
 	crash_point("dir-mkdir-intent");
+	VSTORFS_CHECK(dir_intent_holds(op->s, &n, &in));  /* dir_op.c (1) */
 	if ((rc = build_overlay(op, &n, sbase, vol->views[0].size, st.st_mode)))
 		goto undo_intent;
 	crash_point("dir-mkdir-written");
@@ -196,6 +198,7 @@ int dir_chain_take(struct dir_op *op, const struct store_volume *vol, const char
 	if ((rc = rename_noreplace(op->p->rootfd, n.vol, srel)))
 		goto undo_times;
 	crash_point("dir-mkdir-renamed");
+	VSTORFS_CHECK(dir_intent_holds(op->s, &n, &in));  /* (3): past the point of no return */
 	if ((rc = crash_fail("dir-mkdir-swap")) || (rc = rename_noreplace(op->p->rootfd, n.scratch, n.vol))) {
 		int back = crash_fail("dir-mkdir-rename-back");
 
@@ -763,6 +766,7 @@ int dir_chain_remove(struct dir_op *op, const struct store_volume *vol, int vi,
 		goto out;
 	}
 	crash_point(commit ? "dir-rmdir-commit-intent" : "dir-rmdir-rebase-intent");
+	VSTORFS_CHECK(dir_intent_holds(s, &n, &in));  /* dir_op.c (1) */
 	report(prog, 0, commit ? plan.commit_bytes : plan.rebase_bytes);
 	rc = commit ? commit_steps(s, &r) : rebase_steps(s, &r);
 	if (rc == 0) {

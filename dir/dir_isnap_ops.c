@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "chain/qcow2_snapshot.h"
+#include "common/check.h"
 #include "common/crash.h"
 #include "common/log.h"
 
@@ -245,6 +246,7 @@ int dir_isnap_take(struct dir_op *op, const struct store_volume *vol, const char
 		return rc;
 	}
 	crash_point("dir-isnap-create-intent");
+	VSTORFS_CHECK(dir_intent_holds(s, &n, &in));  /* dir_op.c (1) */
 	rc = crash_fail("dir-isnap-create");
 	if (rc == 0)
 		rc = qcow2_snapshot_create(io, snap, QCOW2_SNAP_GROW);
@@ -312,6 +314,7 @@ int dir_isnap_remove(struct dir_op *op, const struct store_volume *vol, int view
 		return rc;
 	}
 	crash_point("dir-isnap-delete-intent");
+	VSTORFS_CHECK(dir_intent_holds(s, &n, &in));  /* dir_op.c (1) */
 	rc = crash_fail("dir-isnap-delete");
 	if (rc == 0)
 		rc = qcow2_snapshot_delete(io, w->snap, QCOW2_SNAP_GROW);

@@ -9,6 +9,18 @@
  * "<snap> <nanoseconds>" line each: a file has no tags to keep them in).
  * The operations themselves are in dir_chain_ops.c and dir_isnap_ops.c,
  * their recovery in dir_recover.c.
+ *
+ * The intent machine's invariants (VSTORFS_CHECK'd in debug builds):
+ * (1) An operation's intent file is written and synced before its first
+ *     change to any file, and records exactly that operation
+ *     (dir_intent_holds after every "*-intent" crash point).
+ * (2) A volume has at most one intent: an operation finding one refuses
+ *     (EBUSY) or recovers it first (dir_op_settle).
+ * (3) The intent file stays until the last step, and through the point of
+ *     no return (the rename of V in mkdir, the first write into S of a
+ *     commit, the relink of C of a rebase): recovery reads it there.
+ * (4) It is removed only once the operation is complete or fully undone;
+ *     a file that does not decode (store/intent.c) is never acted on.
  */
 #include "dir/dir_store.h"
 
@@ -269,6 +281,21 @@ int dir_intent_write(struct store *s, const struct dir_op_paths *n, const struct
 	if (len < 0)
 		return len;
 	return dir_write_file_atomic(p->rootfd, n->intent, buf, (size_t)len);
+}
+
+bool dir_intent_holds(struct store *s, const struct dir_op_paths *n, const struct intent *in)
+{
+	struct dir_store_priv *p = s->priv;
+	struct intent *got = malloc(sizeof(*got));
+	char *text = NULL;
+	bool same;
+
+	same = got && dir_read_small(p->rootfd, n->intent, &text) == 0 &&
+	       intent_decode(text, strlen(text), got) == 0 && got->kind == in->kind &&
+	       !strcmp(got->snap, in->snap) && !strcmp(got->s, in->s) && !strcmp(got->c, in->c);
+	free(text);
+	free(got);
+	return same;
 }
 
 int dir_intent_clear(struct store *s, const struct dir_op_paths *n)

@@ -40,6 +40,8 @@ int dir_op_snap_path(const struct dir_op_paths *n, const char *snap, char *out, 
 int dir_intent_clear(struct store *s, const struct dir_op_paths *n);
 /* Write n's intent file (atomic, synced): 0 or <0 (-EINVAL/-ENAMETOOLONG: not encodable). */
 int dir_intent_write(struct store *s, const struct dir_op_paths *n, const struct intent *in);
+/* For VSTORFS_CHECK: n's intent file decodes to `in` (dir_op.c, invariant 1). */
+bool dir_intent_holds(struct store *s, const struct dir_op_paths *n, const struct intent *in);
 int dir_snaptime_set(struct store *s, const struct dir_op_paths *n, const char *snap, int64_t t);
 /* -EBUSY (logged) when a process holds rel open for writing (qemu's OFD lock). */
 int dir_file_busy(struct store *s, const char *rel);
