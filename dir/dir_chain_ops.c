@@ -95,6 +95,7 @@
 #include "common/crash.h"
 #include "common/log.h"
 #include "store/pve_cluster.h"
+#include "store/snap_merge.h"
 #include "store/store.h"
 #include "dir/dir_snapshot.h"
 #include "dir/dir_reserve.h"
@@ -671,10 +672,17 @@ static bool other_children(struct store *s, const char *rel, const char *child)
 	return hit;
 }
 
-static void report(const struct store_progress *p, uint64_t done, uint64_t total)
+struct room_ctx {
+	struct store *s;
+	struct rm *r;
+};
+
+/* snap_merge_room_fn: reserve the room `commit` or rebase needs (rm_prepare). */
+static int room_for(void *ctx, bool commit)
 {
-	if (p && p->report)
-		p->report(p->arg, done, total);
+	struct room_ctx *c = ctx;
+
+	return rm_prepare(c->s, c->r, commit);
 }
 
 int dir_chain_remove(struct dir_op *op, const struct store_volume *vol, int vi,
@@ -685,7 +693,7 @@ int dir_chain_remove(struct dir_op *op, const struct store_volume *vol, int vi,
 	struct dir_op_paths n;
 	struct rm r;
 	struct intent in = { 0 };
-	struct merge_plan plan;
+	struct snap_merge_choice ch;
 	char *dir, *slash, *prel = NULL;
 	enum chain_layer_format fmt;
 	uint64_t vs;
@@ -732,26 +740,11 @@ int dir_chain_remove(struct dir_op *op, const struct store_volume *vol, int vi,
 		snprintf(r.p, sizeof(r.p), "%s", prel);
 	free(prel);
 	snprintf(r.label, sizeof(r.label), "%s/%s: deleting snapshot %s", s->name, n.vol, snap);
-	if ((rc = rm_open_views(s, &r)) || (rc = merge_measure(r.view_c, r.view_s, &plan)))
-		goto out;
-	/* Commit only between layers of one virtual size: S taking C's name must not resize the disk. */
-	commit = plan.commit_bytes <= plan.rebase_bytes && chain_size(r.view_s) == chain_size(r.view_c);
-	rc = rm_prepare(s, &r, commit);
-	/* As on LVM: no room one way, try the other (commit only between layers of one size). */
-	if (rc == -ENOSPC && (commit || chain_size(r.view_s) == chain_size(r.view_c))) {
-		vlog(LOG_NOTICE, "%s: no room to %s: trying to %s", r.label, commit ? "commit" : "rebase",
-		     commit ? "rebase" : "commit");
-		commit = !commit;
-		rc = rm_prepare(s, &r, commit);
-	}
-	if (rc)
+	if ((rc = rm_open_views(s, &r)) ||
+	    (rc = snap_merge_choose(r.label, r.view_s, r.view_c, room_for, &(struct room_ctx){ s, &r }, &ch)))
 		goto out;
 	/* Past this point the room is reserved: a failure now is the disk's, not the space's. */
-	vlog(LOG_NOTICE, "%s by %s (%s moves %llu bytes, the other way %llu)", r.label,
-	     commit ? "committing the child into it" : "rebasing the child onto its parent",
-	     commit ? "commit" : "rebase",
-	     (unsigned long long)(commit ? plan.commit_bytes : plan.rebase_bytes),
-	     (unsigned long long)(commit ? plan.rebase_bytes : plan.commit_bytes));
+	commit = ch.commit;
 	in.kind = commit ? INTENT_RMDIR_COMMIT : INTENT_RMDIR_REBASE;
 	if (snprintf(in.snap, sizeof(in.snap), "%s", snap) >= (int)sizeof(in.snap) ||
 	    snprintf(in.s, sizeof(in.s), "%s", r.s) >= (int)sizeof(in.s) ||
@@ -767,11 +760,10 @@ int dir_chain_remove(struct dir_op *op, const struct store_volume *vol, int vi,
 	}
 	crash_point(commit ? "dir-rmdir-commit-intent" : "dir-rmdir-rebase-intent");
 	VSTORFS_CHECK(dir_intent_holds(s, &n, &in));  /* dir_op.c (1) */
-	report(prog, 0, commit ? plan.commit_bytes : plan.rebase_bytes);
+	snap_merge_report(prog, 0, ch.moved);
 	rc = commit ? commit_steps(s, &r) : rebase_steps(s, &r);
 	if (rc == 0) {
-		report(prog, commit ? plan.commit_bytes : plan.rebase_bytes,
-		       commit ? plan.commit_bytes : plan.rebase_bytes);
+		snap_merge_report(prog, ch.moved, ch.moved);
 		dir_snaptime_set(s, &n, snap, 0);
 		dir_intent_clear(s, &n);
 		vlog(LOG_NOTICE, "%s: done", r.label);

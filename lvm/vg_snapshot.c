@@ -79,6 +79,7 @@
 #include "lvm/vg_snapshot_internal.h"
 #include "lvm/vg_store.h"
 #include "store/pve_cluster.h"
+#include "store/snap_merge.h"
 
 int vg_intent_tag(const struct intent *in, char *buf, size_t len)
 {
@@ -765,10 +766,17 @@ static int rm_settle(struct op *op, struct rm *r, const struct rm_ids *id, const
 	return 0;
 }
 
-static void report(const struct store_progress *p, uint64_t done, uint64_t total)
+struct room_ctx {
+	struct op *op;
+	struct rm *r;
+};
+
+/* snap_merge_room_fn: does the direction fit in the target LV (rm_fits)? */
+static int room_for(void *ctx, bool commit)
 {
-	if (p && p->report)
-		p->report(p->arg, done, total);
+	struct room_ctx *c = ctx;
+
+	return rm_fits(c->op, c->r, commit);
 }
 
 static int remove_locked(struct op *op, const char *volume, const char *snap,
@@ -776,7 +784,7 @@ static int remove_locked(struct op *op, const char *volume, const char *snap,
 {
 	const struct pve_volume *v = pve_catalog_find(op->cat, volume);
 	struct rm r = { 0 };
-	struct merge_plan plan;
+	struct snap_merge_choice ch;
 	struct intent in = { 0 };
 	struct rm_ids id;
 	char *pb = NULL, tag[700], next_tag[300];
@@ -818,22 +826,10 @@ static int remove_locked(struct op *op, const char *volume, const char *snap,
 	}
 	free(pb);
 	snprintf(r.label, sizeof(r.label), "%s/%s: deleting snapshot %s", op->vgname, volume, snap);
-	if ((rc = vg_rm_open_views(op, &r)) || (rc = merge_measure(r.view_c, r.view_s, &plan)))
+	if ((rc = vg_rm_open_views(op, &r)) ||
+	    (rc = snap_merge_choose(r.label, r.view_s, r.view_c, room_for, &(struct room_ctx){ op, &r }, &ch)))
 		goto out;
-	/* Both directions are correct; move fewer bytes. Commit keeps S's size: only when C's is the same. */
-	commit = plan.commit_bytes <= plan.rebase_bytes && chain_size(r.view_s) == chain_size(r.view_c);
-	rc = rm_fits(op, &r, commit);
-	if (rc == -ENOSPC && (commit || chain_size(r.view_s) == chain_size(r.view_c))) {
-		commit = !commit;
-		rc = rm_fits(op, &r, commit);
-	}
-	if (rc)
-		goto out;
-	vlog(LOG_NOTICE, "%s by %s (%s moves %llu bytes, the other way %llu)", r.label,
-	     commit ? "committing the child into it" : "rebasing the child onto its parent",
-	     commit ? "commit" : "rebase",
-	     (unsigned long long)(commit ? plan.commit_bytes : plan.rebase_bytes),
-	     (unsigned long long)(commit ? plan.rebase_bytes : plan.commit_bytes));
+	commit = ch.commit;
 	in.kind = commit ? INTENT_RMDIR_COMMIT : INTENT_RMDIR_REBASE;
 	snprintf(in.c, sizeof(in.c), "%s", r.c->name);
 	snprintf(in.backing, sizeof(in.backing), "%s", !commit && r.p ? r.p->name : "");
@@ -854,15 +850,15 @@ static int remove_locked(struct op *op, const char *volume, const char *snap,
 		goto out;
 	rm_ids_fill(&r, &id);
 	crash_point(commit ? "rmdir-commit-tagged" : "rmdir-rebase-tagged");
-	moved = commit ? plan.commit_bytes : plan.rebase_bytes;
-	report(p, 0, moved);
+	moved = ch.moved;
+	snap_merge_report(p, 0, moved);
 	rc = commit ? vg_commit_steps(op, &r, tag) : vg_rebase_steps(op, &r);
 	if (rc)
 		rc = rm_settle(op, &r, &id, tag, commit, rc);
 	else
 		vlog(LOG_NOTICE, "%s: done", r.label);
 	if (rc == 0)
-		report(p, moved, moved);
+		snap_merge_report(p, moved, moved);
 out:
 	vg_rm_release(&r);
 	return rc;
