@@ -15,6 +15,7 @@ LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) $(if $(filter 1,$(RBD)
 ifneq ($(SAN),)
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
+CFLAGS  += -DVSTORFS_CHECKS
 endif
 
 STORE_DIRS := lvm dir $(if $(filter 1,$(RBD)),rbd)

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "common/big_buffer.h"
+#include "common/check.h"
 #include "common/log.h"
 #include "qcow2_check.h"
 #include "qcow2_format.h"
@@ -698,6 +699,24 @@ static int span_write(struct qcow2_writer *w, struct l2_span *sp)
 	return rc;
 }
 
+/* Debug builds: every refcount this commit set is on disk and flushed (qemu's rule 2). */
+static bool refcounts_durable(const struct qcow2_writer *w)
+{
+	for (int i = 0; i < L2_CACHE_SIZE; i++)
+		if (w->rbc[i].dirty)
+			return false;
+	return !w->reftable_dirty && !w->unflushed;
+}
+
+/* Debug builds: an allocated entry points inside the clusters the writer counted. */
+static bool entry_inside(const struct qcow2_writer *w, uint64_t entry)
+{
+	uint64_t host = entry & QCOW2_OFFSET_MASK;
+
+	return (entry & QCOW2_L2_COMPRESSED) || host == 0 ||
+	       (host % w->cs == 0 && host + w->cs <= w->next_free * w->cs && host + w->cs <= w->io->size);
+}
+
 static int write_entry(struct qcow2_writer *w, struct pending *p, struct l2_span *sp)
 {
 	uint64_t l1i = p->cluster / w->l2_entries, l2i = p->cluster % w->l2_entries;
@@ -722,6 +741,8 @@ static int write_entry(struct qcow2_writer *w, struct pending *p, struct l2_span
 			return rc;
 		*sp = (struct l2_span){ t, at, at + w->l2e_size, p->new_l2 != 0 };
 	}
+	VSTORFS_CHECK(entry_inside(w, p->new_entry));
+	VSTORFS_CHECK(!p->new_l2 || entry_inside(w, p->new_l2));
 	put64(ent, p->new_entry);
 	put64(ent + 8, p->new_bitmap);
 	memcpy(t->buf + at, ent, w->l2e_size);
@@ -778,6 +799,8 @@ int qcow2_writer_commit(struct qcow2_writer *w)
 	/* (2) L2 entries, then flush */
 	struct l2_span span = { 0 };
 
+	VSTORFS_CHECK(rc || refcounts_durable(w));
+
 	for (int i = 0; i < w->npend && !rc; i++)
 		rc = write_entry(w, &w->pend[i], &span);
 	if (!rc)
@@ -785,6 +808,7 @@ int qcow2_writer_commit(struct qcow2_writer *w)
 	if (!rc)
 		rc = wflush(w);
 	/* (3) L1 entries for new L2 tables, then flush */
+	VSTORFS_CHECK(rc || !w->unflushed);
 	for (int i = 0; i < w->npend && !rc; i++) {
 		struct pending *p = &w->pend[i];
 		uint64_t l1i = p->cluster / w->l2_entries;
@@ -798,7 +822,8 @@ int qcow2_writer_commit(struct qcow2_writer *w)
 	}
 	if (!rc)
 		rc = wflush(w);
-	/* (4) release replaced compressed clusters */
+	/* (4) release replaced compressed clusters: no entry points at them any more (rule 3) */
+	VSTORFS_CHECK(rc || !w->unflushed);
 	for (int i = 0; i < w->npend && !rc; i++)
 		if (w->pend[i].old_compressed)
 			rc = free_compressed(w, w->pend[i].old_compressed);

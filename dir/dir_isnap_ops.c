@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "chain/qcow2_snapshot.h"
+#include "common/check.h"
 #include "common/crash.h"
 #include "common/log.h"
 
@@ -43,13 +44,6 @@ static int vol_paths(const struct store_volume *vol, struct dir_op_paths *n)
 	const char *base = strrchr(vp->rel, '/');
 
 	return dir_op_paths(n, vp->dir, base ? base + 1 : vp->rel);
-}
-
-static int write_intent(struct store *s, const struct dir_op_paths *n, const char *text)
-{
-	struct dir_store_priv *p = s->priv;
-
-	return dir_write_file_atomic(p->rootfd, n->intent, text, strlen(text));
 }
 
 /*
@@ -218,12 +212,14 @@ int dir_isnap_take(struct dir_op *op, const struct store_volume *vol, const char
 	struct qcow2_snapshot_list sl;
 	struct isnap_room room = { .fd = -1 };
 	struct layer_io *io;
-	char text[256];
+	struct intent in = { .kind = INTENT_ISNAP_CREATE };
 	int rc;
 
 	dir_reserve_begin(&room.res, -1);
 	if ((rc = vol_paths(vol, &n)))
 		return rc;
+	if (snprintf(in.snap, sizeof(in.snap), "%s", snap) >= (int)sizeof(in.snap))
+		return -ENAMETOOLONG;
 	if (dir_exists(op->p->rootfd, n.intent)) {
 		vlog(LOG_ERR, "%s/%s: an unfinished snapshot operation is in the way: remount to recover it",
 		     s->name, n.vol);
@@ -238,11 +234,10 @@ int dir_isnap_take(struct dir_op *op, const struct store_volume *vol, const char
 		rc = room_take(s, &n, io, &sl, true, &room);
 	qcow2_snapshot_list_free(&sl);
 	layer_close(io);
-	snprintf(text, sizeof(text), "isnap-create %s\n", snap);
 	/* Reopened: its size now takes in the reserved room. */
 	if (rc == 0 && (rc = file_io_open_grow(op->p->rootfd, s->name, n.vol, &io)))
 		dir_reserve_undo(&room.res);
-	if (rc == 0 && (rc = write_intent(s, &n, text))) {
+	if (rc == 0 && (rc = dir_intent_write(s, &n, &in))) {
 		layer_close(io);
 		dir_reserve_undo(&room.res);
 	}
@@ -251,6 +246,7 @@ int dir_isnap_take(struct dir_op *op, const struct store_volume *vol, const char
 		return rc;
 	}
 	crash_point("dir-isnap-create-intent");
+	VSTORFS_CHECK(dir_intent_holds(s, &n, &in));  /* dir_op.c (1) */
 	rc = crash_fail("dir-isnap-create");
 	if (rc == 0)
 		rc = qcow2_snapshot_create(io, snap, QCOW2_SNAP_GROW);
@@ -281,7 +277,7 @@ int dir_isnap_remove(struct dir_op *op, const struct store_volume *vol, int view
 	struct qcow2_snapshot_list sl;
 	struct isnap_room room = { .fd = -1 };
 	struct layer_io *io;
-	char text[512], id[64] = "";
+	struct intent in = { .kind = INTENT_ISNAP_DELETE };
 	int rc, i;
 
 	dir_reserve_begin(&room.res, -1);
@@ -299,15 +295,17 @@ int dir_isnap_remove(struct dir_op *op, const struct store_volume *vol, int view
 	if (rc == 0 && i < 0)
 		rc = -ENOENT;
 	if (rc == 0) {
-		snprintf(id, sizeof(id), "%s", sl.s[i].id);
-		snprintf(text, sizeof(text), "isnap-delete %s %s\n", w->snap, id);
-		rc = room_take(s, &n, io, &sl, false, &room);
+		if (snprintf(in.snap, sizeof(in.snap), "%s", w->snap) >= (int)sizeof(in.snap) ||
+		    snprintf(in.id, sizeof(in.id), "%s", sl.s[i].id) >= (int)sizeof(in.id))
+			rc = -ENAMETOOLONG;
+		else
+			rc = room_take(s, &n, io, &sl, false, &room);
 	}
 	qcow2_snapshot_list_free(&sl);
 	layer_close(io);
 	if (rc == 0 && (rc = file_io_open_grow(op->p->rootfd, s->name, n.vol, &io)))
 		dir_reserve_undo(&room.res);
-	if (rc == 0 && (rc = write_intent(s, &n, text))) {
+	if (rc == 0 && (rc = dir_intent_write(s, &n, &in))) {
 		layer_close(io);
 		dir_reserve_undo(&room.res);
 	}
@@ -316,6 +314,7 @@ int dir_isnap_remove(struct dir_op *op, const struct store_volume *vol, int view
 		return rc;
 	}
 	crash_point("dir-isnap-delete-intent");
+	VSTORFS_CHECK(dir_intent_holds(s, &n, &in));  /* dir_op.c (1) */
 	rc = crash_fail("dir-isnap-delete");
 	if (rc == 0)
 		rc = qcow2_snapshot_delete(io, w->snap, QCOW2_SNAP_GROW);
@@ -325,7 +324,7 @@ int dir_isnap_remove(struct dir_op *op, const struct store_volume *vol, int view
 	if (rc) {
 		vlog(LOG_ERR, "%s/%s: deleting internal snapshot %s failed: %s", s->name, n.vol, w->snap,
 		     strerror(-rc));
-		rc = isnap_failed(s, &n, &room, w->snap, id, false, rc);
+		rc = isnap_failed(s, &n, &room, w->snap, in.id, false, rc);
 		room_release(&room);
 		return rc;
 	}
@@ -338,18 +337,16 @@ int dir_isnap_remove(struct dir_op *op, const struct store_volume *vol, int view
 	return 0;
 }
 
-int dir_recover_isnap(struct store *s, const struct dir_op_paths *n, char *intent)
+int dir_recover_isnap(struct store *s, const struct dir_op_paths *n, const struct intent *in)
 {
 	struct dir_store_priv *p = s->priv;
 	struct qcow2_snapshot_list sl;
 	struct qcow2_check_result r;
 	struct layer_io *io;
-	char kind[32], snap[300], id[64] = "";
+	const char *snap = in->snap, *id = in->id;
 	int rc, i;
 
-	if (sscanf(intent, "%31s %299s %63s", kind, snap, id) < 2)
-		return 1;
-	if (strcmp(kind, "isnap-create") && strcmp(kind, "isnap-delete"))
+	if (in->kind != INTENT_ISNAP_CREATE && in->kind != INTENT_ISNAP_DELETE)
 		return 1;
 	if (!dir_exists(p->rootfd, n->vol)) {
 		vlog(LOG_NOTICE, "%s/%s: interrupted snapshot operation on a volume that is gone: dropping it",
@@ -362,7 +359,7 @@ int dir_recover_isnap(struct store *s, const struct dir_op_paths *n, char *inten
 		return rc;
 	rc = qcow2_snapshot_list(io, &sl);
 	i = rc == 0 ? qcow2_snapshot_find(&sl, snap) : -1;
-	if (!strcmp(kind, "isnap-create")) {
+	if (in->kind == INTENT_ISNAP_CREATE) {
 		vlog(LOG_NOTICE, "%s/%s: interrupted internal snapshot %s: %s", s->name, n->vol, snap,
 		     i >= 0 ? "it was taken" : "it was not taken");
 	} else if (rc == 0 && i >= 0 && !strcmp(sl.s[i].id, id)) {

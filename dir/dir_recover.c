@@ -17,22 +17,44 @@
 #include "common/log.h"
 #include "store/pve_cluster.h"
 
+/* The intent file's bytes, all of them (a NUL inside is the decoder's to reject). */
+static int read_intent(int rootfd, const char *rel, char *buf, size_t cap, size_t *len)
+{
+	struct stat st;
+	int fd = dir_open_regular(rootfd, rel, O_RDONLY, &st);
+	ssize_t n = 0;
+
+	*len = 0;
+	if (fd < 0)
+		return fd;
+	while (*len < cap && (n = read(fd, buf + *len, cap - *len)) > 0)
+		*len += (size_t)n;
+	close(fd);
+	return n < 0 ? -EIO : 0;
+}
+
 int dir_recover_one(struct store *s, const struct dir_op_paths *np)
 {
 	struct dir_store_priv *p = s->priv;
-	char *text = NULL;
-	int r = dir_read_small(p->rootfd, np->intent, &text);
+	char *text = malloc(INTENT_TEXT_MAX + 2);
+	struct intent *in = malloc(sizeof(*in));
+	size_t len = 0;
+	int r = in && text ? read_intent(p->rootfd, np->intent, text, INTENT_TEXT_MAX + 1, &len) : -ENOMEM;
 
+	if (text)
+		text[len] = 0;
+	if (r == 0)
+		r = intent_decode(text, len, in);
 	if (r == 0) {
-		r = dir_recover_chain(s, np, text);
+		r = dir_recover_chain(s, np, in);
 		if (r == 1)
-			r = dir_recover_isnap(s, np, text);
-		if (r == 1) {
-			vlog(LOG_ERR, "%s/%s: unknown intent \"%.60s\": leaving it for an administrator",
-			     s->name, np->intent, text);
-			r = -EIO;
-		}
+			r = dir_recover_isnap(s, np, in);
+	} else if (r == -EINVAL || r == -ENOENT) {
+		vlog(LOG_ERR, "%s/%s: %s intent \"%.60s\": leaving it for an administrator", s->name,
+		     np->intent, r == -ENOENT ? "unknown" : "malformed", text);
+		r = -EIO;
 	}
+	free(in);
 	free(text);
 	return r;
 }
@@ -125,4 +147,30 @@ int dir_recover(struct store *s)
 	}
 	dir_op_end(&op);
 	return rc;
+}
+
+int dir_op_settle(struct dir_op *op, const struct store_volume **vol, const char *volume)
+{
+	const struct dir_vpriv *vp = (*vol)->priv;
+	const char *base = strrchr(vp->rel, '/');
+	struct dir_op_paths n;
+	int rc;
+
+	if (dir_op_paths(&n, vp->dir, base ? base + 1 : vp->rel) || !dir_exists(op->p->rootfd, n.intent))
+		return 0;
+	vlog(LOG_NOTICE, "%s/%s: an interrupted snapshot operation is pending: finishing it first",
+	     op->s->name, n.vol);
+	if ((rc = dir_file_busy(op->s, vp->rel)))
+		return rc;
+	if (dir_recover_one(op->s, &n) < 0) {
+		vlog(LOG_ERR, "%s/%s: the interrupted snapshot operation cannot be finished yet",
+		     op->s->name, n.vol);
+		return -EBUSY;
+	}
+	op->s->ops->listing_free(op->s, op->l);
+	op->l = NULL;
+	if ((rc = op->s->ops->scan(op->s, &op->l)))
+		return rc;
+	*vol = dir_find_volume(op->l, volume);
+	return *vol ? 0 : -ENOENT;
 }

@@ -16,14 +16,20 @@
 #include "store/pve_cluster.h"
 
 
-static int recover_mkdir(struct op *op, const struct lvm_lv *lv, const char *snap)
+static int recover_mkdir(struct op *op, const struct lvm_lv *lv, const char *value)
 {
-	const char *volume = lv->name + strlen(SCRATCH_PREFIX);
-	char tag[128], snap_lv[256];
+	const char *volume = lv->name + strlen(SCRATCH_PREFIX), *snap;
+	char tag[300], snap_lv[256];
+	struct intent in;
 	bool have_v, have_s;
 	int rc;
 
-	snprintf(tag, sizeof(tag), TAG_MKDIR "%s", snap);
+	if (intent_tag_decode(value, INTENT_MKDIR_CHAIN, &in) || vg_intent_tag(&in, tag, sizeof(tag))) {
+		vlog(LOG_ERR, "%s/%s: malformed tag " TAG_MKDIR "%.60s: leaving it for an administrator",
+		     op->vgname, lv->name, value);
+		return -EIO;
+	}
+	snap = in.snap;
 	if (strncmp(lv->name, SCRATCH_PREFIX, strlen(SCRATCH_PREFIX))) {
 		/* State D: the new overlay already carries the volume's name. */
 		vlog(LOG_NOTICE, "%s/%s: finishing interrupted snapshot %s", op->vgname, lv->name, snap);
@@ -55,19 +61,19 @@ static int recover_mkdir(struct op *op, const struct lvm_lv *lv, const char *sna
 static int recover_rmdir(struct op *op, const struct lvm_lv *lv, const char *value)
 {
 	struct rm r = { .s = lv };
-	char tag[700], cname[256], pname[256] = "";
-	bool commit = !strncmp(value, "commit:", 7);
-	const char *rest = value + 7, *colon;
+	char tag[700];
+	struct intent in;
+	const char *cname = in.c, *pname = in.backing;
+	bool commit;
 	char *b = NULL;
 	int rc;
 
-	snprintf(tag, sizeof(tag), TAG_RMDIR "%s", value);
-	if (!commit && strncmp(value, "rebase:", 7))
-		return -EINVAL;
-	colon = commit ? NULL : strchr(rest, ':');
-	snprintf(cname, sizeof(cname), "%.*s", colon ? (int)(colon - rest) : (int)strlen(rest), rest);
-	if (colon && strcmp(colon + 1, "-"))
-		snprintf(pname, sizeof(pname), "%s", colon + 1);
+	if (intent_tag_decode(value, INTENT_RMDIR_COMMIT, &in) || vg_intent_tag(&in, tag, sizeof(tag))) {
+		vlog(LOG_ERR, "%s/%s: malformed tag " TAG_RMDIR "%.60s: leaving it for an administrator",
+		     op->vgname, lv->name, value);
+		return -EIO;
+	}
+	commit = in.kind == INTENT_RMDIR_COMMIT;
 	snprintf(r.label, sizeof(r.label), "%s/%s: finishing interrupted snapshot deletion",
 		 op->vgname, lv->name);
 	r.c = vg_find_lv(op, cname);

@@ -79,6 +79,20 @@
 #include "lvm/vg_snapshot_internal.h"
 #include "lvm/vg_store.h"
 #include "store/pve_cluster.h"
+#include "store/snap_merge.h"
+
+int vg_intent_tag(const struct intent *in, char *buf, size_t len)
+{
+	const char *prefix = in->kind == INTENT_MKDIR_CHAIN ? TAG_MKDIR : TAG_RMDIR;
+	size_t pl = strlen(prefix);
+	int rc;
+
+	if (len <= pl)
+		return -ENAMETOOLONG;
+	memcpy(buf, prefix, pl);
+	rc = intent_tag_encode(in, buf + pl, len - pl);
+	return rc < 0 ? rc : 0;
+}
 
 int vg_op_rescan(struct op *op)
 {
@@ -215,12 +229,42 @@ static int scratch_name(const char *volume, char *out, size_t len)
 	return n < 0 || (size_t)n >= len || n > LVM_LV_NAME_MAX ? -ENAMETOOLONG : 0;
 }
 
+/*
+ * Rename an LV and make sure of the outcome: when lvm2 reports a failure
+ * (the lvm shell or a forked lvm2 died), its commit may still have landed,
+ * so the VG is rescanned and the rename counts as done if `to` exists and
+ * `from` does not. *unknown is set when not even the rescan worked: then
+ * neither outcome may be assumed and only recovery may act.
+ */
+static int rename_verified(struct op *op, const char *from, const char *to, bool *unknown)
+{
+	int rc = lvm_lv_rename(&op->lo, op->vgname, from, to);
+	int scan;
+
+	*unknown = false;
+	if (rc == 0)
+		return 0;
+	scan = vg_op_rescan(op);
+	if (scan < 0) {
+		*unknown = true;
+		return rc;
+	}
+	if (vg_find_lv(op, to) && !vg_find_lv(op, from)) {
+		vlog(LOG_WARNING, "%s: renaming %s to %s was reported failed but committed: going on",
+		     op->vgname, from, to);
+		return 0;
+	}
+	return rc;
+}
+
 static int take_locked(struct op *op, const char *volume, const char *snap)
 {
 	const struct pve_volume *v = pve_catalog_find(op->cat, volume);
 	char snap_lv[256], scratch[256], tag_mkdir[128], tag_vm[64], tag_vol[300];
 	const char *tags[4] = { tag_vm, tag_vol, tag_mkdir, NULL };
+	struct intent in;
 	uint64_t vsize;
+	bool unknown;
 	int rc;
 
 	if (!v)
@@ -240,7 +284,10 @@ static int take_locked(struct op *op, const char *volume, const char *snap)
 	}
 	if ((rc = busy_check(op, v)) < 0 || (rc = probe_vsize(op, v->lv, &vsize)) < 0)
 		return rc;
-	snprintf(tag_mkdir, sizeof(tag_mkdir), TAG_MKDIR "%s", snap);
+	in = (struct intent){ .kind = INTENT_MKDIR_CHAIN };
+	snprintf(in.snap, sizeof(in.snap), "%s", snap);
+	if ((rc = vg_intent_tag(&in, tag_mkdir, sizeof(tag_mkdir))) < 0)
+		return rc;
 	snprintf(tag_vm, sizeof(tag_vm), "pve-vm-%d", v->vmid);
 	snprintf(tag_vol, sizeof(tag_vol), "pve-%s", volume);
 
@@ -250,10 +297,14 @@ static int take_locked(struct op *op, const char *volume, const char *snap)
 	if ((rc = vg_op_rescan(op)) < 0 || (rc = format_overlay(op, scratch, snap_lv, vsize)) < 0)
 		goto undo_create;
 	crash_point("mkdir-written");
-	if ((rc = lvm_lv_rename(&op->lo, op->vgname, volume, snap_lv)) < 0)
+	if ((rc = rename_verified(op, volume, snap_lv, &unknown)) < 0 && unknown)
+		goto left;
+	if (rc < 0)
 		goto undo_create;
 	crash_point("mkdir-renamed");
-	if ((rc = lvm_lv_rename(&op->lo, op->vgname, scratch, volume)) < 0)
+	if ((rc = rename_verified(op, scratch, volume, &unknown)) < 0 && unknown)
+		goto left;
+	if (rc < 0)
 		goto undo_rename;
 	crash_point("mkdir-swapped");
 	/* The snapshot is complete: a failure to untag leaves only the tag, for recovery. */
@@ -264,9 +315,15 @@ static int take_locked(struct op *op, const char *volume, const char *snap)
 	return 0;
 
 undo_rename:
-	lvm_lv_rename(&op->lo, op->vgname, snap_lv, volume);
+	/* T must stay unless V is back: with S and T and no V, recovery finishes the snapshot. */
+	if (rename_verified(op, snap_lv, volume, &unknown) < 0)
+		goto left;
 undo_create:
 	lvm_lv_remove(&op->lo, op->vgname, scratch);
+	return rc;
+left:
+	vlog(LOG_ERR, "%s/%s: snapshot %s left unfinished; the next mount recovers it",
+	     op->vgname, volume, snap);
 	return rc;
 }
 
@@ -709,10 +766,17 @@ static int rm_settle(struct op *op, struct rm *r, const struct rm_ids *id, const
 	return 0;
 }
 
-static void report(const struct store_progress *p, uint64_t done, uint64_t total)
+struct room_ctx {
+	struct op *op;
+	struct rm *r;
+};
+
+/* snap_merge_room_fn: does the direction fit in the target LV (rm_fits)? */
+static int room_for(void *ctx, bool commit)
 {
-	if (p && p->report)
-		p->report(p->arg, done, total);
+	struct room_ctx *c = ctx;
+
+	return rm_fits(c->op, c->r, commit);
 }
 
 static int remove_locked(struct op *op, const char *volume, const char *snap,
@@ -720,7 +784,8 @@ static int remove_locked(struct op *op, const char *volume, const char *snap,
 {
 	const struct pve_volume *v = pve_catalog_find(op->cat, volume);
 	struct rm r = { 0 };
-	struct merge_plan plan;
+	struct snap_merge_choice ch;
+	struct intent in = { 0 };
 	struct rm_ids id;
 	char *pb = NULL, tag[700], next_tag[300];
 	uint64_t moved;
@@ -761,26 +826,15 @@ static int remove_locked(struct op *op, const char *volume, const char *snap,
 	}
 	free(pb);
 	snprintf(r.label, sizeof(r.label), "%s/%s: deleting snapshot %s", op->vgname, volume, snap);
-	if ((rc = vg_rm_open_views(op, &r)) || (rc = merge_measure(r.view_c, r.view_s, &plan)))
+	if ((rc = vg_rm_open_views(op, &r)) ||
+	    (rc = snap_merge_choose(r.label, r.view_s, r.view_c, room_for, &(struct room_ctx){ op, &r }, &ch)))
 		goto out;
-	/* Both directions are correct; move fewer bytes. Commit keeps S's size: only when C's is the same. */
-	commit = plan.commit_bytes <= plan.rebase_bytes && chain_size(r.view_s) == chain_size(r.view_c);
-	rc = rm_fits(op, &r, commit);
-	if (rc == -ENOSPC && (commit || chain_size(r.view_s) == chain_size(r.view_c))) {
-		commit = !commit;
-		rc = rm_fits(op, &r, commit);
-	}
-	if (rc)
+	commit = ch.commit;
+	in.kind = commit ? INTENT_RMDIR_COMMIT : INTENT_RMDIR_REBASE;
+	snprintf(in.c, sizeof(in.c), "%s", r.c->name);
+	snprintf(in.backing, sizeof(in.backing), "%s", !commit && r.p ? r.p->name : "");
+	if ((rc = vg_intent_tag(&in, tag, sizeof(tag))) < 0)
 		goto out;
-	vlog(LOG_NOTICE, "%s by %s (%s moves %llu bytes, the other way %llu)", r.label,
-	     commit ? "committing the child into it" : "rebasing the child onto its parent",
-	     commit ? "commit" : "rebase",
-	     (unsigned long long)(commit ? plan.commit_bytes : plan.rebase_bytes),
-	     (unsigned long long)(commit ? plan.rebase_bytes : plan.commit_bytes));
-	if (commit)
-		snprintf(tag, sizeof(tag), TAG_RMDIR "commit:%s", r.c->name);
-	else
-		snprintf(tag, sizeof(tag), TAG_RMDIR "rebase:%s:%s", r.c->name, r.p ? r.p->name : "-");
 	if (commit) {
 		const char *cview = lvm_lv_tag_value(r.c, TAG_VIEW);
 		const char *add[3] = { tag, cview ? next_tag : NULL, NULL };
@@ -796,15 +850,15 @@ static int remove_locked(struct op *op, const char *volume, const char *snap,
 		goto out;
 	rm_ids_fill(&r, &id);
 	crash_point(commit ? "rmdir-commit-tagged" : "rmdir-rebase-tagged");
-	moved = commit ? plan.commit_bytes : plan.rebase_bytes;
-	report(p, 0, moved);
+	moved = ch.moved;
+	snap_merge_report(p, 0, moved);
 	rc = commit ? vg_commit_steps(op, &r, tag) : vg_rebase_steps(op, &r);
 	if (rc)
 		rc = rm_settle(op, &r, &id, tag, commit, rc);
 	else
 		vlog(LOG_NOTICE, "%s: done", r.label);
 	if (rc == 0)
-		report(p, moved, moved);
+		snap_merge_report(p, moved, moved);
 out:
 	vg_rm_release(&r);
 	return rc;

@@ -10,6 +10,7 @@
 #include "chain/chain.h"
 #include "chain/qcow2_writer.h"
 #include "lvm/lvm.h"
+#include "store/intent.h"
 #include "store/store.h"
 
 #define TAG_MKDIR "vstorfs-mkdir="
@@ -38,6 +39,9 @@ struct rm {
 	bool hands_off;  /* the cluster lock was not taken back or the layers changed: only recovery may act */
 	char p_tag[300]; /* the TAG_VIEW identity tag this rebase gave P, or "" */
 };
+
+/* The LV tag recording `in` (TAG_MKDIR or TAG_RMDIR + store/intent.c's tag form): 0 or <0. */
+int vg_intent_tag(const struct intent *in, char *buf, size_t len);
 
 /* Lock the VG (refusing what is not ours to change when writing) and scan it. */
 int vg_op_begin(struct op *op, struct store *s, bool writing);
