@@ -172,7 +172,7 @@ int dir_chain_take(struct dir_op *op, const struct store_volume *vol, const char
 	rc = dir_op_paths(&n, dir, vol->name);
 	free(dir);
 	if (rc || dir_op_snap_path(&n, snap, srel, sizeof(srel)) ||
-	    dir_pve_snap_name(vol->name, snap, sbase, sizeof(sbase)))
+	    pve_snapshot_file_name(vol->name, snap, sbase, sizeof(sbase)))
 		return -EINVAL;
 	if (dir_exists(op->p->rootfd, srel))
 		return -EEXIST;

@@ -80,7 +80,7 @@ int dir_op_snap_path(const struct dir_op_paths *n, const char *snap, char *out, 
 {
 	char base[NAME_MAX + 1];
 
-	if (dir_pve_snap_name(n->name, snap, base, sizeof(base)))
+	if (pve_snapshot_file_name(n->name, snap, base, sizeof(base)))
 		return -EINVAL;
 	return path_in(out, len, n->dir, "", base, "");
 }
@@ -196,8 +196,6 @@ int dir_op_begin(struct dir_op *op, struct store *s, bool writing)
 	op->s = s;
 	op->p = p;
 	op->lockfd = -1;
-	if (writing && s->cfg && s->cfg->read_only)
-		return -EROFS;
 	rc = dir_pve_cfg_find(cfgpath, p->path, p->realpath, &op->pc);
 	if (rc < 0)
 		return rc;

@@ -47,13 +47,6 @@ void dir_log_once(struct store *s, const char *key, int prio, const char *fmt, .
 	}
 }
 
-int dir_pve_snap_name(const char *vol, const char *snap, char *out, size_t len)
-{
-	int n = snprintf(out, len, "snap-%s-%s", snap, vol);
-
-	return n < 0 || (size_t)n >= len || n > NAME_MAX ? -EINVAL : 0;
-}
-
 int dir_probe_backing(struct store *s, const char *rel, char **backing_rel, char **backing_raw,
 		      enum chain_layer_format *fmt, uint64_t *vsize)
 {

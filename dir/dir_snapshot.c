@@ -44,8 +44,6 @@ int dir_snapshot_take(struct store *s, const char *volume, const char *snap,
 	int rc;
 
 	(void)prog;
-	if (!store_snapshot_name_valid(snap) || !strcmp(snap, "current"))
-		return -EINVAL;
 	rc = dir_op_begin(&op, s, true);
 	if (rc)
 		goto out;
@@ -89,8 +87,6 @@ int dir_snapshot_remove(struct store *s, const char *volume, const char *snap,
 	const struct dir_vpriv *vp;
 	int rc, vi;
 
-	if (!strcmp(snap, "current"))
-		return -EBUSY;
 	rc = dir_op_begin(&op, s, true);
 	if (rc)
 		goto out;

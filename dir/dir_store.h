@@ -119,8 +119,6 @@ void dir_scan_release(struct dir_scan *sc);
 void dir_log_once(struct store *s, const char *key, int prio, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
-/* Proxmox snapshot file name of a volume: "snap-<snap>-<vol>". */
-int dir_pve_snap_name(const char *vol, const char *snap, char *out, size_t len);
 
 /* A layer's backing, resolved below the root: *rel NULL when none. */
 int dir_probe_backing(struct store *s, const char *rel, char **backing_rel, char **backing_raw,

@@ -131,9 +131,6 @@ int pve_catalog_build(struct lvm_vg *vg, struct pve_catalog **out);
 void pve_catalog_free(struct pve_catalog *cat);
 const struct pve_volume *pve_catalog_find(const struct pve_catalog *cat, const char *volume);
 
-/* Proxmox's rule for new snapshot names (mkdir): ^[A-Za-z][A-Za-z0-9_-]+$, at most 40
- * chars. The catalog shows existing snapshot layers whatever their name, as Proxmox lists them. */
-bool pve_snapshot_name_valid(const char *snap);
 /* "vm-100-disk-0.qcow2" + "s1" -> "snap_vm-100-disk-0_s1.qcow2". -EINVAL if it does not fit. */
 int pve_snapshot_lv_name(const char *volume, const char *snap, char *out, size_t outlen);
 

@@ -5,8 +5,8 @@
  *
  * Reading takes the snapshot name as Proxmox does (parse_snap_name: the
  * whole "(.*)", whatever it holds), so every snapshot Proxmox lists has a
- * view; Proxmox's naming rule (pve_snapshot_name_valid) is for new names
- * only, mkdir's business.
+ * view; Proxmox's naming rule (store_snapshot_name_valid, checked for every
+ * store in store/snapshot_rules.c) is for new names only.
  */
 #include <errno.h>
 #include <stdio.h>

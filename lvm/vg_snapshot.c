@@ -334,8 +334,6 @@ int vg_snapshot_take(struct store *s, const char *volume, const char *snap,
 	int rc;
 
 	(void)p; /* a few lvm2 commands and one small write: nothing to report */
-	if (!pve_snapshot_name_valid(snap) || !strcmp(snap, "current"))
-		return -EINVAL;
 	rc = vg_op_begin(&op, s, true);
 	if (rc == 0)
 		rc = take_locked(&op, volume, snap);
@@ -870,8 +868,6 @@ int vg_snapshot_remove(struct store *s, const char *volume, const char *snap,
 	struct op op;
 	int rc;
 
-	if (!strcmp(snap, "current"))
-		return -EBUSY;
 	rc = vg_op_begin(&op, s, true);
 	if (rc == 0)
 		rc = remove_locked(&op, volume, snap, p);

@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,11 +55,6 @@ bool pve_volume_is_state(const char *name, int vmid)
 	return vmid >= 0 && !strncmp(name, state, strlen(state));
 }
 
-bool pve_snapshot_name_valid(const char *snap)
-{
-	return store_snapshot_name_valid(snap);
-}
-
 int pve_snapshot_lv_name(const char *volume, const char *snap, char *out, size_t outlen)
 {
 	size_t base = strlen(volume);
@@ -74,7 +70,7 @@ int pve_snapshot_file_name(const char *volume, const char *snap, char *out, size
 {
 	int n = snprintf(out, outlen, "snap-%s-%s", snap, volume);
 
-	return n < 0 || (size_t)n >= outlen ? -EINVAL : 0;
+	return n < 0 || (size_t)n >= outlen || n > NAME_MAX ? -EINVAL : 0;
 }
 
 char *pve_snapshot_of(const char *name, const char *vol)

@@ -35,8 +35,6 @@ int pve_volume_vmid(const char *name);
 enum pve_vol_suffix pve_volume_suffix(const char *name);
 /* vm-<vmid>-state-*: a VM's saved RAM, not one of its disks. */
 bool pve_volume_is_state(const char *name, int vmid);
-/* Proxmox's rule for a new snapshot name (mkdir). */
-bool pve_snapshot_name_valid(const char *snap);
 /* "vm-100-disk-0.qcow2" + "s1" -> "snap_vm-100-disk-0_s1.qcow2" (an LV
  * name, so at most 127 bytes). -EINVAL if it does not fit. */
 int pve_snapshot_lv_name(const char *volume, const char *snap, char *out, size_t outlen);

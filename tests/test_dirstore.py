@@ -313,7 +313,7 @@ def test_internal_mkdir_rmdir_as_qemu_img(tmp):
     ids = {v: x["ident"] for v, x in listing(root)[VOL].items()}
     assert ds("mkdir", root, VOL, "s1", check=False).returncode == errno.EEXIST
     assert ds("mkdir", root, VOL, "bad/name", check=False).returncode == errno.EINVAL
-    assert ds("mkdir", root, VOL, "current", check=False).returncode == errno.EINVAL
+    assert ds("mkdir", root, VOL, "current", check=False).returncode == errno.EEXIST
     assert ds("rmdir", root, VOL, "current", check=False).returncode == errno.EBUSY
     assert ds("rmdir", root, VOL, "nope", check=False).returncode == errno.ENOENT
     ds("rmdir", root, VOL, "s1")

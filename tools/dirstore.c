@@ -22,6 +22,7 @@
 
 #include "common/log.h"
 #include "dir/dir_store.h"
+#include "store/snapshot_rules.h"
 #include "store/view_reader.h"
 
 static int write_all(const char *buf, size_t len)
@@ -153,10 +154,13 @@ int main(int argc, char **argv)
 	rc = 0;
 	if (!strcmp(cmd, "recover")) {
 		/* done above */
-	} else if (!strcmp(cmd, "mkdir") && argc - i == 4) {
-		rc = s->ops->snapshot_take(s, argv[i + 2], argv[i + 3], NULL);
-	} else if (!strcmp(cmd, "rmdir") && argc - i == 4) {
-		rc = s->ops->snapshot_remove(s, argv[i + 2], argv[i + 3], NULL);
+	} else if ((!strcmp(cmd, "mkdir") || !strcmp(cmd, "rmdir")) && argc - i == 4) {
+		bool take = !strcmp(cmd, "mkdir");
+
+		/* the checks fs/ applies to every mkdir/rmdir, as a mount would */
+		rc = store_snapshot_check(s->cfg, take, argv[i + 3]);
+		if (!rc)
+			rc = (take ? s->ops->snapshot_take : s->ops->snapshot_remove)(s, argv[i + 2], argv[i + 3], NULL);
 	} else if ((rc = s->ops->scan(s, &l)) == 0) {
 		if (!strcmp(cmd, "ls")) {
 			for (int v = 0; v < l->nvols; v++)
