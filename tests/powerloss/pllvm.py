@@ -49,8 +49,12 @@ class StateVG(lvmlib.VG):
 
 def build_chain(vg, work, snaps, heavy):
     ch = lvmlib.Chain(vg, work)
-    v = ch.qcow2(VOL, DISK)
-    v.write(0, 2 * MiB, 0x10)
+    # heavy: every layer holds less than the one above it, so the merge
+    # chooses rebase at every position; for the oldest snapshot that needs a
+    # base holding less than the 256 KiB written above it (no preallocated
+    # clusters: a rebase would copy each of them)
+    v = ch.qcow2(VOL, DISK, opts="cluster_size=65536") if heavy else ch.qcow2(VOL, DISK)
+    v.write(0, 128 * 1024 if heavy else 2 * MiB, 0x10)
     for i, s in enumerate(snaps):
         v.snapshot(s)
         n = (i + 1) * 256 * 1024 if heavy else 256 * 1024 // (i + 1)
@@ -97,6 +101,7 @@ class LvmCase:
                 os.mkdir(path) if op == "mkdir" else os.rmdir(path)
         finally:
             d.stop()
+        self.daemon_log = d.log()
         flush_loop(self.vg.loops[0])
         self.ops = parse_log(os.path.join(self.work, "ops.log"), start)
         # views taken or removed: whole or absent; every other one unchanged

@@ -233,6 +233,9 @@ def test_lvm_rmdir(how, victim):
     case = lvm_case("lvm-rmdir-%s-%s" % (how, victim))
     # heavy: newer layers hold more, so removing an old snapshot rebases
     lvm_run(case, "rmdir", ("s1", "s2"), victim, how == "rebase")
+    # the operation went the way asked (store/snap_merge.c's log line)
+    way = "by committing the child" if how == "commit" else "by rebasing the child"
+    assert way in case.daemon_log, case.daemon_log[-2000:]
 
 
 def test_lvm_rmdir_commit_then_mkdir():
