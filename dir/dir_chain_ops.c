@@ -64,6 +64,11 @@
  * Recovery: S gone: done. Otherwise commit again (a merge re-run changes no
  * byte any view reads) / rebase again unless C already points past S; a C
  * that reads through neither S nor (rebase) S's parent is left, logged.
+ * The driver (store/snap_merge.c, its invariants (4)-(7)) runs this step
+ * order, the points of no return and the failure handling with the steps
+ * filled in dir_merge_steps below; the recovery rules are written once in
+ * store/snap_recover.h. dir's point of no return for a commit is read as
+ * the data phase having begun (snap_merge.begun).
  *
  * On a shared storage the merge (the data copy) runs with the cluster lock
  * released and the chain re-checked when it is taken back (rm_data_begin /
@@ -96,6 +101,7 @@
 #include "common/log.h"
 #include "store/pve_cluster.h"
 #include "store/snap_merge.h"
+#include "store/snap_recover.h"
 #include "store/store.h"
 #include "dir/dir_snapshot.h"
 #include "dir/dir_reserve.h"
@@ -236,14 +242,13 @@ undo_intent:
 struct rm {
 	char s[PATH_MAX], c[PATH_MAX], p[PATH_MAX];  /* p: "" when S has no backing */
 	char *s_backing;                              /* S's backing string, NULL if none */
-	struct chain *view_s, *view_c, *view_p;
-	struct layer_io *wio;
-	struct qcow2_writer *w;
+	struct snap_merge m;                          /* views, writer, how far the steps got */
 	struct dir_reserve res;                       /* the room the merge takes in the target */
-	bool written;                                 /* the merge has begun writing the target */
 	bool suspended;                               /* the cluster lock is released for the merge */
-	bool stop;                                    /* chain changed / lock not had back: leave the intent */
 	struct rm_ids *ids;                           /* the chain as measured, while suspended */
+	struct store *st;
+	const struct dir_op_paths *n;                 /* rmdir: the intent's paths, for undo/finish */
+	const struct intent *in;                      /* rmdir: the record the intent file holds */
 	char label[PATH_MAX + 200];
 };
 
@@ -344,17 +349,7 @@ static void rm_release(struct rm *r)
 	rm_ids_free(r->ids);
 	r->ids = NULL;
 	dir_reserve_free(&r->res);
-	qcow2_writer_close(r->w);
-	r->w = NULL;
-	layer_close(r->wio);
-	r->wio = NULL;
-	if (r->view_s)
-		chain_put(r->view_s);
-	if (r->view_c)
-		chain_put(r->view_c);
-	if (r->view_p)
-		chain_put(r->view_p);
-	r->view_s = r->view_c = r->view_p = NULL;
+	snap_merge_release(&r->m);
 }
 
 static int open_whole(struct store *s, const char *rel, struct chain **out)
@@ -372,24 +367,24 @@ static int open_whole(struct store *s, const char *rel, struct chain **out)
 
 static int rm_open_views(struct store *s, struct rm *r)
 {
-	int rc = open_whole(s, r->s, &r->view_s);
+	int rc = open_whole(s, r->s, &r->m.view_s);
 
 	if (!rc)
-		rc = open_whole(s, r->c, &r->view_c);
+		rc = open_whole(s, r->c, &r->m.view_c);
 	if (!rc && r->p[0])
-		rc = open_whole(s, r->p, &r->view_p);
+		rc = open_whole(s, r->p, &r->m.view_p);
 	return rc;
 }
 
 static int rm_open_writer(struct store *s, struct rm *r, bool commit)
 {
 	struct dir_store_priv *p = s->priv;
-	int rc = file_io_open(p->rootfd, s->name, commit ? r->s : r->c, true, &r->wio);
+	struct layer_io *io;
+	int rc = file_io_open(p->rootfd, s->name, commit ? r->s : r->c, true, &io);
 
 	if (rc)
 		return rc;
-	return qcow2_writer_open(r->wio, (qcow2_fill_fn)merge_fill_from_view,
-				 commit ? r->view_s : r->view_c, &r->w);
+	return snap_merge_open_writer(&r->m, io, commit);
 }
 
 /*
@@ -439,19 +434,19 @@ static int rm_prepare(struct store *s, struct rm *r, bool commit)
 	int rc = rm_open_writer(s, r, commit);
 
 	if (!rc)
-		rc = commit ? merge_commit_need(r->view_c, r->w, &need)
-			    : merge_rebase_need(r->view_c, r->view_s, r->view_p, r->w, &need);
-	if (!rc && need > qcow2_writer_table_room(r->w)) {
+		rc = commit ? merge_commit_need(r->m.view_c, r->m.w, &need)
+			    : merge_rebase_need(r->m.view_c, r->m.view_s, r->m.view_p, r->m.w, &need);
+	if (!rc && need > qcow2_writer_table_room(r->m.w)) {
 		vlog(LOG_ERR, "%s: the merge needs %llu bytes more than the refcount table of %s reaches "
 		     "(it is not grown)", r->label, (unsigned long long)need, commit ? r->s : r->c);
 		rc = -ENOSPC;
 	}
 	if (rc)
 		goto fail;
-	room = qcow2_writer_room(r->w);
-	end = r->wio->size - room;
-	if ((rc = dir_reserve_begin(&r->res, file_io_fd(r->wio))) ||
-	    (rc = merge_in_place(commit, r->view_c, r->view_s, r->view_p, r->w, reserve_host, &r->res)) ||
+	room = qcow2_writer_room(r->m.w);
+	end = r->m.wio->size - room;
+	if ((rc = dir_reserve_begin(&r->res, file_io_fd(r->m.wio))) ||
+	    (rc = merge_in_place(commit, r->m.view_c, r->m.view_s, r->m.view_p, r->m.w, reserve_host, &r->res)) ||
 	    (rc = need ? dir_reserve_range(&r->res, end, need) : 0) || (rc = dir_reserve_check(&r->res)) ||
 	    (rc = crash_fail("dir-rmdir-reserve"))) {
 		vlog(LOG_ERR, "%s: no room for the merge (%llu bytes for new clusters): %s", r->label,
@@ -460,7 +455,7 @@ static int rm_prepare(struct store *s, struct rm *r, bool commit)
 		goto fail;
 	}
 	if (need > room)
-		rc = file_io_grow(r->wio, end + need);
+		rc = file_io_grow(r->m.wio, end + need);
 	if (rc) {
 		dir_reserve_undo(&r->res);
 		goto fail;
@@ -468,18 +463,15 @@ static int rm_prepare(struct store *s, struct rm *r, bool commit)
 	return 0;
 fail:
 	dir_reserve_free(&r->res);
-	qcow2_writer_close(r->w);
-	r->w = NULL;
-	layer_close(r->wio);
-	r->wio = NULL;
+	snap_merge_close_writer(&r->m);
 	return rc;
 }
 
 /* The merge is done: give back the room it reserved and did not use. */
 static void rm_trim(struct rm *r)
 {
-	if (r->w && r->wio)
-		dir_reserve_trim(&r->res, r->wio->size - qcow2_writer_room(r->w));
+	if (r->m.w && r->m.wio)
+		dir_reserve_trim(&r->res, r->m.wio->size - qcow2_writer_room(r->m.w));
 }
 
 static bool other_children(struct store *s, const char *rel, const char *child);
@@ -509,7 +501,7 @@ static int rm_data_begin(struct store *s, struct rm *r)
 
 /* After the merge (rc its result): take the cluster lock back and check the chain is
  * the one noted, the writer's file still the target's. Any other outcome stops the
- * operation here, the intent left for recovery (r->stop). */
+ * operation here, the intent left for recovery (m.stop). */
 static int rm_data_end(struct store *s, struct rm *r, bool commit, int rc)
 {
 	struct rm_ids *now = NULL;
@@ -524,12 +516,12 @@ static int rm_data_end(struct store *s, struct rm *r, bool commit, int rc)
 	if ((lrc = pve_cfs_resume())) {
 		vlog(LOG_ERR, "%s: the cluster lock cannot be had back after the merge: the rest is left "
 		     "to recovery (the next operation on the volume, or the next mount)", r->label);
-		r->stop = true;
+		r->m.stop = true;
 		return lrc;
 	}
 	lrc = rm_ids_take(s, r->c, &now);
 	same = lrc == 0 && rm_ids_same(r->ids, now);
-	if (same && r->wio && file_io_dev_ino(r->wio, &dev, &ino) == 0)
+	if (same && r->m.wio && file_io_dev_ino(r->m.wio, &dev, &ino) == 0)
 		for (int i = 0; i < now->n; i++)
 			if (!strcmp(now->l[i].rel, target))
 				same = now->l[i].dev == dev && now->l[i].ino == ino;
@@ -540,54 +532,65 @@ static int rm_data_end(struct store *s, struct rm *r, bool commit, int rc)
 		vlog(LOG_ERR, "%s: the chain changed while merging outside the cluster lock: stopping "
 		     "before any rename; the rest is left to recovery (the next operation on the volume, "
 		     "or the next mount)", r->label);
-		r->stop = true;
+		r->m.stop = true;
 		return -EIO;
 	}
 	return rc;
 }
 
-static int commit_steps(struct store *s, struct rm *r)
+/* ---- dir/'s platform steps for the merge driver (store/snap_merge.h (6)) ---- */
+
+static int step_data_begin(void *ctx)
 {
-	struct dir_store_priv *p = s->priv;
+	struct rm *r = ctx;
+
+	return rm_data_begin(r->st, r);
+}
+
+/* The relink is the point of no return: only under the lock, the chain checked (here). */
+static int step_data_end(void *ctx, bool commit, int rc)
+{
+	struct rm *r = ctx;
+
+	return rm_data_end(r->st, r, commit, rc);
+}
+
+static const char *step_parent_backing(void *ctx)
+{
+	return ((struct rm *)ctx)->s_backing;
+}
+
+/* The merge is done: the unused room back, the noted chain dropped. */
+static void step_settle_room(void *ctx)
+{
+	struct rm *r = ctx;
+
+	rm_trim(r);
+	rm_ids_free(r->ids);
+	r->ids = NULL;
+	dir_reserve_free(&r->res);
+}
+
+/* Commit: S renamed over C (atomic). */
+static int step_replace_child(void *ctx)
+{
+	struct rm *r = ctx;
+	struct dir_store_priv *p = r->st->priv;
 	int rc;
 
-	if ((rc = rm_data_begin(s, r)))
-		return rc;
-	r->written = true;
-	rc = crash_fail("dir-rmdir-merge");
-	if (!rc)
-		rc = merge_commit(r->view_c, r->w, r->label);
-	if ((rc = rm_data_end(s, r, true, rc)))
-		return rc;
-	crash_point("dir-rmdir-commit-merged");
-	rm_trim(r);
-	rm_release(r);
 	if ((rc = crash_fail("dir-rmdir-rename")) || (rc = dir_rename(p->rootfd, r->s, r->c, false)))
 		return rc;
 	crash_point("dir-rmdir-commit-renamed");
 	return 0;
 }
 
-static int rebase_steps(struct store *s, struct rm *r)
+/* Rebase: S unlinked, durably. */
+static int step_remove_s(void *ctx)
 {
-	struct dir_store_priv *p = s->priv;
+	struct rm *r = ctx;
+	struct dir_store_priv *p = r->st->priv;
 	int rc;
 
-	if ((rc = rm_data_begin(s, r)))
-		return rc;
-	r->written = true;
-	rc = crash_fail("dir-rmdir-merge");
-	if (!rc)
-		rc = merge_rebase(r->view_c, r->view_s, r->view_p, r->w, r->label);
-	/* The relink is the point of no return: only under the lock, the chain checked. */
-	if ((rc = rm_data_end(s, r, false, rc)))
-		return rc;
-	crash_point("dir-rmdir-rebase-copied");
-	if ((rc = crash_fail("dir-rmdir-relink")) || (rc = qcow2_writer_set_backing(r->w, r->s_backing)))
-		return rc;
-	crash_point("dir-rmdir-rebase-relinked");
-	rm_trim(r);
-	rm_release(r);
 	if ((rc = crash_fail("dir-rmdir-unlink")) || ((rc = dir_unlink(p->rootfd, r->s)) && rc != -ENOENT))
 		return rc;
 	if ((rc = dir_fsync_parent(p->rootfd, r->s)))
@@ -672,6 +675,68 @@ static bool other_children(struct store *s, const char *rel, const char *child)
 	return hit;
 }
 
+/*
+ * Before the point of no return. A merge refused before it wrote anything
+ * gives back its room and its intent; a rebase whose C still reads through
+ * S is undone (rebase_undo). A commit that began writing S is past it.
+ */
+static int step_undo(void *ctx, bool commit, int err)
+{
+	struct rm *r = ctx;
+
+	(void)err;
+	if (!r->m.begun) {
+		dir_reserve_undo(&r->res);
+		dir_intent_clear(r->st, r->n);
+		return 0;
+	}
+	if (!commit && rebase_undo(r->st, r, r->n) == 0)
+		return 0;
+	return 1;
+}
+
+/* Past the point of no return: what recovery would do, from the intent's record. */
+static int step_finish(void *ctx, bool commit, int err)
+{
+	struct rm *r = ctx;
+	int rc;
+
+	(void)commit;
+	(void)err;
+	rm_release(r);
+	rc = dir_recover_chain(r->st, r->n, r->in);
+	if (rc)
+		vlog(LOG_ERR, "%s: cannot be finished now: the next operation on the volume or the "
+		     "next mount finishes it", r->label);
+	return rc;
+}
+
+/* The chain changed while the lock was released, or the lock cannot be had back. */
+static void step_stopped(void *ctx, int err)
+{
+	struct rm *r = ctx;
+
+	vlog(LOG_ERR, "%s: stopped (%s); intent %s kept", r->label, strerror(-err), r->n->intent);
+}
+
+static const struct snap_merge_steps dir_merge_steps = {
+	.fail_merge = "dir-rmdir-merge",
+	.fail_relink = "dir-rmdir-relink",
+	.merged = "dir-rmdir-commit-merged",
+	.copied = "dir-rmdir-rebase-copied",
+	.relinked = "dir-rmdir-rebase-relinked",
+	.relink_in_data_phase = false,
+	.data_begin = step_data_begin,
+	.data_end = step_data_end,
+	.parent_backing = step_parent_backing,
+	.settle_room = step_settle_room,
+	.replace_child = step_replace_child,
+	.remove_s = step_remove_s,
+	.undo = step_undo,
+	.finish = step_finish,
+	.stopped = step_stopped,
+};
+
 struct room_ctx {
 	struct store *s;
 	struct rm *r;
@@ -701,6 +766,10 @@ int dir_chain_remove(struct dir_op *op, const struct store_volume *vol, int vi,
 	int rc;
 
 	memset(&r, 0, sizeof(r));
+	r.st = s;
+	r.n = &n;
+	r.in = &in;
+	r.m.label = r.label;
 	snprintf(r.s, sizeof(r.s), "%s", vinfo(&vol->views[vi])->rel);
 	/* The child: the next newer chain view's layer, or the volume's own file. */
 	snprintf(r.c, sizeof(r.c), "%s", vinfo(&vol->views[0])->rel);
@@ -741,7 +810,7 @@ int dir_chain_remove(struct dir_op *op, const struct store_volume *vol, int vi,
 	free(prel);
 	snprintf(r.label, sizeof(r.label), "%s/%s: deleting snapshot %s", s->name, n.vol, snap);
 	if ((rc = rm_open_views(s, &r)) ||
-	    (rc = snap_merge_choose(r.label, r.view_s, r.view_c, room_for, &(struct room_ctx){ s, &r }, &ch)))
+	    (rc = snap_merge_choose(r.label, r.m.view_s, r.m.view_c, room_for, &(struct room_ctx){ s, &r }, &ch)))
 		goto out;
 	/* Past this point the room is reserved: a failure now is the disk's, not the space's. */
 	commit = ch.commit;
@@ -761,37 +830,14 @@ int dir_chain_remove(struct dir_op *op, const struct store_volume *vol, int vi,
 	crash_point(commit ? "dir-rmdir-commit-intent" : "dir-rmdir-rebase-intent");
 	VSTORFS_CHECK(dir_intent_holds(s, &n, &in));  /* dir_op.c (1) */
 	snap_merge_report(prog, 0, ch.moved);
-	rc = commit ? commit_steps(s, &r) : rebase_steps(s, &r);
+	rc = snap_merge_run(&dir_merge_steps, &r, &r.m, commit);
 	if (rc == 0) {
 		snap_merge_report(prog, ch.moved, ch.moved);
 		dir_snaptime_set(s, &n, snap, 0);
 		dir_intent_clear(s, &n);
 		vlog(LOG_NOTICE, "%s: done", r.label);
-	} else if (r.stop) {
-		/* The chain changed while the lock was released, or the lock cannot be had back:
-		 * no rename, no unlink, no relink; the intent stays for recovery. */
-		vlog(LOG_ERR, "%s: stopped (%s); intent %s kept", r.label, strerror(-rc), n.intent);
-	} else if (!r.written) {
-		/* Refused before the merge wrote anything: nothing happened. */
-		dir_reserve_undo(&r.res);
-		dir_intent_clear(s, &n);
-	} else if (!commit && rebase_undo(s, &r, &n) == 0) {
-		/* nothing happened: the error stands */
 	} else {
-		/* Past the point of no return (a commit's first write into S, a rebase's relink of
-		 * C): finish it now if the disk lets us, and report success only then. */
-		int err = rc;
-
-		rm_release(&r);
-		vlog(LOG_ERR, "%s failed past the point of no return (%s): finishing it", r.label,
-		     strerror(-err));
-		rc = dir_recover_chain(s, &n, &in);  /* the record the intent file holds */
-		if (rc == 0)
-			vlog(LOG_NOTICE, "%s: done", r.label);
-		else
-			vlog(LOG_ERR, "%s: cannot be finished now: the next operation on the volume or the "
-			     "next mount finishes it", r.label);
-		rc = rc == 0 ? 0 : err;
+		rc = snap_merge_settle(&dir_merge_steps, &r, &r.m, commit, rc);
 	}
 out:
 	rm_release(&r);
@@ -846,14 +892,21 @@ int dir_recover_chain(struct store *s, const struct dir_op_paths *n, const struc
 	}
 	if (in->kind == INTENT_RMDIR_COMMIT || in->kind == INTENT_RMDIR_REBASE) {
 		bool commit = in->kind == INTENT_RMDIR_COMMIT;
+		struct snap_recover_facts f = { 0 };
 		struct rm r;
 
 		memset(&r, 0, sizeof(r));
+		r.st = s;
+		r.m.label = r.label;
 		snprintf(r.label, sizeof(r.label), "%s/%s: finishing interrupted deletion of snapshot %.64s",
 			 s->name, n->vol, snap);
-		if (!dir_exists(p->rootfd, a)) {
-			vlog(LOG_NOTICE, "%s (only the bookkeeping was left)", r.label);
-		} else {
+		/* dir renames S over C in one step, so its steps never leave C gone; a C gone
+		 * otherwise fails the merge again below, as it always did (c_exists). */
+		f.commit = commit;
+		f.c_exists = true;
+		f.last_step_done = !dir_exists(p->rootfd, a);
+		rc = 0;
+		if (!f.last_step_done) {
 			snprintf(r.s, sizeof(r.s), "%s", a);
 			snprintf(r.c, sizeof(r.c), "%s", b);
 			if (!commit && strcmp(c, "-")) {
@@ -867,28 +920,33 @@ int dir_recover_chain(struct store *s, const struct dir_op_paths *n, const struc
 				snprintf(r.p, sizeof(r.p), "%s", prel);
 				free(prel);
 			}
-			rc = 0;
 			if (!commit) {
 				char *now = NULL, *raw = NULL;
 				enum chain_layer_format fmt;
 				uint64_t vs;
 
 				rc = dir_probe_backing(s, r.c, &now, &raw, &fmt, &vs);
-				if (rc == 0 && (r.p[0] ? now && !strcmp(now, r.p) : !raw)) {
-					vlog(LOG_NOTICE, "%s (child already relinked: removing %s)", r.label, r.s);
-					rc = dir_unlink(p->rootfd, r.s);
-					if (rc == 0 || rc == -ENOENT)
-						rc = dir_fsync_parent(p->rootfd, r.s);
-					free(now);
-					free(raw);
-					free(r.s_backing);
-					if (rc)
-						return rc;
-					goto done;
-				}
+				f.c_relinked = rc == 0 && (r.p[0] ? now && !strcmp(now, r.p) : !raw);
 				free(now);
 				free(raw);
 			}
+		}
+		switch (snap_recover_rmdir(&f)) {
+		case SNAP_RECOVER_BOOKKEEPING:
+			vlog(LOG_NOTICE, "%s (only the bookkeeping was left)", r.label);
+			break;
+		case SNAP_RECOVER_REMOVE_S:
+			vlog(LOG_NOTICE, "%s (child already relinked: removing %s)", r.label, r.s);
+			rc = dir_unlink(p->rootfd, r.s);
+			if (rc == 0 || rc == -ENOENT)
+				rc = dir_fsync_parent(p->rootfd, r.s);
+			free(r.s_backing);
+			if (rc)
+				return rc;
+			break;
+		case SNAP_RECOVER_RENAME:
+		case SNAP_RECOVER_REFUSE:
+		case SNAP_RECOVER_MERGE_AGAIN:
 			vlog(LOG_NOTICE, "%s (%s again)", r.label, commit ? "commit" : "rebase");
 			if (!rc)
 				rc = rm_reclaim(s, &r, commit);
@@ -897,13 +955,13 @@ int dir_recover_chain(struct store *s, const struct dir_op_paths *n, const struc
 			if (!rc)
 				rc = rm_prepare(s, &r, commit);
 			if (!rc)
-				rc = commit ? commit_steps(s, &r) : rebase_steps(s, &r);
+				rc = snap_merge_run(&dir_merge_steps, &r, &r.m, commit);
 			rm_release(&r);
 			free(r.s_backing);
 			if (rc)
 				return rc;
+			break;
 		}
-done:
 		dir_snaptime_set(s, n, snap, 0);
 		return dir_intent_clear(s, n);
 	}

@@ -14,6 +14,7 @@
 #include "lvm/vg_snapshot_internal.h"
 #include "lvm/vg_store.h"
 #include "store/pve_cluster.h"
+#include "store/snap_recover.h"
 
 
 static int recover_mkdir(struct op *op, const struct lvm_lv *lv, const char *value)
@@ -61,6 +62,7 @@ static int recover_mkdir(struct op *op, const struct lvm_lv *lv, const char *val
 static int recover_rmdir(struct op *op, const struct lvm_lv *lv, const char *value)
 {
 	struct rm r = { .s = lv };
+	struct snap_recover_facts f = { 0 };
 	char tag[700];
 	struct intent in;
 	const char *cname = in.c, *pname = in.backing;
@@ -74,51 +76,50 @@ static int recover_rmdir(struct op *op, const struct lvm_lv *lv, const char *val
 		return -EIO;
 	}
 	commit = in.kind == INTENT_RMDIR_COMMIT;
+	r.m.label = r.label;
 	snprintf(r.label, sizeof(r.label), "%s/%s: finishing interrupted snapshot deletion",
 		 op->vgname, lv->name);
 	r.c = vg_find_lv(op, cname);
-	if (commit) {
-		if (!strcmp(lv->name, cname)) {
-			vlog(LOG_NOTICE, "%s (only the intent tag was left)", r.label);
-			return vg_commit_finish_tags(op, lv, cname, tag);
-		}
-		if (!r.c) {
-			vlog(LOG_NOTICE, "%s (rename to %s)", r.label, cname);
-			rc = lvm_lv_rename(&op->lo, op->vgname, lv->name, cname);
-			return rc ? rc : vg_commit_finish_tags(op, lv, cname, tag);
-		}
-		vlog(LOG_NOTICE, "%s (commit into it again)", r.label);
-		rc = vg_rm_open_views(op, &r);
-		if (!rc)
-			rc = vg_rm_open_writer(op, &r, true);
-		if (!rc)
-			rc = vg_commit_steps(op, &r, tag);
-		vg_rm_release(&r);
-		return rc;
+	f.commit = commit;
+	f.last_step_done = commit && !strcmp(lv->name, cname);
+	f.c_exists = r.c != NULL;
+	if (!commit && r.c) {
+		const char *now;
+
+		if ((rc = vg_probe_backing(op, r.c, &b)))
+			return rc;
+		now = lvm_backing_lv_name(op->vgname, b);
+		f.c_relinked = pname[0] ? now && !strcmp(now, pname) : !b;
+		free(b);
 	}
-	if (!r.c) {
+	switch (snap_recover_rmdir(&f)) {
+	case SNAP_RECOVER_BOOKKEEPING:
+		vlog(LOG_NOTICE, "%s (only the intent tag was left)", r.label);
+		return vg_commit_finish_tags(op, lv, cname, tag);
+	case SNAP_RECOVER_RENAME:
+		vlog(LOG_NOTICE, "%s (rename to %s)", r.label, cname);
+		rc = lvm_lv_rename(&op->lo, op->vgname, lv->name, cname);
+		return rc ? rc : vg_commit_finish_tags(op, lv, cname, tag);
+	case SNAP_RECOVER_REFUSE:
 		vlog(LOG_ERR, "%s: child layer %s is missing: leaving it alone", r.label, cname);
 		return -EIO;
-	}
-	if ((rc = vg_probe_backing(op, r.c, &b)))
-		return rc;
-	const char *now = lvm_backing_lv_name(op->vgname, b);
-	bool relinked = pname[0] ? now && !strcmp(now, pname) : !b;
-
-	free(b);
-	if (relinked) {
+	case SNAP_RECOVER_REMOVE_S:
 		vlog(LOG_NOTICE, "%s (child already relinked: removing %s)", r.label, lv->name);
 		return lvm_lv_remove(&op->lo, op->vgname, lv->name);
+	case SNAP_RECOVER_MERGE_AGAIN:
+		break;
 	}
-	r.p = pname[0] ? vg_find_lv(op, pname) : NULL;
-	if (pname[0] && !r.p)
-		return -EIO;
-	vlog(LOG_NOTICE, "%s (rebase again)", r.label);
+	if (!commit) {
+		r.p = pname[0] ? vg_find_lv(op, pname) : NULL;
+		if (pname[0] && !r.p)
+			return -EIO;
+	}
+	vlog(LOG_NOTICE, "%s (%s)", r.label, commit ? "commit into it again" : "rebase again");
 	rc = vg_rm_open_views(op, &r);
 	if (!rc)
-		rc = vg_rm_open_writer(op, &r, false);
+		rc = vg_rm_open_writer(op, &r, commit);
 	if (!rc)
-		rc = vg_rebase_steps(op, &r);
+		rc = vg_rm_run(op, &r, tag, commit);
 	vg_rm_release(&r);
 	return rc;
 }

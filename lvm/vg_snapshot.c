@@ -43,11 +43,15 @@
  *           S removed (its tag with it)
  * Recovery (vg_recover.c): commit again while C exists, else rename/untag;
  * rebase again unless C already points past S, else remove S.
+ * The driver (store/snap_merge.c, its invariants (4)-(7)) runs these steps
+ * in this order with the platform steps in vg_merge_steps; the recovery
+ * rules are written once in store/snap_recover.h. LVM's point of no return
+ * for a commit is snap_merge.past (set after the merge's fail point).
  *
  * An operation that fails has not happened (as in dir/dir_snapshot.c).
  * Room is checked before the tag (rm_fits), so what fails after it is the
  * disk (EIO, or ENOSPC from below). Before the point of no return the rmdir
- * is undone at once (rm_settle, rm_undo): a rebase's copies into C stay (C
+ * is undone at once (snap_merge_settle, rm_undo): a rebase's copies into C stay (C
  * read those bytes through S anyway) and what a failed batch leaked in the
  * target is reclaimed; S drops the intent and the parked view tag in one
  * lvm2 commit, then P the identity tag the rebase gave it; every view reads
@@ -57,7 +61,7 @@
  * would (vg_recover_rmdir_tag), and rmdir reports success only if that
  * worked; otherwise the tag stays and the next mount finishes it. Neither
  * is tried when the cluster lock could not be taken back after a merge
- * outside it, or the layers changed meanwhile (struct rm.hands_off): then
+ * outside it, or the layers changed meanwhile (struct snap_merge.stop): then
  * no metadata may change and the tag is left to recovery.
  */
 #include <errno.h>
@@ -426,38 +430,28 @@ static int open_view(struct op *op, const struct lvm_lv *lv, struct chain **out)
 
 void vg_rm_release(struct rm *r)
 {
-	qcow2_writer_close(r->w);
-	r->w = NULL;
-	layer_close(r->wio);
-	r->wio = NULL;
-	if (r->view_s)
-		chain_put(r->view_s);
-	if (r->view_c)
-		chain_put(r->view_c);
-	if (r->view_p)
-		chain_put(r->view_p);
-	r->view_s = r->view_c = r->view_p = NULL;
+	snap_merge_release(&r->m);
 }
 
 int vg_rm_open_views(struct op *op, struct rm *r)
 {
-	int rc = open_view(op, r->s, &r->view_s);
+	int rc = open_view(op, r->s, &r->m.view_s);
 
 	if (!rc)
-		rc = open_view(op, r->c, &r->view_c);
+		rc = open_view(op, r->c, &r->m.view_c);
 	if (!rc && r->p)
-		rc = open_view(op, r->p, &r->view_p);
+		rc = open_view(op, r->p, &r->m.view_p);
 	return rc;
 }
 
 int vg_rm_open_writer(struct op *op, struct rm *r, bool commit)
 {
-	int rc = lvm_lv_open_rw(op->vg, commit ? r->s : r->c, &r->wio);
+	struct layer_io *io;
+	int rc = lvm_lv_open_rw(op->vg, commit ? r->s : r->c, &io);
 
 	if (rc)
 		return rc;
-	return qcow2_writer_open(r->wio, (qcow2_fill_fn)merge_fill_from_view,
-				 commit ? r->view_s : r->view_c, &r->w);
+	return snap_merge_open_writer(&r->m, io, commit);
 }
 
 /* Does the chosen direction fit into its LV? */
@@ -467,25 +461,21 @@ static int rm_fits(struct op *op, struct rm *r, bool commit)
 	int rc = vg_rm_open_writer(op, r, commit);
 
 	if (!rc)
-		rc = commit ? merge_commit_need(r->view_c, r->w, &need)
-			    : merge_rebase_need(r->view_c, r->view_s, r->view_p, r->w, &need);
-	if (!rc && need > qcow2_writer_room(r->w)) {
+		rc = commit ? merge_commit_need(r->m.view_c, r->m.w, &need)
+			    : merge_rebase_need(r->m.view_c, r->m.view_s, r->m.view_p, r->m.w, &need);
+	if (!rc && need > qcow2_writer_room(r->m.w)) {
 		vlog(LOG_WARNING, "%s: %s would need %llu more bytes than the LV has", r->label,
 		     commit ? "commit" : "rebase", (unsigned long long)need);
 		rc = -ENOSPC;
 	}
-	if (!rc && need > qcow2_writer_table_room(r->w)) {
+	if (!rc && need > qcow2_writer_table_room(r->m.w)) {
 		vlog(LOG_WARNING, "%s: %s would need %llu more bytes than the image's refcount table "
 		     "reaches (it is not grown)", r->label, commit ? "commit" : "rebase",
 		     (unsigned long long)need);
 		rc = -ENOSPC;
 	}
-	if (rc) {
-		qcow2_writer_close(r->w);
-		r->w = NULL;
-		layer_close(r->wio);
-		r->wio = NULL;
-	}
+	if (rc)
+		snap_merge_close_writer(&r->m);
 	return rc;
 }
 
@@ -496,10 +486,6 @@ static int rm_fits(struct op *op, struct rm *r, bool commit)
  * Proxmox's own waiters give up at 10 s). Before the next metadata step the
  * lock is taken again and the layers are checked to be the ones measured.
  */
-struct rm_ids {
-	char s[256], c[256], p[256], su[80], cu[80], pu[80];
-};
-
 static void rm_ids_fill(const struct rm *r, struct rm_ids *id)
 {
 	memset(id, 0, sizeof(*id));
@@ -535,13 +521,13 @@ static int rm_data_end(struct op *op, struct rm *r, const struct rm_ids *id, boo
 	lrc = pve_cfs_resume();
 	if (lrc) {
 		/* Without the cluster lock no metadata may change: not even an undo. */
-		r->hands_off = true;
+		r->m.stop = true;
 		return rc ? rc : lrc;
 	}
 	if (rc)
 		return rc;
 	if ((lrc = vg_op_rescan(op))) {
-		r->hands_off = true;
+		r->m.stop = true;
 		return lrc;
 	}
 	s = vg_find_lv(op, id->s);
@@ -550,7 +536,7 @@ static int rm_data_end(struct op *op, struct rm *r, const struct rm_ids *id, boo
 	if (!same_lv(s, id->su) || !same_lv(c, id->cu) || (id->p[0] && !same_lv(p, id->pu))) {
 		vlog(LOG_ERR, "%s: the layers changed while merging outside the cluster lock: "
 		     "the rest is left to recovery", r->label);
-		r->hands_off = true;
+		r->m.stop = true;
 		return -EIO;
 	}
 	r->s = s;
@@ -559,31 +545,60 @@ static int rm_data_end(struct op *op, struct rm *r, const struct rm_ids *id, boo
 	return 0;
 }
 
-/* Steps after the tag, shared by rmdir and recovery. */
-int vg_commit_steps(struct op *op, struct rm *r, const char *tag)
-{
-	char cname[256];
-	struct rm_ids id;
-	bool suspended = rm_data_begin(r, &id);
-	int rc = crash_fail("lvm-rmdir-merge");
+/* ---- lvm/'s platform steps for the merge driver (store/snap_merge.h (6)) ---- */
 
-	if (rc == 0) {
-		/* The first write into S changes view S: the point of no return. */
-		r->past = true;
-		rc = merge_commit(r->view_c, r->w, r->label);
-	}
-	if ((rc = rm_data_end(op, r, &id, suspended, rc)))
-		return rc;
-	crash_point("rmdir-commit-merged");
+static int step_data_begin(void *ctx)
+{
+	struct rm *r = ctx;
+
+	r->suspended = rm_data_begin(r, &r->data);
+	return 0;
+}
+
+static int step_data_end(void *ctx, bool commit, int rc)
+{
+	struct rm *r = ctx;
+
+	(void)commit;
+	return rm_data_end(r->op, r, &r->data, r->suspended, rc);
+}
+
+static const char *step_parent_backing(void *ctx)
+{
+	struct rm *r = ctx;
+
+	return r->p ? r->p->name : NULL;
+}
+
+/* Commit: C removed, S renamed to C, S's tags swapped for C's identity (the intent last). */
+static int step_replace_child(void *ctx)
+{
+	struct rm *r = ctx;
+	struct op *op = r->op;
+	char cname[256];
+	int rc;
+
 	snprintf(cname, sizeof(cname), "%s", r->c->name);
-	vg_rm_release(r);
 	if ((rc = crash_fail("lvm-rmdir-remove")) || (rc = lvm_lv_remove(&op->lo, op->vgname, cname)))
 		return rc;
 	crash_point("rmdir-commit-removed");
 	if ((rc = crash_fail("lvm-rmdir-rename")) || (rc = lvm_lv_rename(&op->lo, op->vgname, r->s->name, cname)))
 		return rc;
 	crash_point("rmdir-commit-renamed");
-	return vg_commit_finish_tags(op, r->s, cname, tag);
+	return vg_commit_finish_tags(op, r->s, cname, r->tag);
+}
+
+/* Rebase: S removed; the tag goes with the LV, so this is the last step. */
+static int step_remove_s(void *ctx)
+{
+	struct rm *r = ctx;
+	char sname[256];
+	int rc;
+
+	snprintf(sname, sizeof(sname), "%s", r->s->name);
+	if ((rc = crash_fail("lvm-rmdir-remove")))
+		return rc;
+	return lvm_lv_remove(&r->op->lo, r->op->vgname, sname);
 }
 
 #define TAG_VIEW_NEXT "vstorfs-viewc="
@@ -638,35 +653,6 @@ static void drop_parent_identity(struct op *op, struct rm *r, const char *pname)
 		vlog(LOG_WARNING, "%s/%s: tag %s left behind", op->vgname, pname, r->p_tag);
 }
 
-int vg_rebase_steps(struct op *op, struct rm *r)
-{
-	char sname[256];
-	struct rm_ids id;
-	bool suspended = rm_data_begin(r, &id);
-	/* The copies into C change no view (C read those bytes through S): undone on failure. */
-	int rc = crash_fail("lvm-rmdir-merge");
-
-	if (rc == 0)
-		rc = merge_rebase(r->view_c, r->view_s, r->view_p, r->w, r->label);
-	if (rc == 0) {
-		crash_point("rmdir-rebase-copied");
-		if ((rc = crash_fail("lvm-rmdir-relink")) == 0) {
-			/* C may point past S from here on: the point of no return. */
-			r->past = true;
-			rc = qcow2_writer_set_backing(r->w, r->p ? r->p->name : NULL);
-		}
-	}
-	if ((rc = rm_data_end(op, r, &id, suspended, rc)))
-		return rc;
-	crash_point("rmdir-rebase-relinked");
-	snprintf(sname, sizeof(sname), "%s", r->s->name);
-	vg_rm_release(r);
-	if ((rc = crash_fail("lvm-rmdir-remove")))
-		return rc;
-	/* The tag goes with the LV: removing it is the last step. */
-	return lvm_lv_remove(&op->lo, op->vgname, sname);
-}
-
 /*
  * Undo an rmdir whose merge failed before the point of no return: the
  * target's leaks (clusters a failed batch allocated and no table points
@@ -686,7 +672,7 @@ static int rm_undo(struct op *op, struct rm *r, const struct rm_ids *id, const c
 	char *b = NULL;
 	int rc;
 
-	if (commit && r->past)
+	if (commit && r->m.past)
 		return 1;
 	if ((rc = vg_op_rescan(op)))
 		return rc;
@@ -728,40 +714,61 @@ static int rm_undo(struct op *op, struct rm *r, const struct rm_ids *id, const c
 	return 0;
 }
 
-/*
- * The merge's steps failed with `err`. Before the point of no return the
- * operation is undone and `err` stands; past it, it is finished at once,
- * as the next mount would, and 0 is returned only if that worked.
- */
-static int rm_settle(struct op *op, struct rm *r, const struct rm_ids *id, const char *tag, bool commit,
-		     int err)
+/* Before the point of no return: rm_undo, its outcome logged. */
+static int step_undo(void *ctx, bool commit, int err)
 {
+	struct rm *r = ctx;
 	int rc;
 
 	vg_rm_release(r);
-	if (r->hands_off)
-		return err;
-	rc = rm_undo(op, r, id, tag, commit);
-	if (rc == 0) {
+	rc = rm_undo(r->op, r, &r->id, r->tag, commit);
+	if (rc == 0)
 		vlog(LOG_NOTICE, "%s failed (%s): undone (every view reads as before)", r->label,
 		     strerror(-err));
-		return err;
-	}
-	if (rc < 0) {
+	else if (rc < 0)
 		vlog(LOG_ERR, "%s failed (%s) and cannot be undone now (%s): the next mount finishes it",
 		     r->label, strerror(-err), strerror(-rc));
-		return err;
-	}
-	vlog(LOG_ERR, "%s failed past the point of no return (%s): finishing it", r->label, strerror(-err));
-	if ((rc = vg_op_rescan(op)) == 0)
-		rc = vg_recover_rmdir_tag(op, tag);
-	if (rc) {
+	return rc;
+}
+
+/* Past the point of no return: finished at once, as the next mount would. */
+static int step_finish(void *ctx, bool commit, int err)
+{
+	struct rm *r = ctx;
+	int rc;
+
+	(void)commit;
+	(void)err;
+	if ((rc = vg_op_rescan(r->op)) == 0)
+		rc = vg_recover_rmdir_tag(r->op, r->tag);
+	if (rc)
 		vlog(LOG_ERR, "%s: cannot be finished now (%s): the next mount finishes it", r->label,
 		     strerror(-rc));
-		return err;
-	}
-	vlog(LOG_NOTICE, "%s: done", r->label);
-	return 0;
+	return rc;
+}
+
+static const struct snap_merge_steps vg_merge_steps = {
+	.fail_merge = "lvm-rmdir-merge",
+	.fail_relink = "lvm-rmdir-relink",
+	.merged = "rmdir-commit-merged",
+	.copied = "rmdir-rebase-copied",
+	.relinked = "rmdir-rebase-relinked",
+	.relink_in_data_phase = true,
+	.data_begin = step_data_begin,
+	.data_end = step_data_end,
+	.parent_backing = step_parent_backing,
+	.replace_child = step_replace_child,
+	.remove_s = step_remove_s,
+	.undo = step_undo,
+	.finish = step_finish,
+};
+
+int vg_rm_run(struct op *op, struct rm *r, const char *tag, bool commit)
+{
+	r->op = op;
+	r->tag = tag;
+	r->m.label = r->label;
+	return snap_merge_run(&vg_merge_steps, r, &r->m, commit);
 }
 
 struct room_ctx {
@@ -784,7 +791,6 @@ static int remove_locked(struct op *op, const char *volume, const char *snap,
 	struct rm r = { 0 };
 	struct snap_merge_choice ch;
 	struct intent in = { 0 };
-	struct rm_ids id;
 	char *pb = NULL, tag[700], next_tag[300];
 	uint64_t moved;
 	bool commit;
@@ -823,9 +829,10 @@ static int remove_locked(struct op *op, const char *volume, const char *snap,
 		return -EIO;
 	}
 	free(pb);
+	r.m.label = r.label;
 	snprintf(r.label, sizeof(r.label), "%s/%s: deleting snapshot %s", op->vgname, volume, snap);
 	if ((rc = vg_rm_open_views(op, &r)) ||
-	    (rc = snap_merge_choose(r.label, r.view_s, r.view_c, room_for, &(struct room_ctx){ op, &r }, &ch)))
+	    (rc = snap_merge_choose(r.label, r.m.view_s, r.m.view_c, room_for, &(struct room_ctx){ op, &r }, &ch)))
 		goto out;
 	commit = ch.commit;
 	in.kind = commit ? INTENT_RMDIR_COMMIT : INTENT_RMDIR_REBASE;
@@ -846,13 +853,13 @@ static int remove_locked(struct op *op, const char *volume, const char *snap,
 	}
 	if (rc)
 		goto out;
-	rm_ids_fill(&r, &id);
+	rm_ids_fill(&r, &r.id);
 	crash_point(commit ? "rmdir-commit-tagged" : "rmdir-rebase-tagged");
 	moved = ch.moved;
 	snap_merge_report(p, 0, moved);
-	rc = commit ? vg_commit_steps(op, &r, tag) : vg_rebase_steps(op, &r);
+	rc = vg_rm_run(op, &r, tag, commit);
 	if (rc)
-		rc = rm_settle(op, &r, &id, tag, commit, rc);
+		rc = snap_merge_settle(&vg_merge_steps, &r, &r.m, commit, rc);
 	else
 		vlog(LOG_NOTICE, "%s: done", r.label);
 	if (rc == 0)

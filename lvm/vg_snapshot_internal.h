@@ -11,6 +11,7 @@
 #include "chain/qcow2_writer.h"
 #include "lvm/lvm.h"
 #include "store/intent.h"
+#include "store/snap_merge.h"
 #include "store/store.h"
 
 #define TAG_MKDIR "vstorfs-mkdir="
@@ -28,16 +29,22 @@ struct op {
 	int lockfd;
 };
 
+/* The layers by name and uuid, as measured: what the data phase and an undo re-find. */
+struct rm_ids {
+	char s[256], c[256], p[256], su[80], cu[80], pu[80];
+};
+
 /* rmdir's layers: the snapshot S, its child C, its parent P (may be NULL). */
 struct rm {
 	const struct lvm_lv *s, *c, *p;
-	struct chain *view_s, *view_c, *view_p;
-	struct layer_io *wio;
-	struct qcow2_writer *w;
+	struct snap_merge m; /* views, writer, how far the steps got (m.stop: only recovery may act) */
 	char label[600];
-	bool past;       /* the point of no return may have been passed (a commit's first write into S, a rebase's relink of C) */
-	bool hands_off;  /* the cluster lock was not taken back or the layers changed: only recovery may act */
-	char p_tag[300]; /* the TAG_VIEW identity tag this rebase gave P, or "" */
+	char p_tag[300];     /* the TAG_VIEW identity tag this rebase gave P, or "" */
+	struct op *op;       /* the operation the steps run in */
+	const char *tag;     /* the intent tag on S */
+	struct rm_ids id;    /* rmdir: the layers as tagged, for an undo */
+	struct rm_ids data;  /* the layers as the data phase began */
+	bool suspended;      /* the cluster lock is released for the data phase */
 };
 
 /* The LV tag recording `in` (TAG_MKDIR or TAG_RMDIR + store/intent.c's tag form): 0 or <0. */
@@ -53,9 +60,8 @@ int vg_probe_backing(struct op *op, const struct lvm_lv *lv, char **backing);
 int vg_rm_open_views(struct op *op, struct rm *r);
 int vg_rm_open_writer(struct op *op, struct rm *r, bool commit);
 void vg_rm_release(struct rm *r);
-/* The steps after the intent tag, shared by rmdir and recovery. */
-int vg_commit_steps(struct op *op, struct rm *r, const char *tag);
-int vg_rebase_steps(struct op *op, struct rm *r);
+/* The steps after the intent tag `tag` (store/snap_merge.h (6)), shared by rmdir and recovery. */
+int vg_rm_run(struct op *op, struct rm *r, const char *tag, bool commit);
 /* The last step of a commit: S_lv, now named `name`, drops the intent and takes view C's identity. */
 int vg_commit_finish_tags(struct op *op, const struct lvm_lv *s_lv, const char *name, const char *intent);
 /* Finish at once the rmdir whose intent tag is `tag` (vg_recover.c); 0 also when no LV carries it. */
