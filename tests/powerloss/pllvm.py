@@ -30,10 +30,8 @@ MiB = 1 << 20
 VOL = ts.VOL
 DISK = 8 * MiB
 DAEMON = os.environ.get("POWERLOSS_DAEMON") or os.path.join(REPO, "build", "vstorfs")
-# every FULL_EVERY-th state checked gets the full check (LvmCase.check)
+# every FULL_EVERY-th state checked also gets the daemon's check (LvmCase.check)
 FULL_EVERY = int(os.environ.get("POWERLOSS_DAEMON_EVERY", "50"))
-# the next mkdir is made on every PROBE_EVERY-th state (and every full check)
-PROBE_EVERY = int(os.environ.get("POWERLOSS_PROBE_EVERY", "4"))
 # what check() says of a state whose lvm2 metadata commit is torn (lvm2 cannot read it)
 LVM2_TORN = "lvm2 torn"
 
@@ -235,18 +233,18 @@ class LvmCase:
         self.rec.stop()
         drop_lvm_archives(self.vg.name)
 
-    def check(self, root, full=True, probe=True):
-        """None when the state at root is fine, else what is wrong. Every check
-        mounts it with the daemon (recovery runs), reads every view, makes the
-        next mkdir there, then runs vgck and looks for intent tags; full also
-        copies every LV's bytes for `qemu-img check` and mounts a second time.
-        Without full, the next mkdir is made only with probe."""
+    def check(self, root):
+        """None when the state at root is fine, else what is wrong: the state's
+        PV file under a fresh loop device, mounted with the daemon (recovery
+        runs), every view read, vgck, no intent tag left, every LV's bytes
+        copied for `qemu-img check`, a second mount that reads the same and
+        makes the next mkdir."""
         img = [os.path.join(root, f) for f in os.listdir(root) if f.endswith(".img")][0]
         loop = subprocess.run(["losetup", "-f", "--show", img], check=True,
                               capture_output=True).stdout.decode().strip()
         vg = StateVG(self.vg.name, loop)
         try:
-            return self._check(vg, full, probe)
+            return self._check(vg)
         finally:
             subprocess.run(["losetup", "-d", loop], capture_output=True)
 
@@ -265,7 +263,7 @@ class LvmCase:
         e = p.stderr.decode(errors="replace")
         return "Checksum error" in e or "invalid metadata text" in e
 
-    def _check(self, vg, full, probe):
+    def _check(self, vg):
         try:
             d = self._mount(vg, "a")
         except pytest.fail.Exception as e:
@@ -274,16 +272,14 @@ class LvmCase:
             return "mount: %s" % str(e)[-300:]
         try:
             views = views_of(d.mnt, vg)
-            if not full and probe:
-                os.mkdir(os.path.join(d.mnt, vg.name, VOL, "plnext"))
         except OSError as e:
-            return "%s: %s" % ("reading views" if full else "next mkdir", e)
+            return "reading views: %s" % e
         finally:
             d.stop(check=False)
         for v, h in self.keep.items():
             if views.get(v) != h:
                 return "view %s %s" % (v, "gone" if v not in views else "reads differently")
-        extra = set(views) - set(self.keep) - set(self.victims) - ({"plnext"} if not full else set())
+        extra = set(views) - set(self.keep) - set(self.victims)
         if extra:
             return "unexpected views %s" % sorted(extra)
         for v, h in self.victims.items():
@@ -296,8 +292,6 @@ class LvmCase:
             intents = [t for t in tags if t.startswith("vstorfs-") and not t.startswith("vstorfs-view=")]
             if intents:
                 return "%s keeps tags %s" % (lv, intents)
-        if not full:
-            return None
         ref = ts.copy_all_lvs(vg, os.path.join(self.work, "ref-state"))
         for f in sorted(os.listdir(ref)):
             if f.endswith(".qcow2"):
@@ -431,7 +425,7 @@ class LvmCase:
                 full = err != LVM2_TORN and (bool(err) or n % FULL_EVERY == 0 or n == len(pick) - 1)
                 if full:
                     self.materialize(log, st, base, state)
-                    derr = self.check(state, True)
+                    derr = self.check(state)
                     if err:
                         err = "cheap check: %s; daemon: %s" % (err, derr or "fine")
                     elif derr:
