@@ -201,7 +201,7 @@ def test_regression(path):
 
 from plharness import LONG
 # distinct LVM states checked per operation (cheap check each, pllvm.CheapLvm); 0: every one
-LVM_CHECKED = int(os.environ.get("POWERLOSS_LVM_CHECKED", "0" if LONG else "300")) or 1 << 30
+LVM_CHECKED = int(os.environ.get("POWERLOSS_LVM_CHECKED", "0" if LONG else "150")) or 1 << 30
 
 
 def lvm_case(name, direct_io=False):
