@@ -138,7 +138,8 @@ ASAN_SKIP := tests/test_isnap.py tests/test_merge_engine.py tests/test_fuzz_regr
 
 # Power-cut crash states (tests/powerloss/README.md): a FUSE recorder logs every write
 # and flush of an operation; the replayer builds what a power cut could leave.
-# POWERLOSS_LONG=1 runs the long sweep (bigger samples, every distinct directory state checked).
+# POWERLOSS_LONG=1 runs the long sweep (bigger samples, every distinct state checked).
+# powerloss-check also takes LVM states (--lvm): the LVM store's recovery in one process.
 $(BUILD)/powerloss-recorder: tests/powerloss/recorder.c
 	@mkdir -p $(dir $@)
 	$(CC) $(OPT) -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror $(shell pkg-config --cflags fuse3) \

@@ -20,8 +20,23 @@
  * With --batch each state's lines end with "END<TAB>rc" (rc 0 or 1, the
  * error as "E<TAB>message" before it) and stdout is flushed, so one process
  * checks a whole sweep, state by state, as the harness builds them.
+ *
+ *   plcheck --lvm VG DEVICE VOLUME  (one line per state on stdin)
+ *
+ * The same for an LVM store whose one PV is DEVICE (a loop device whose
+ * backing file the harness rewrites in place before each line): the loop
+ * device's page cache dropped (the bytes under it changed), then the two
+ * mounts (lvm_store_open, recovery, scan, every view of VOLUME hashed),
+ * then "T<TAB>lv<TAB>tag" for every intent tag left, "Q" for every qcow2
+ * LV's bytes, "K<TAB>rc" for lvm2's vgck and "N<TAB>rc" for the next mkdir
+ * (snapshot "plnext"). lvm2 runs through the one lvm shell this process
+ * keeps (lvm/lvm_shell.c), so a state costs lvm2 commands, not processes.
  */
 #include <dirent.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -33,12 +48,17 @@
 #include "chain/qcow2_check.h"
 #include "common/log.h"
 #include "dir/dir_store.h"
+#include "lvm/lvm.h"
+#include "lvm/lvm_cmd.h"
+#include "lvm/vg_store.h"
+#include "store/store_registry.h"
 #include "store/view_reader.h"
 #include "tools/lib/file_io.h"
 
 #define CHUNK (1u << 20)
 
 static FILE *errs;	/* stderr, or stdout in batch mode (the harness reads one stream) */
+static const char *lvm_dev;	/* --lvm: the PV; mount_once then opens an LVM store */
 
 static void fail(const char *what, const char *name, int rc)
 {
@@ -79,7 +99,7 @@ static int mount_once(const char *path, const struct store_config *cfg, const ch
 {
 	struct store *s;
 	struct store_listing *l;
-	int rc = dir_store_open(path, cfg, &s);
+	int rc = lvm_dev ? lvm_store_open(path, cfg, &s) : dir_store_open(path, cfg, &s);
 
 	if (rc) {
 		fail("open", NULL, rc);
@@ -196,6 +216,98 @@ static int batch(const char *vol, char *buf)
 	return 0;
 }
 
+/* Flush the device's page cache out and drop it: the harness changes the file under it. */
+static int drop_cache(const char *dev)
+{
+	int fd = open(dev, O_RDONLY | O_CLOEXEC), rc = 0;
+
+	if (fd < 0)
+		rc = -errno;
+	else if (fsync(fd) || ioctl(fd, BLKFLSBUF, 0))
+		rc = -errno;
+	if (fd >= 0)
+		close(fd);
+	if (rc)
+		fail("flush", dev, rc);
+	return rc;
+}
+
+/* After recovery: intent tags left, every qcow2 LV walked, vgck, the next mkdir. */
+static int lvm_after(const char *vg, const struct store_config *cfg, const char *vol)
+{
+	char *devs[] = { (char *)lvm_dev, NULL };
+	struct lvm_opts lo = { .devices = devs };
+	const char *vgck[] = { "vgck", vg, NULL };
+	struct lvm_vg *g;
+	struct store *s;
+	int rc = lvm_vg_scan(&lo, vg, &g);
+
+	if (rc) {
+		fail("vg scan", vg, rc);
+		return rc;
+	}
+	for (int i = 0; i < g->nlvs && rc == 0; i++) {
+		const struct lvm_lv *lv = &g->lvs[i];
+		struct qcow2_layer_check r;
+		struct layer_io *io = NULL;
+
+		for (char **t = lv->tags; t && *t; t++)
+			if (!strncmp(*t, "vstorfs-", 8) && strncmp(*t, TAG_VIEW, strlen(TAG_VIEW)))
+				printf("T\t%s\t%s\n", lv->name, *t);
+		if (!ends_with(lv->name, ".qcow2"))
+			continue;
+		if (!(rc = lvm_lv_open(g, lv, &io)))
+			rc = qcow2_check_layer(io, &r);
+		layer_close(io);
+		if (rc)
+			fail("check", lv->name, rc);
+		else
+			printf("Q\t%s\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%s\n", lv->name,
+			       r.corruptions + r.unreadable, r.leaks, r.check_errors, r.first);
+	}
+	lvm_vg_put(g);
+	if (rc)
+		return rc;
+	printf("K\t%d\n", lvm_cmd_run(&lo, vgck, NULL));
+	if ((rc = lvm_store_open(vg, cfg, &s))) {
+		fail("open", vg, rc);
+		return rc;
+	}
+	printf("N\t%d\n", s->ops->snapshot_take(s, vol, "plnext", NULL));
+	s->ops->close(s);
+	return 0;
+}
+
+static int lvm_batch(const char *vg, const char *vol, char *buf)
+{
+	struct store_config cfg = { 0 };
+	char line[8192], opt[4200];
+
+	errs = stdout;
+	snprintf(opt, sizeof(opt), "devices=%s", lvm_dev);
+	if (store_registry_option(&cfg, opt) != 1) {
+		fprintf(stderr, "plcheck: %s not taken\n", opt);
+		return 2;
+	}
+	while (fgets(line, sizeof(line), stdin)) {
+		int rc = drop_cache(lvm_dev);
+
+		if (rc == 0)
+			rc = mount_once(vg, &cfg, vol, 1, buf);
+		if (rc == 0)
+			rc = mount_once(vg, &cfg, vol, 2, buf);
+		if (rc == 0)
+			rc = lvm_after(vg, &cfg, vol);
+		/* what recovery and the next mkdir wrote reaches the file before it is rewritten */
+		if (drop_cache(lvm_dev) && rc == 0)
+			rc = -EIO;
+		printf("END\t%d\n", rc ? 1 : 0);
+		fflush(stdout);
+	}
+	store_registry_options_free(&cfg);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *cfg = NULL;
@@ -208,12 +320,16 @@ int main(int argc, char **argv)
 		return 1;
 	if (argc == 3 && !strcmp(argv[1], "--batch"))
 		return batch(argv[2], buf);
+	if (argc == 5 && !strcmp(argv[1], "--lvm")) {
+		lvm_dev = argv[3];
+		return lvm_batch(argv[2], argv[4], buf);
+	}
 	if (argc > 2 && !strcmp(argv[1], "--cfg")) {
 		cfg = argv[2];
 		i = 3;
 	}
 	if (argc - i != 2) {
-		fprintf(stderr, "usage: plcheck [--cfg STORAGE_CFG] PATH VOLUME | --batch VOLUME\n");
+		fprintf(stderr, "usage: plcheck [--cfg STORAGE_CFG] PATH VOLUME | --batch VOLUME | --lvm VG DEVICE VOLUME\n");
 		return 2;
 	}
 	rc = check_state(argv[i], cfg, argv[i + 1], buf);

@@ -22,7 +22,7 @@ from replay import Base, parse_log, sweep
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RECORDER = os.path.join(REPO, "build", "powerloss-recorder")
 DIRSTORE = os.environ.get("DIRSTORE") or os.path.join(REPO, "build", "dirstore")
-PLCHECK = os.path.join(REPO, "build", "powerloss-check")
+PLCHECK = os.environ.get("POWERLOSS_CHECK") or os.path.join(REPO, "build", "powerloss-check")
 REGRESSIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "regressions")
 # a failing state is saved here; one that shows a real bug is moved to REGRESSIONS with its fix
 FOUND = os.path.join(REPO, "build", "powerloss-found")
