@@ -158,7 +158,7 @@ int dir_chain_take(struct dir_op *op, const struct store_volume *vol, const char
 {
 	const struct dir_wpriv *cur = vinfo(&vol->views[0]);
 	struct dir_op_paths n;
-	char srel[PATH_MAX], sbase[NAME_MAX + 1], *dir = strdup(cur->rel), *slash;
+	char srel[PATH_MAX], sbase[NAME_MAX + 1], *dir = dir_part(cur->rel);
 	struct stat st;
 	struct timespec ts;
 	struct intent in;
@@ -170,11 +170,6 @@ int dir_chain_take(struct dir_op *op, const struct store_volume *vol, const char
 	/* The taken time in nanoseconds: the snapshot's ident, new when a name is reused. */
 	clock_gettime(CLOCK_REALTIME, &ts);
 	now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-	slash = strrchr(dir, '/');
-	if (slash)
-		*slash = 0;
-	else
-		dir[0] = 0;
 	rc = dir_op_paths(&n, dir, vol->name);
 	free(dir);
 	if (rc || dir_op_snap_path(&n, snap, srel, sizeof(srel)) ||
@@ -759,7 +754,7 @@ int dir_chain_remove(struct dir_op *op, const struct store_volume *vol, int vi,
 	struct rm r;
 	struct intent in = { 0 };
 	struct snap_merge_choice ch;
-	char *dir, *slash, *prel = NULL;
+	char *dir, *prel = NULL;
 	enum chain_layer_format fmt;
 	uint64_t vs;
 	bool commit;
@@ -778,14 +773,9 @@ int dir_chain_remove(struct dir_op *op, const struct store_volume *vol, int vi,
 			snprintf(r.c, sizeof(r.c), "%s", vinfo(&vol->views[i])->rel);
 			break;
 		}
-	dir = strdup(r.s);
+	dir = dir_part(r.s);
 	if (!dir)
 		return -ENOMEM;
-	slash = strrchr(dir, '/');
-	if (slash)
-		*slash = 0;
-	else
-		dir[0] = 0;
 	rc = dir_op_paths(&n, dir, vol->name);
 	free(dir);
 	if (rc)

@@ -156,7 +156,7 @@ static bool has_view(const struct store_volume *vol, const char *name)
 	return false;
 }
 
-static char *dir_part(const char *rel)
+char *dir_part(const char *rel)
 {
 	const char *slash = strrchr(rel, '/');
 

@@ -119,6 +119,8 @@ void dir_scan_release(struct dir_scan *sc);
 void dir_log_once(struct store *s, const char *key, int prio, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
+/* The directory part of a store-relative path ("" at the top), malloc'd; NULL on ENOMEM. */
+char *dir_part(const char *rel);
 
 /* A layer's backing, resolved below the root: *rel NULL when none. */
 int dir_probe_backing(struct store *s, const char *rel, char **backing_rel, char **backing_raw,
