@@ -143,15 +143,9 @@ class CheapLvm:
             return "second mount reads differently: %s / %s" % (passes["1"], passes["2"])
         views = passes["1"]
         c = self.case
-        for v, h in c.keep_crc.items():
-            if views.get(v) != h:
-                return "view %s %s" % (v, "gone" if v not in views else "reads differently")
-        extra = set(views) - set(c.keep_crc) - set(c.victims_crc)
-        if extra:
-            return "unexpected views %s" % sorted(extra)
-        for v, h in c.victims_crc.items():
-            if v in views and views[v] != h:
-                return "view %s half there" % v
+        err = views_wrong(views, c.keep_crc, c.victims_crc)
+        if err:
+            return err
         bad = {f: e for f, e in qcheck.items() if e}
         if bad:
             return "qcow2 check: %s" % bad
@@ -175,6 +169,21 @@ def drop_lvm_archives(vg):
     for f in lvmlib.glob.glob("/etc/lvm/archive/%s_*.vg" % vg) + ["/etc/lvm/backup/" + vg]:
         if os.path.exists(f):
             os.unlink(f)
+
+
+def views_wrong(views, keep, victims):
+    """None when every kept view reads as before, no view is unexpected, and
+    each victim (taken or removed) is whole or absent; else what is wrong."""
+    for v, h in keep.items():
+        if views.get(v) != h:
+            return "view %s %s" % (v, "gone" if v not in views else "reads differently")
+    extra = set(views) - set(keep) - set(victims)
+    if extra:
+        return "unexpected views %s" % sorted(extra)
+    for v, h in victims.items():
+        if v in views and views[v] != h:
+            return "view %s half there" % v
+    return None
 
 
 def views_of(mnt, vg):
@@ -276,15 +285,9 @@ class LvmCase:
             return "reading views: %s" % e
         finally:
             d.stop(check=False)
-        for v, h in self.keep.items():
-            if views.get(v) != h:
-                return "view %s %s" % (v, "gone" if v not in views else "reads differently")
-        extra = set(views) - set(self.keep) - set(self.victims)
-        if extra:
-            return "unexpected views %s" % sorted(extra)
-        for v, h in self.victims.items():
-            if v in views and views[v] != h:
-                return "view %s half there" % v
+        err = views_wrong(views, self.keep, self.victims)
+        if err:
+            return err
         p = vg.lvm("vgck", vg.name, check=False)
         if p.returncode:
             return "vgck: " + p.stderr.decode(errors="replace")
