@@ -243,7 +243,7 @@ struct rm {
 	struct rm_ids *ids;                           /* the chain as measured, while suspended */
 	struct store *st;
 	const struct dir_op_paths *n;                 /* rmdir: the intent's paths, for undo/finish */
-	const struct intent *in;                      /* rmdir: the record the intent file holds */
+	struct intent *in;                            /* rmdir: the record the intent file holds */
 	char label[PATH_MAX + 200];
 };
 
@@ -714,6 +714,54 @@ static void step_stopped(void *ctx, int err)
 	vlog(LOG_ERR, "%s: stopped (%s); intent %s kept", r->label, strerror(-err), r->n->intent);
 }
 
+static int step_open_views(void *ctx)
+{
+	struct rm *r = ctx;
+
+	return rm_open_views(r->st, r);
+}
+
+/* Reserve the room `commit` or rebase needs (rm_prepare). */
+static int step_room(void *ctx, bool commit)
+{
+	struct rm *r = ctx;
+
+	return rm_prepare(r->st, r, commit);
+}
+
+/* The intent file: what recovery needs to finish or undo the merge chosen. */
+static int step_record_intent(void *ctx, bool commit)
+{
+	struct rm *r = ctx;
+	struct intent *in = r->in;
+	int rc;
+
+	in->kind = commit ? INTENT_RMDIR_COMMIT : INTENT_RMDIR_REBASE;
+	if (snprintf(in->s, sizeof(in->s), "%s", r->s) >= (int)sizeof(in->s) ||
+	    snprintf(in->c, sizeof(in->c), "%s", r->c) >= (int)sizeof(in->c) ||
+	    snprintf(in->backing, sizeof(in->backing), "%s", commit || !r->s_backing ? "" : r->s_backing) >=
+		    (int)sizeof(in->backing))
+		rc = -ENAMETOOLONG;
+	else
+		rc = dir_intent_write(r->st, r->n, in);
+	if (rc) {
+		dir_reserve_undo(&r->res);
+		return rc;
+	}
+	crash_point(commit ? "dir-rmdir-commit-intent" : "dir-rmdir-rebase-intent");
+	VSTORFS_CHECK(dir_intent_holds(r->st, r->n, in));  /* dir_op.c (1) */
+	return 0;
+}
+
+/* The snapshot's time goes with it, then the intent. */
+static void step_forget(void *ctx)
+{
+	struct rm *r = ctx;
+
+	dir_snaptime_set(r->st, r->n, r->in->snap, 0);
+	dir_intent_clear(r->st, r->n);
+}
+
 static const struct snap_merge_steps dir_merge_steps = {
 	.fail_merge = "dir-rmdir-merge",
 	.fail_relink = "dir-rmdir-relink",
@@ -730,20 +778,11 @@ static const struct snap_merge_steps dir_merge_steps = {
 	.undo = step_undo,
 	.finish = step_finish,
 	.stopped = step_stopped,
+	.open_views = step_open_views,
+	.room = step_room,
+	.record_intent = step_record_intent,
+	.forget = step_forget,
 };
-
-struct room_ctx {
-	struct store *s;
-	struct rm *r;
-};
-
-/* snap_merge_room_fn: reserve the room `commit` or rebase needs (rm_prepare). */
-static int room_for(void *ctx, bool commit)
-{
-	struct room_ctx *c = ctx;
-
-	return rm_prepare(c->s, c->r, commit);
-}
 
 int dir_chain_remove(struct dir_op *op, const struct store_volume *vol, int vi,
 			const struct store_progress *prog)
@@ -753,11 +792,9 @@ int dir_chain_remove(struct dir_op *op, const struct store_volume *vol, int vi,
 	struct dir_op_paths n;
 	struct rm r;
 	struct intent in = { 0 };
-	struct snap_merge_choice ch;
 	char *dir, *prel = NULL;
 	enum chain_layer_format fmt;
 	uint64_t vs;
-	bool commit;
 	int rc;
 
 	memset(&r, 0, sizeof(r));
@@ -798,38 +835,12 @@ int dir_chain_remove(struct dir_op *op, const struct store_volume *vol, int vi,
 	if (prel)
 		snprintf(r.p, sizeof(r.p), "%s", prel);
 	free(prel);
+	if (snprintf(in.snap, sizeof(in.snap), "%s", snap) >= (int)sizeof(in.snap)) {
+		free(r.s_backing);
+		return -ENAMETOOLONG;
+	}
 	snprintf(r.label, sizeof(r.label), "%s/%s: deleting snapshot %s", s->name, n.vol, snap);
-	if ((rc = rm_open_views(s, &r)) ||
-	    (rc = snap_merge_choose(r.label, r.m.view_s, r.m.view_c, room_for, &(struct room_ctx){ s, &r }, &ch)))
-		goto out;
-	/* Past this point the room is reserved: a failure now is the disk's, not the space's. */
-	commit = ch.commit;
-	in.kind = commit ? INTENT_RMDIR_COMMIT : INTENT_RMDIR_REBASE;
-	if (snprintf(in.snap, sizeof(in.snap), "%s", snap) >= (int)sizeof(in.snap) ||
-	    snprintf(in.s, sizeof(in.s), "%s", r.s) >= (int)sizeof(in.s) ||
-	    snprintf(in.c, sizeof(in.c), "%s", r.c) >= (int)sizeof(in.c) ||
-	    snprintf(in.backing, sizeof(in.backing), "%s", commit || !r.s_backing ? "" : r.s_backing) >=
-		    (int)sizeof(in.backing))
-		rc = -ENAMETOOLONG;
-	else
-		rc = dir_intent_write(s, &n, &in);
-	if (rc) {
-		dir_reserve_undo(&r.res);
-		goto out;
-	}
-	crash_point(commit ? "dir-rmdir-commit-intent" : "dir-rmdir-rebase-intent");
-	VSTORFS_CHECK(dir_intent_holds(s, &n, &in));  /* dir_op.c (1) */
-	snap_merge_report(prog, 0, ch.moved);
-	rc = snap_merge_run(&dir_merge_steps, &r, &r.m, commit);
-	if (rc == 0) {
-		snap_merge_report(prog, ch.moved, ch.moved);
-		dir_snaptime_set(s, &n, snap, 0);
-		dir_intent_clear(s, &n);
-		vlog(LOG_NOTICE, "%s: done", r.label);
-	} else {
-		rc = snap_merge_settle(&dir_merge_steps, &r, &r.m, commit, rc);
-	}
-out:
+	rc = snap_merge_remove(&dir_merge_steps, &r, &r.m, prog);
 	rm_release(&r);
 	free(r.s_backing);
 	return rc;

@@ -126,6 +126,28 @@ static void room_release(struct isnap_room *r)
 }
 
 /*
+ * With the room taken: reopen the image (its size now takes in the
+ * reserved room) and record the intent. On failure the room goes back and
+ * nothing else was changed.
+ */
+static int isnap_begin(struct dir_op *op, const struct dir_op_paths *n, const struct intent *in,
+		       struct isnap_room *room, struct layer_io **io)
+{
+	struct store *s = op->s;
+	int rc = file_io_open_grow(op->p->rootfd, s->name, n->vol, io);
+
+	if (rc == 0 && (rc = dir_intent_write(s, n, in)))
+		layer_close(*io);
+	if (rc) {
+		dir_reserve_undo(&room->res);
+		room_release(room);
+		return rc;
+	}
+	VSTORFS_CHECK(dir_intent_holds(s, n, in));  /* dir_op.c (1) */
+	return 0;
+}
+
+/*
  * After the operation (done = it reached its header switch): free what it
  * leaked, cut the file to its image end (never below its old size).
  * Undone: the reserved room goes back exactly when nothing past the old
@@ -234,19 +256,13 @@ int dir_isnap_take(struct dir_op *op, const struct store_volume *vol, const char
 		rc = room_take(s, &n, io, &sl, true, &room);
 	qcow2_snapshot_list_free(&sl);
 	layer_close(io);
-	/* Reopened: its size now takes in the reserved room. */
-	if (rc == 0 && (rc = file_io_open_grow(op->p->rootfd, s->name, n.vol, &io)))
-		dir_reserve_undo(&room.res);
-	if (rc == 0 && (rc = dir_intent_write(s, &n, &in))) {
-		layer_close(io);
-		dir_reserve_undo(&room.res);
-	}
 	if (rc) {
 		room_release(&room);
 		return rc;
 	}
+	if ((rc = isnap_begin(op, &n, &in, &room, &io)))
+		return rc;
 	crash_point("dir-isnap-create-intent");
-	VSTORFS_CHECK(dir_intent_holds(s, &n, &in));  /* dir_op.c (1) */
 	rc = crash_fail("dir-isnap-create");
 	if (rc == 0)
 		rc = qcow2_snapshot_create(io, snap, QCOW2_SNAP_GROW);
@@ -303,18 +319,13 @@ int dir_isnap_remove(struct dir_op *op, const struct store_volume *vol, int view
 	}
 	qcow2_snapshot_list_free(&sl);
 	layer_close(io);
-	if (rc == 0 && (rc = file_io_open_grow(op->p->rootfd, s->name, n.vol, &io)))
-		dir_reserve_undo(&room.res);
-	if (rc == 0 && (rc = dir_intent_write(s, &n, &in))) {
-		layer_close(io);
-		dir_reserve_undo(&room.res);
-	}
 	if (rc) {
 		room_release(&room);
 		return rc;
 	}
+	if ((rc = isnap_begin(op, &n, &in, &room, &io)))
+		return rc;
 	crash_point("dir-isnap-delete-intent");
-	VSTORFS_CHECK(dir_intent_holds(s, &n, &in));  /* dir_op.c (1) */
 	rc = crash_fail("dir-isnap-delete");
 	if (rc == 0)
 		rc = qcow2_snapshot_delete(io, w->snap, QCOW2_SNAP_GROW);

@@ -33,6 +33,20 @@ static bool has_chain_views(const struct store_volume *vol)
 	return false;
 }
 
+/* Begin a writing operation on `volume`, settled (dir_op_settle): 0 with *vol, or the error. */
+static int begin_on(struct dir_op *op, struct store *s, const char *volume,
+		    const struct store_volume **vol)
+{
+	int rc = dir_op_begin(op, s, true);
+
+	if (rc)
+		return rc;
+	*vol = dir_find_volume(op->l, volume);
+	if (!*vol)
+		return -ENOENT;
+	return dir_op_settle(op, vol, volume);
+}
+
 /* ---- the store ops ---- */
 
 int dir_snapshot_take(struct store *s, const char *volume, const char *snap,
@@ -44,15 +58,7 @@ int dir_snapshot_take(struct store *s, const char *volume, const char *snap,
 	int rc;
 
 	(void)prog;
-	rc = dir_op_begin(&op, s, true);
-	if (rc)
-		goto out;
-	vol = dir_find_volume(op.l, volume);
-	if (!vol) {
-		rc = -ENOENT;
-		goto out;
-	}
-	if ((rc = dir_op_settle(&op, &vol, volume)))
+	if ((rc = begin_on(&op, s, volume, &vol)))
 		goto out;
 	vp = vol->priv;
 	for (int i = 0; i < vol->nviews; i++)
@@ -87,15 +93,7 @@ int dir_snapshot_remove(struct store *s, const char *volume, const char *snap,
 	const struct dir_vpriv *vp;
 	int rc, vi;
 
-	rc = dir_op_begin(&op, s, true);
-	if (rc)
-		goto out;
-	vol = dir_find_volume(op.l, volume);
-	if (!vol) {
-		rc = -ENOENT;
-		goto out;
-	}
-	if ((rc = dir_op_settle(&op, &vol, volume)))
+	if ((rc = begin_on(&op, s, volume, &vol)))
 		goto out;
 	vp = vol->priv;
 	for (vi = 1; vi < vol->nviews && strcmp(vol->views[vi].name, snap); vi++)

@@ -51,7 +51,7 @@
  * An operation that fails has not happened (as in dir/dir_snapshot.c).
  * Room is checked before the tag (rm_fits), so what fails after it is the
  * disk (EIO, or ENOSPC from below). Before the point of no return the rmdir
- * is undone at once (snap_merge_settle, rm_undo): a rebase's copies into C stay (C
+ * is undone at once (snap_merge_remove, rm_undo): a rebase's copies into C stay (C
  * read those bytes through S anyway) and what a failed batch leaked in the
  * target is reclaimed; S drops the intent and the parked view tag in one
  * lvm2 commit, then P the identity tag the rebase gave it; every view reads
@@ -747,6 +747,58 @@ static int step_finish(void *ctx, bool commit, int err)
 	return rc;
 }
 
+static int step_open_views(void *ctx)
+{
+	struct rm *r = ctx;
+
+	return vg_rm_open_views(r->op, r);
+}
+
+/* Does the direction fit in the target LV (rm_fits)? */
+static int step_room(void *ctx, bool commit)
+{
+	struct rm *r = ctx;
+
+	return rm_fits(r->op, r, commit);
+}
+
+/*
+ * The intent tag on S, in one lvm2 commit with what the direction needs
+ * later: a commit parks C's identity on S (TAG_VIEW_NEXT) for S to take
+ * with C's name; a rebase first gives P the identity S above it gave it.
+ */
+static int step_record_intent(void *ctx, bool commit)
+{
+	struct rm *r = ctx;
+	struct op *op = r->op;
+	struct intent in = { 0 };
+	char next_tag[300];
+	int rc;
+
+	in.kind = commit ? INTENT_RMDIR_COMMIT : INTENT_RMDIR_REBASE;
+	snprintf(in.c, sizeof(in.c), "%s", r->c->name);
+	snprintf(in.backing, sizeof(in.backing), "%s", !commit && r->p ? r->p->name : "");
+	if ((rc = vg_intent_tag(&in, r->rm_tag, sizeof(r->rm_tag))) < 0)
+		return rc;
+	r->tag = r->rm_tag;
+	if (commit) {
+		const char *cview = lvm_lv_tag_value(r->c, TAG_VIEW);
+		const char *add[3] = { r->tag, cview ? next_tag : NULL, NULL };
+
+		if (cview)
+			snprintf(next_tag, sizeof(next_tag), TAG_VIEW_NEXT "%s", cview);
+		rc = lvm_lv_retagv(&op->lo, op->vgname, r->s->name, add, NULL);
+	} else if (!(rc = keep_parent_identity(op, r))) {
+		if ((rc = lvm_lv_retag(&op->lo, op->vgname, r->s->name, r->tag, NULL)))
+			drop_parent_identity(op, r, r->p ? r->p->name : "");
+	}
+	if (rc)
+		return rc;
+	rm_ids_fill(r, &r->id);
+	crash_point(commit ? "rmdir-commit-tagged" : "rmdir-rebase-tagged");
+	return 0;
+}
+
 static const struct snap_merge_steps vg_merge_steps = {
 	.fail_merge = "lvm-rmdir-merge",
 	.fail_relink = "lvm-rmdir-relink",
@@ -761,6 +813,9 @@ static const struct snap_merge_steps vg_merge_steps = {
 	.remove_s = step_remove_s,
 	.undo = step_undo,
 	.finish = step_finish,
+	.open_views = step_open_views,
+	.room = step_room,
+	.record_intent = step_record_intent,
 };
 
 int vg_rm_run(struct op *op, struct rm *r, const char *tag, bool commit)
@@ -771,29 +826,12 @@ int vg_rm_run(struct op *op, struct rm *r, const char *tag, bool commit)
 	return snap_merge_run(&vg_merge_steps, r, &r->m, commit);
 }
 
-struct room_ctx {
-	struct op *op;
-	struct rm *r;
-};
-
-/* snap_merge_room_fn: does the direction fit in the target LV (rm_fits)? */
-static int room_for(void *ctx, bool commit)
-{
-	struct room_ctx *c = ctx;
-
-	return rm_fits(c->op, c->r, commit);
-}
-
 static int remove_locked(struct op *op, const char *volume, const char *snap,
 			 const struct store_progress *p)
 {
 	const struct pve_volume *v = pve_catalog_find(op->cat, volume);
 	struct rm r = { 0 };
-	struct snap_merge_choice ch;
-	struct intent in = { 0 };
-	char *pb = NULL, tag[700], next_tag[300];
-	uint64_t moved;
-	bool commit;
+	char *pb = NULL;
 	int rc, i;
 
 	if (!v)
@@ -829,42 +867,10 @@ static int remove_locked(struct op *op, const char *volume, const char *snap,
 		return -EIO;
 	}
 	free(pb);
+	r.op = op;
 	r.m.label = r.label;
 	snprintf(r.label, sizeof(r.label), "%s/%s: deleting snapshot %s", op->vgname, volume, snap);
-	if ((rc = vg_rm_open_views(op, &r)) ||
-	    (rc = snap_merge_choose(r.label, r.m.view_s, r.m.view_c, room_for, &(struct room_ctx){ op, &r }, &ch)))
-		goto out;
-	commit = ch.commit;
-	in.kind = commit ? INTENT_RMDIR_COMMIT : INTENT_RMDIR_REBASE;
-	snprintf(in.c, sizeof(in.c), "%s", r.c->name);
-	snprintf(in.backing, sizeof(in.backing), "%s", !commit && r.p ? r.p->name : "");
-	if ((rc = vg_intent_tag(&in, tag, sizeof(tag))) < 0)
-		goto out;
-	if (commit) {
-		const char *cview = lvm_lv_tag_value(r.c, TAG_VIEW);
-		const char *add[3] = { tag, cview ? next_tag : NULL, NULL };
-
-		if (cview)
-			snprintf(next_tag, sizeof(next_tag), TAG_VIEW_NEXT "%s", cview);
-		rc = lvm_lv_retagv(&op->lo, op->vgname, r.s->name, add, NULL);
-	} else if (!(rc = keep_parent_identity(op, &r))) {
-		if ((rc = lvm_lv_retag(&op->lo, op->vgname, r.s->name, tag, NULL)))
-			drop_parent_identity(op, &r, r.p ? r.p->name : "");
-	}
-	if (rc)
-		goto out;
-	rm_ids_fill(&r, &r.id);
-	crash_point(commit ? "rmdir-commit-tagged" : "rmdir-rebase-tagged");
-	moved = ch.moved;
-	snap_merge_report(p, 0, moved);
-	rc = vg_rm_run(op, &r, tag, commit);
-	if (rc)
-		rc = snap_merge_settle(&vg_merge_steps, &r, &r.m, commit, rc);
-	else
-		vlog(LOG_NOTICE, "%s: done", r.label);
-	if (rc == 0)
-		snap_merge_report(p, moved, moved);
-out:
+	rc = snap_merge_remove(&vg_merge_steps, &r, &r.m, p);
 	vg_rm_release(&r);
 	return rc;
 }

@@ -42,6 +42,7 @@ struct rm {
 	char p_tag[300];     /* the TAG_VIEW identity tag this rebase gave P, or "" */
 	struct op *op;       /* the operation the steps run in */
 	const char *tag;     /* the intent tag on S */
+	char rm_tag[700];    /* rmdir: the intent tag it wrote (tag points here) */
 	struct rm_ids id;    /* rmdir: the layers as tagged, for an undo */
 	struct rm_ids data;  /* the layers as the data phase began */
 	bool suspended;      /* the cluster lock is released for the data phase */

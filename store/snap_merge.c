@@ -43,7 +43,7 @@ int snap_merge_choose(const char *label, struct chain *view_s, struct chain *vie
 	return 0;
 }
 
-void snap_merge_report(const struct store_progress *p, uint64_t done, uint64_t total)
+static void report(const struct store_progress *p, uint64_t done, uint64_t total)
 {
 	if (p && p->report)
 		p->report(p->arg, done, total);
@@ -141,8 +141,8 @@ int snap_merge_run(const struct snap_merge_steps *st, void *ctx, struct snap_mer
 	return commit ? run_commit(st, ctx, m) : run_rebase(st, ctx, m);
 }
 
-int snap_merge_settle(const struct snap_merge_steps *st, void *ctx, struct snap_merge *m, bool commit,
-		      int err)
+/* rmdir's answer to a failure `err` of snap_merge_run (7): `err`, or 0 when finished at once. */
+static int settle(const struct snap_merge_steps *st, void *ctx, struct snap_merge *m, bool commit, int err)
 {
 	int rc;
 
@@ -162,5 +162,28 @@ int snap_merge_settle(const struct snap_merge_steps *st, void *ctx, struct snap_
 	if (st->finish(ctx, commit, err))
 		return err;
 	vlog(LOG_NOTICE, "%s: done", m->label);
+	return 0;
+}
+
+int snap_merge_remove(const struct snap_merge_steps *st, void *ctx, struct snap_merge *m,
+		      const struct store_progress *prog)
+{
+	struct snap_merge_choice ch;
+	int rc;
+
+	if ((rc = st->open_views(ctx)) ||
+	    (rc = snap_merge_choose(m->label, m->view_s, m->view_c, st->room, ctx, &ch)))
+		return rc;
+	/* The room is held (3): what fails from here on is the disk, not the space. */
+	if ((rc = st->record_intent(ctx, ch.commit)))
+		return rc;
+	report(prog, 0, ch.moved);
+	rc = snap_merge_run(st, ctx, m, ch.commit);
+	if (rc)
+		return settle(st, ctx, m, ch.commit, rc);
+	if (st->forget)
+		st->forget(ctx);
+	vlog(LOG_NOTICE, "%s: done", m->label);
+	report(prog, ch.moved, ch.moved);
 	return 0;
 }

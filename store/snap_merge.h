@@ -16,7 +16,7 @@
  * (3) The choice is made, and its room held, before the store records its
  *     intent: what fails after the intent is the disk, not the space.
  *
- * Invariants of the steps (snap_merge_run, snap_merge_settle):
+ * Invariants of the steps (snap_merge_remove, snap_merge_run):
  * (4) The steps run only with the intent recorded and the writer open on
  *     the target (S for commit, C for rebase).
  * (5) The data copy runs between data_begin and data_end: on a shared
@@ -63,8 +63,6 @@ struct snap_merge_choice {
 int snap_merge_choose(const char *label, struct chain *view_s, struct chain *view_c,
 		      snap_merge_room_fn room, void *ctx, struct snap_merge_choice *out);
 
-void snap_merge_report(const struct store_progress *p, uint64_t done, uint64_t total);
-
 /* One merge under way: the views S, C, P (NULL when S has no parent), the writer into the target. */
 struct snap_merge {
 	struct chain *view_s, *view_c, *view_p;
@@ -108,13 +106,26 @@ struct snap_merge_steps {
 	int (*finish)(void *ctx, bool commit, int err);
 	/* `stop` was set: log what is left (may be NULL). */
 	void (*stopped)(void *ctx, int err);
+
+	/* rmdir's own steps around the merge (snap_merge_remove); recovery needs none. */
+	int (*open_views)(void *ctx);  /* fill m->view_s, view_c, view_p */
+	snap_merge_room_fn room;
+	/* Record the intent of the chosen direction (and pass its crash point);
+	 * on failure give back the room `room` held. */
+	int (*record_intent)(void *ctx, bool commit);
+	void (*forget)(void *ctx);  /* after success: the store's bookkeeping (may be NULL) */
 };
+
+/*
+ * rmdir of S, once the store has found S, C and P and refused what is not
+ * its to change: open the views, choose and hold the room (3), record the
+ * intent, run the steps (6), settle a failure (7), report progress and the
+ * outcome under m->label. 0 or the error that stands; the caller releases m.
+ */
+int snap_merge_remove(const struct snap_merge_steps *st, void *ctx, struct snap_merge *m,
+		      const struct store_progress *prog);
 
 /* The steps after the intent (6), for rmdir and for recovery's merge again: 0 or the error. */
 int snap_merge_run(const struct snap_merge_steps *st, void *ctx, struct snap_merge *m, bool commit);
-
-/* rmdir's answer to a failure `err` of snap_merge_run (7): `err`, or 0 when finished at once. */
-int snap_merge_settle(const struct snap_merge_steps *st, void *ctx, struct snap_merge *m, bool commit,
-		      int err);
 
 #endif
