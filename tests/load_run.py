@@ -49,7 +49,7 @@ import threading
 import time
 
 try:
-    import pytest
+    import pytest  # noqa: F401 (vstorlib needs it; probed here to say so)
 except ImportError:
     # The harness (vstorlib) needs pytest: Debian's python3-pytest, for /usr/bin/python3.
     # A python3 first on PATH without it (pyenv) hands the run to that one.
@@ -58,11 +58,9 @@ except ImportError:
         os.execv("/usr/bin/python3", ["/usr/bin/python3"] + sys.argv)
     sys.exit("load_run.py: needs pytest (apt-get install python3-pytest)")
 
-from vstorlib import daemon_path, start_daemon
-
-# What the harness raises on a daemon that fails (pytest.fail, check_exit's assert);
-# outside pytest they are reported here, not left to a traceback.
-HARNESS_FAILURES = (AssertionError, pytest.fail.Exception)
+# Outside pytest, what the harness raises (HARNESS_FAILURES) is reported here, not
+# left to a traceback.
+from vstorlib import HARNESS_FAILURES, daemon_path, start_daemon, stop_checked
 MiB = 1 << 20
 VSIZE = 64 * MiB
 TIMEOUT = 30.0             # a read or op longer than this is a hang
@@ -779,15 +777,6 @@ def abort_connection(daemon):
         return True
     log("cannot abort: %s missing" % path)
     return False
-
-
-def stop_checked(daemon):
-    """The harness's stop and exit check; None, or what it found wrong."""
-    try:
-        daemon.stop(check=True)
-    except HARNESS_FAILURES as e:
-        return str(e)
-    return None
 
 
 def normalize(line):

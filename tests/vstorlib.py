@@ -2,9 +2,12 @@
 helpers. conftest.py re-exports these names, so `from conftest import ...`
 keeps working.
 
-The harness is the only place tests start vstorfs (tests/powerloss/ has its
-own recorder stack). It fails a test when the daemon exited non-zero, died by
-a signal the test did not send, or wrote a sanitizer report on stderr.
+The harness is the only place tests start a serving vstorfs: plain mounts,
+test_cluster's nodes in namespaces of their own (ns_wrap), load_run.py, the
+power-loss sweeps' daemon checks. (tests/powerloss/ has its own recorder; the
+mount.vstorfs tests fork the daemon through mount(8), so it is not our child.)
+It fails a test when the daemon exited non-zero, died by a signal the test
+did not send, or wrote a sanitizer report on stderr.
 """
 
 import hashlib
@@ -270,6 +273,20 @@ def check_exit(rc, log, sent=(), what="vstorfs"):
         assert -rc in sent, "%s died by signal %d it was not sent\nstderr:\n%s" % (what, -rc, log)
     else:
         assert rc == 0, "%s exited %d after umount\nstderr:\n%s" % (what, rc, log)
+
+
+# What the harness raises on a daemon that fails: pytest.fail, check_exit's assert.
+HARNESS_FAILURES = (AssertionError, pytest.fail.Exception)
+
+
+def stop_checked(daemon):
+    """daemon.stop(check=True) for a caller that counts a failure instead of raising
+    it (load_run.py, the power-loss sweep): None, or what was wrong."""
+    try:
+        daemon.stop(check=True)
+    except HARNESS_FAILURES as e:
+        return str(e)
+    return None
 
 
 def start_daemon(source, mnt, devices=None, opts=(), rescan=1, binary=None, env=None,
