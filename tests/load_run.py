@@ -48,12 +48,23 @@ import tempfile
 import threading
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+try:
+    import pytest  # noqa: F401 (vstorlib needs it; probed here to say so)
+except ImportError:
+    # The harness (vstorlib) needs pytest: Debian's python3-pytest, for /usr/bin/python3.
+    # A python3 first on PATH without it (pyenv) hands the run to that one.
+    if os.path.realpath(sys.executable) != os.path.realpath("/usr/bin/python3") and \
+            os.access("/usr/bin/python3", os.X_OK):
+        os.execv("/usr/bin/python3", ["/usr/bin/python3"] + sys.argv)
+    sys.exit("load_run.py: needs pytest (apt-get install python3-pytest)")
+
+# Outside pytest, what the harness raises (HARNESS_FAILURES) is reported here, not
+# left to a traceback.
+from vstorlib import HARNESS_FAILURES, daemon_path, start_daemon, stop_checked
 MiB = 1 << 20
 VSIZE = 64 * MiB
 TIMEOUT = 30.0             # a read or op longer than this is a hang
 SAMPLE = 10.0              # RSS / log sampling period
-SANITIZER_MARKERS = ("AddressSanitizer", "runtime error:", "LeakSanitizer")
 
 
 def log(msg):
@@ -748,67 +759,24 @@ class Run:
         self.aborted = False
         if alive:
             log("%d threads still stuck: %s; aborting the FUSE connection" % (len(alive), self.wd.stuck()))
-            self.daemon.abort()
+            abort_connection(self.daemon)
             self.aborted = True
             for t in alive:
                 t.join(10)
         self.wd.stop.set()
 
 
-class Daemon:
-    def __init__(self, binary, source, mnt, logpath):
-        self.mnt = mnt
-        self.logpath = logpath
-        os.makedirs(mnt, exist_ok=True)
-        self.log_fh = open(logpath, "wb")
-        self.argv = [binary, source, mnt, "-f", "-o", "rescan=1"]
-        self.proc = subprocess.Popen(self.argv, stdout=self.log_fh, stderr=self.log_fh, stdin=subprocess.DEVNULL)
-        end = time.monotonic() + 30
-        while not os.path.ismount(mnt):
-            if self.proc.poll() is not None:
-                raise RuntimeError("vstorfs exited %d before mounting: %s" % (self.proc.returncode, self.log()))
-            if time.monotonic() > end:
-                raise RuntimeError("vstorfs did not mount within 30 s: %s" % self.log())
-            time.sleep(0.05)
-        self.conn = os.minor(os.stat(mnt).st_dev)
-
-    def log(self):
-        with open(self.logpath, "rb") as f:
-            return f.read().decode(errors="replace")
-
-    def abort(self):
-        path = "/sys/fs/fuse/connections/%d/abort" % self.conn
-        if not os.path.exists(path) and not os.path.ismount("/sys/fs/fuse/connections"):
-            subprocess.run(["mount", "-t", "fusectl", "none", "/sys/fs/fuse/connections"], capture_output=True)
-        if os.path.exists(path):
-            with open(path, "w") as f:
-                f.write("1")
-            return True
-        log("cannot abort: %s missing" % path)
-        return False
-
-    def stop(self):
-        """umount, then wait for the daemon by its PID (SIGKILL it only if it stays)."""
-        if os.path.ismount(self.mnt):
-            for _ in range(30):
-                try:
-                    r = subprocess.run(["umount", self.mnt], capture_output=True, timeout=TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    self.abort()
-                    continue
-                if r.returncode == 0:
-                    break
-                time.sleep(0.5)
-            else:
-                subprocess.run(["umount", "-l", self.mnt], capture_output=True)
-        try:
-            rc = self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.kill(self.proc.pid, 9)
-            rc = self.proc.wait()
-            rc = "killed (did not exit after umount)"
-        self.log_fh.close()
-        return rc
+def abort_connection(daemon):
+    """Abort the daemon's FUSE connection: the way out for a reader stuck in it."""
+    path = "/sys/fs/fuse/connections/%d/abort" % os.minor(daemon.dev)
+    if not os.path.exists(path) and not os.path.ismount("/sys/fs/fuse/connections"):
+        subprocess.run(["mount", "-t", "fusectl", "none", "/sys/fs/fuse/connections"], capture_output=True)
+    if os.path.exists(path):
+        with open(path, "w") as f:
+            f.write("1")
+        return True
+    log("cannot abort: %s missing" % path)
+    return False
 
 
 def normalize(line):
@@ -816,7 +784,7 @@ def normalize(line):
     return re.sub(r"\d+", "N", line)[:170]
 
 
-def report(run, daemon_rc, log_text, wall_build):
+def report(run, daemon_failure, log_text, wall_build):
     c = run.stats.c
     dur = run.t_end - run.t_start
     s = run.samples
@@ -856,7 +824,8 @@ def report(run, daemon_rc, log_text, wall_build):
     p("log lines:         %d total, %.1f per minute after the first %.0f s" % (lines_total, per_min, warm))
     p("daemon RSS:        %s at 1 min, %s at the end, max %s" % (mib(rss1), mib(rss[-1] if rss else None), mib(max(rss) if rss else None)))
     p("RSS series (MiB):  " + " ".join("%.0f" % (x[1] / 1024) for x in s if x[1]))
-    p("daemon exit:       %s" % daemon_rc)
+    p("daemon exit:       %s%s" % (run.daemon.proc.returncode,
+                                   ", " + daemon_failure.splitlines()[0] if daemon_failure else ""))
     if run.stats.errs:
         p("errors by view, call, errno (count; first..last s after that volume's fault):")
         for (label, op, name), (n, t1, t2) in sorted(run.stats.errs.items()):
@@ -882,11 +851,8 @@ def report(run, daemon_rc, log_text, wall_build):
         bad.append("old descriptors of a snapshot view read new bytes")
     if c["op_failed"]:
         bad.append("failed operations")
-    if daemon_rc != 0:
-        bad.append("daemon exit %s" % daemon_rc)
-    for m in SANITIZER_MARKERS:
-        if m in log_text:
-            bad.append("sanitizer report in the daemon log")
+    if daemon_failure:
+        bad.append("daemon: " + daemon_failure.splitlines()[0])
     return bad
 
 
@@ -898,7 +864,7 @@ def main():
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("load_run.py: needs root (FUSE mount, mkdir/rmdir of snapshots)")
-    binary = os.environ.get("VSTORFS_BIN") or os.path.join(REPO, "vstorfs")
+    binary = daemon_path()
     if not os.access(binary, os.X_OK):
         sys.exit("load_run.py: %s not built" % binary)
     work = tempfile.mkdtemp(prefix="vstorfs-load-", dir=os.environ.get("VSTORFS_TMP", "/var/tmp"))
@@ -910,8 +876,10 @@ def main():
         store, refs, tmpd, vols, writer = build_store(work)
         wall_build = time.monotonic() - T0
         log("store built: %d volumes, %d views" % (len(vols), sum(len(v.views) for v in vols)))
-        daemon = Daemon(binary, store, os.path.join(work, "mnt"), os.path.join(work, "daemon.stderr"))
-        log("mounted (daemon pid %d, FUSE connection %d); running %.0f s" % (daemon.proc.pid, daemon.conn, args.duration))
+        daemon = start_daemon(store, os.path.join(work, "mnt"), rescan=1, binary=binary, timeout=30,
+                              logpath=os.path.join(work, "daemon.stderr"))
+        log("mounted (daemon pid %d, FUSE connection %d); running %.0f s" % (
+            daemon.proc.pid, os.minor(daemon.dev), args.duration))
         run = Run(args, work, store, refs, tmpd, vols, writer, daemon.mnt, daemon)
         # every view must be listed as built
         for v in vols:
@@ -920,15 +888,18 @@ def main():
             if got != exp:
                 raise RuntimeError("%s lists %s, expected %s" % (v.name, got, exp))
         run.go()
-        rc = daemon.stop()
+        failure = stop_checked(daemon)
         text = daemon.log()
         if args.keep_log:
             shutil.copy(daemon.logpath, args.keep_log)
         daemon = None
-        bad = report(run, rc, text, wall_build)
+        bad = report(run, failure, text, wall_build)
+    except HARNESS_FAILURES as e:
+        print(str(e))
+        bad = [str(e).splitlines()[0]]
     finally:
         if daemon is not None:
-            daemon.stop()
+            daemon.stop(check=False)
             if args.keep_log:
                 shutil.copy(daemon.logpath, args.keep_log)
         if run is not None:

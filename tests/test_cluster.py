@@ -14,14 +14,13 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import threading
 
 import pytest
 
-from conftest import MiB, GiB, MOUNT_TIMEOUT, require_daemon, run, wait_for
-from vstorlib import check_exit
+from conftest import MiB, GiB, run, wait_for
+from vstorlib import Daemon
 import lvmlib
 from test_dirstore import pve_volume_snapshot
 from test_snapshots import CRASH_BIN, copy_all_lvs, expected_views, lv_tags, qemu_check_all
@@ -59,8 +58,9 @@ def mountpoints():
             pass
 
 
-class Node:
-    """One vstorfs daemon in its own namespaces, as one cluster node."""
+class Node(Daemon):
+    """One vstorfs daemon in its own namespaces, as one cluster node: the
+    harness's Daemon, started under unshare (NS_SCRIPT), seen at self.view."""
 
     def __init__(self, env, name, pvedir, source, devices, binary=None, envvars=None, tag="",
                  opts=()):
@@ -69,51 +69,14 @@ class Node:
         self.lockdir, self.rundir = base + "-lock", base + "-run"
         os.makedirs(self.lockdir, exist_ok=True)
         os.makedirs(self.rundir, exist_ok=True)
-        self.mnt = env.mountpoint("mnt-%s%s" % (name, tag))
-        self.logpath = self.mnt + ".stderr"
-        self.log_fh = open(self.logpath, "wb")
-        argv = ["unshare", "-mu", "--propagation", "private", "sh", "-c", NS_SCRIPT, "sh",
-                pvedir, self.lockdir, self.rundir, name,
-                binary or require_daemon(), source, self.mnt, "-f", "-o",
-                ",".join(["devices=" + ",".join(devices), "rescan=1", *opts])]
-        env_vars = dict(os.environ, **(envvars or {}))
-        env_vars.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
-        self.proc = subprocess.Popen(argv, stdout=self.log_fh, stderr=self.log_fh,
-                                     stdin=subprocess.DEVNULL, env=env_vars)
-        self.view = "/proc/%d/root%s" % (self.proc.pid, self.mnt)
-        self.sent = {signal.SIGKILL} if env_vars.get("VSTORFS_CRASH_AT") else set()
-        self.stopped = False
+        wrap = ["unshare", "-mu", "--propagation", "private", "sh", "-c", NS_SCRIPT, "sh",
+                pvedir, self.lockdir, self.rundir, name]
+        super().__init__(source, env.mountpoint("mnt-%s%s" % (name, tag)), devices, opts=opts,
+                         binary=binary, env=envvars, ns_wrap=wrap, what="node " + name)
         env.daemons.append(self)
-
-    def log(self):
-        with open(self.logpath, "rb") as f:
-            return f.read().decode(errors="replace")
-
-    def wait_mounted(self):
-        ok = wait_for(lambda: self.proc.poll() is not None or os.path.ismount(self.view), MOUNT_TIMEOUT)
-        if not ok or self.proc.poll() is not None:
-            pytest.fail("node %s did not mount:\n%s" % (self.name, self.log()))
-        return self
 
     def path(self, *parts):
         return os.path.join(self.view, *parts)
-
-    def stop(self, check=True):
-        if self.stopped:
-            return
-        self.stopped = True
-        if self.proc.poll() is None:
-            subprocess.run(["nsenter", "-t", str(self.proc.pid), "-m", "umount", self.mnt],
-                           capture_output=True)
-        try:
-            rc = self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait()
-        self.log_fh.close()
-        if check:
-            # an armed crash point is the test's own kill -9
-            check_exit(rc, self.log(), self.sent, "node " + self.name)
 
 
 def write_pve(pvedir, vg, shared=True, extra=""):

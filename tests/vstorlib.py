@@ -2,9 +2,12 @@
 helpers. conftest.py re-exports these names, so `from conftest import ...`
 keeps working.
 
-The harness is the only place tests start vstorfs (tests/powerloss/ has its
-own recorder stack). It fails a test when the daemon exited non-zero, died by
-a signal the test did not send, or wrote a sanitizer report on stderr.
+The harness is the only place tests start a serving vstorfs: plain mounts,
+test_cluster's nodes in namespaces of their own (ns_wrap), load_run.py, the
+power-loss sweeps' daemon checks. (tests/powerloss/ has its own recorder; the
+mount.vstorfs tests fork the daemon through mount(8), so it is not our child.)
+It fails a test when the daemon exited non-zero, died by a signal the test
+did not send, or wrote a sanitizer report on stderr.
 """
 
 import hashlib
@@ -71,23 +74,30 @@ def sanitizer_check(log):
             pytest.fail("daemon stderr contains %r:\n%s" % (m, log[-20000:]))
 
 
-def in_mount_table(mnt):
+def in_mount_table(mnt, ns_pid=None):
     """mnt is mounted, even when dead: os.path.ismount says no for a killed FUSE daemon's
-    mountpoint (stat fails with ENOTCONN), but it still needs a umount."""
+    mountpoint (stat fails with ENOTCONN), but it still needs a umount. ns_pid: look in
+    that process's mount namespace instead of ours (gone with it: nothing to umount)."""
     key = " %s " % os.path.realpath(mnt)
-    with open("/proc/self/mounts") as f:
-        return any(key in line for line in f)
+    try:
+        with open("/proc/%s/mounts" % (ns_pid or "self")) as f:
+            return any(key in line for line in f)
+    except OSError:
+        return False
 
 
-def umount_lazy(mnt):
-    """umount, retried for a moment (a reader may still hold a file), then lazily."""
-    if not in_mount_table(mnt):
+def umount_lazy(mnt, ns_pid=None):
+    """umount, retried for a moment (a reader may still hold a file), then lazily;
+    with ns_pid, in that process's mount namespace (nsenter)."""
+    if not in_mount_table(mnt, ns_pid):
         return
-    if subprocess.run(["umount", mnt], capture_output=True).returncode == 0:
+    pre = ["nsenter", "-t", str(ns_pid), "-m"] if ns_pid else []
+    umount = lambda *flags: subprocess.run(pre + ["umount", *flags, mnt], capture_output=True).returncode == 0
+    if umount():
         return
-    wait_for(lambda: subprocess.run(["umount", mnt], capture_output=True).returncode == 0, 3)
-    if in_mount_table(mnt):
-        subprocess.run(["umount", "-l", mnt], capture_output=True)
+    wait_for(umount, 3)
+    if in_mount_table(mnt, ns_pid):
+        umount("-l")
 
 
 class Daemon:
@@ -96,12 +106,18 @@ class Daemon:
     devices: the devices= option (LVM sources); None leaves it out (dir, rbd).
     opts: more -o options, a sequence or a comma-separated string.
     env: variables added to the daemon's environment (VSTORFS_CRASH_AT, ...).
+    ns_wrap: an argv that puts the daemon in a mount namespace of its own and execs
+    the rest of the argv there (`unshare -m ... sh -c SCRIPT sh ARGS`), so that the
+    process started is the daemon. Its mount is then seen at self.view
+    (/proc/PID/root/MNT) and unmounted in that namespace.
+    what: the daemon's name in failure messages.
     """
 
     def __init__(self, source, mnt, devices=None, opts=(), rescan=1, logpath=None, binary=None,
-                 env=None):
+                 env=None, ns_wrap=None, what="vstorfs"):
         self.source = source
         self.mnt = mnt
+        self.what = what
         self.binary = require_daemon(binary)
         os.makedirs(mnt, exist_ok=True)
         o = []
@@ -112,7 +128,8 @@ class Daemon:
         if isinstance(opts, str):
             opts = [x for x in opts.split(",") if x]
         o += list(opts)
-        self.argv = [self.binary, source, mnt, "-f"] + (["-o", ",".join(o)] if o else [])
+        self.argv = list(ns_wrap or []) + [self.binary, source, mnt, "-f"] + (
+            ["-o", ",".join(o)] if o else [])
         self.logpath = logpath or (mnt.rstrip("/") + ".stderr")
         self.log_fh = open(self.logpath, "wb")
         e = dict(os.environ)
@@ -121,6 +138,8 @@ class Daemon:
         e.update(env or {})
         self.proc = subprocess.Popen(self.argv, stdout=self.log_fh, stderr=self.log_fh,
                                      stdin=subprocess.DEVNULL, env=e)
+        self.ns_pid = self.proc.pid if ns_wrap else None
+        self.view = "/proc/%d/root%s" % (self.proc.pid, mnt) if ns_wrap else mnt
         # signals the test sent: dying by one of them is expected. An armed crash
         # point (VSTORFS_CRASH_AT, crash-hook build) is the test's own kill -9.
         self.sent = {signals.SIGKILL} if (env or {}).get("VSTORFS_CRASH_AT") else set()
@@ -136,18 +155,18 @@ class Daemon:
     def wait_mounted(self, timeout=MOUNT_TIMEOUT):
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            if os.path.ismount(self.mnt):
-                self.dev = os.stat(self.mnt).st_dev
+            if os.path.ismount(self.view):
+                self.dev = os.stat(self.view).st_dev
                 return self
             if self.proc.poll() is not None:
-                pytest.fail("vstorfs exited (%d) before mounting\n%s\nstderr:\n%s" % (
-                    self.proc.returncode, " ".join(self.argv), self.log()))
+                pytest.fail("%s exited (%d) before mounting\n%s\nstderr:\n%s" % (
+                    self.what, self.proc.returncode, " ".join(self.argv), self.log()))
             time.sleep(0.05)
-        pytest.fail("vstorfs did not mount %s within %ds\n%s\nstderr:\n%s" % (
-            self.mnt, timeout, " ".join(self.argv), self.log()))
+        pytest.fail("%s did not mount %s within %ds\n%s\nstderr:\n%s" % (
+            self.what, self.view, timeout, " ".join(self.argv), self.log()))
 
     def alive(self):
-        return self.proc.poll() is None and os.path.ismount(self.mnt)
+        return self.proc.poll() is None and os.path.ismount(self.view)
 
     def signal(self, sig):
         """Send sig; the daemon dying by it is then no failure at stop()."""
@@ -163,8 +182,8 @@ class Daemon:
         self.proc.wait()
 
     def foreign_copies(self):
-        """(pid, mountpoint) of mount namespaces other than ours that hold a
-        copy of this mount. `unshare -m` (test_cluster's nodes, bench, any
+        """(pid, mountpoint) of mount namespaces other than ours (and the
+        daemon's own, with ns_wrap) that hold a copy of this mount. `unshare -m` (test_cluster's nodes, bench, any
         other engineer's container on a shared machine) copies every mount
         that exists at that moment; the copy keeps the FUSE connection up
         after our umount, so the daemon rightly serves on and never exits."""
@@ -172,12 +191,17 @@ class Daemon:
         if dev is None:
             return []
         key = " %d:%d " % (os.major(dev), os.minor(dev))
-        ours = os.readlink("/proc/self/ns/mnt")
-        seen, out = set(), []
+        seen = {os.readlink("/proc/self/ns/mnt")}
+        if self.ns_pid:
+            try:
+                seen.add(os.readlink("/proc/%d/ns/mnt" % self.ns_pid))
+            except OSError:
+                pass
+        out = []
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
                 ns = os.readlink("/proc/%s/ns/mnt" % pid)
-                if ns == ours or ns in seen:
+                if ns in seen:
                     continue
                 with open("/proc/%s/mountinfo" % pid) as f:
                     for line in f:
@@ -201,7 +225,7 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 if time.monotonic() >= end:
                     raise
-            if released or os.path.ismount(self.mnt):
+            if released or os.path.ismount(self.view):
                 continue
             copies = self.foreign_copies()
             for pid, path in copies:
@@ -218,7 +242,12 @@ class Daemon:
         if self.stopped:
             return self.log()
         self.stopped = True
-        umount_lazy(self.mnt)
+        if self.ns_pid is None:
+            umount_lazy(self.mnt)
+        elif self.proc.poll() is None:
+            # its namespace went with it (nothing else lives there); once reaped,
+            # the pid may be another process's
+            umount_lazy(self.mnt, self.ns_pid)
         try:
             rc = self.wait_exit(20)
         except subprocess.TimeoutExpired:
@@ -227,13 +256,13 @@ class Daemon:
             self.proc.wait()
             self.log_fh.close()
             if check:
-                pytest.fail("vstorfs did not exit after umount (copies in other mount namespaces: %r)"
-                            "\nstderr:\n%s" % (copies, self.log()))
+                pytest.fail("%s did not exit after umount (copies in other mount namespaces: %r)"
+                            "\nstderr:\n%s" % (self.what, copies, self.log()))
             return self.log()
         self.log_fh.close()
         log = self.log()
         if check:
-            check_exit(rc, log, self.sent)
+            check_exit(rc, log, self.sent, self.what)
         return log
 
 
@@ -246,10 +275,25 @@ def check_exit(rc, log, sent=(), what="vstorfs"):
         assert rc == 0, "%s exited %d after umount\nstderr:\n%s" % (what, rc, log)
 
 
+# What the harness raises on a daemon that fails: pytest.fail, check_exit's assert.
+HARNESS_FAILURES = (AssertionError, pytest.fail.Exception)
+
+
+def stop_checked(daemon):
+    """daemon.stop(check=True) for a caller that counts a failure instead of raising
+    it (load_run.py, the power-loss sweep): None, or what was wrong."""
+    try:
+        daemon.stop(check=True)
+    except HARNESS_FAILURES as e:
+        return str(e)
+    return None
+
+
 def start_daemon(source, mnt, devices=None, opts=(), rescan=1, binary=None, env=None,
-                 timeout=MOUNT_TIMEOUT):
+                 timeout=MOUNT_TIMEOUT, logpath=None):
     """A mounted Daemon; on failure to mount it is stopped (lazy umount) before the error."""
-    d = Daemon(source, mnt, devices, opts=opts, rescan=rescan, binary=binary, env=env)
+    d = Daemon(source, mnt, devices, opts=opts, rescan=rescan, binary=binary, env=env,
+               logpath=logpath)
     try:
         d.wait_mounted(timeout)
     except BaseException:

@@ -18,6 +18,7 @@ import time
 import zlib
 
 from replay import Base, parse_log, sweep
+from vstorlib import start_daemon, stop_checked   # tests/ is on sys.path: tests/conftest.py
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RECORDER = os.path.join(REPO, "build", "powerloss-recorder")
@@ -158,37 +159,6 @@ class Plcheck:
         self.proc.wait(timeout=60)
 
 
-class DirMount:
-    """The daemon serving one directory store (recovery runs at mount)."""
-
-    def __init__(self, root, mnt):
-        os.makedirs(mnt, exist_ok=True)
-        self.mnt = mnt
-        self.logpath = mnt + ".stderr"
-        self.proc = subprocess.Popen([DAEMON, root, mnt, "-f", "-o", "rescan=60"],
-                                     stdout=subprocess.DEVNULL, stderr=open(self.logpath, "wb"),
-                                     stdin=subprocess.DEVNULL)
-        while not os.path.ismount(mnt):
-            if self.proc.poll() is not None:
-                raise AssertionError("vstorfs exited %d: %s" % (self.proc.returncode, open(self.logpath).read()))
-            time.sleep(0.02)     # polling for the mount, not a timing assumption
-
-    def stop(self):
-        """None, or what the daemon said went wrong."""
-        subprocess.run(["umount", self.mnt], capture_output=True)
-        if os.path.ismount(self.mnt):
-            subprocess.run(["umount", "-l", self.mnt], capture_output=True)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            return "daemon did not exit after umount"
-        if self.proc.returncode:
-            return "daemon exited %d: %s" % (self.proc.returncode, open(self.logpath).read()[-400:])
-        return None
-
-
 class Recorder:
     def __init__(self, backing, mnt, logpath):
         os.makedirs(mnt, exist_ok=True)
@@ -290,7 +260,7 @@ class DirCase:
         views = {}
         for n in (1, 2):
             mnt = os.path.join(self.work, "dmnt")
-            m = DirMount(root, mnt)
+            m = start_daemon(root, mnt, rescan=60, binary=DAEMON)   # recovery runs at mount
             try:
                 vol = os.path.join(mnt, os.path.basename(root.rstrip("/")), self.vol)
                 got = {}
@@ -302,9 +272,9 @@ class DirCase:
             except OSError as e:
                 return "daemon: %s" % e
             finally:
-                err = m.stop()
+                err = stop_checked(m)
             if err:
-                return err
+                return "daemon: %s ... %s" % (err.splitlines()[0], m.log()[-400:])
             if n == 1:
                 views = got
                 for dp, dn, fn in os.walk(root):
