@@ -14,6 +14,10 @@
  *   2. set_lock: the store set and the op locks' list
  *   3. catalog_lock: the published array
  * fs_store.reader_lock is taken alone (never with catalog_lock).
+ * Below 1 only: an LVM store's lvm shell lock (lvm/lvm_shell.h), taken by
+ * that store's own calls under its op lock (its open, before any other
+ * thread sees it, and start-up recovery need none); "all"'s VG list, under
+ * 2, uses the shell of no store, which no store's call takes.
  */
 #ifndef VSTORFS_FS_CATALOG_H
 #define VSTORFS_FS_CATALOG_H

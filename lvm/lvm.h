@@ -24,9 +24,14 @@
 /* The longest LV name lvm2 accepts. */
 #define LVM_LV_NAME_MAX 127
 
+struct lvm_shell;
+
 struct lvm_opts {
 	/* Devices lvm2 may scan (passed as --devices), NULL-terminated; NULL = all. */
 	char **devices;
+	/* The store's lvm2 shell (lvm_shell.h), used under its op lock; NULL:
+	 * the shell of no store (listing VGs, tools). */
+	struct lvm_shell *shell;
 };
 
 struct lvm_pv {

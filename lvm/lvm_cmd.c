@@ -1,5 +1,5 @@
 /*
- * lvm_cmd: a command goes to the lvm shell (lvm_shell.c) when it runs, else
+ * lvm_cmd: a command goes to its store's lvm shell (lvm_shell.c) when it runs, else
  * fork/execvp of lvm2 with stdout and stderr captured through pipes. Bounded output (64 MiB); the child gets a clean fd table and
  * LVM_SUPPRESS_FD_WARNINGS so lvm2 does not complain about our fds.
  */
@@ -318,7 +318,7 @@ int lvm_cmd_run(const struct lvm_opts *o, const char *const argv[], char **out)
 	struct timespec t0, t1;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	rc = shcfg ? lvm_shell_run(sh, envp, &ok, &ob, &eb) : -EAGAIN;
+	rc = shcfg ? lvm_shell_run(o ? o->shell : NULL, sh, envp, &ok, &ob, &eb) : -EAGAIN;
 	free(shcfg);
 	if (rc == -EAGAIN)
 		rc = run_forked(full, envp, &ok, &ob, &eb, why, sizeof(why));

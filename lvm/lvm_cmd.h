@@ -1,6 +1,6 @@
 /*
  * lvm_cmd: running lvm2. Always an argument vector and execvp, never a
- * shell. Commands go to the long-lived lvm shell (lvm_shell.h) unless
+ * shell. Commands go to o->shell, the store's long-lived lvm shell (lvm_shell.h), unless
  * VSTORFS_LVM_SHELL=0 or it cannot start. Options every call needs are added here: --devices when the mount
  * restricts scanning, --driverloaded n when there is no device-mapper.
  */

@@ -6,8 +6,9 @@
  * where its error messages are. Without a tty lvm2 prints no prompt, so a
  * complete JSON document is the end of an answer.
  *
- * Commands are serialised by one mutex: lvm2 would serialise them on its
- * VG lock anyway, and snapshot operations run under the storage lock.
+ * Each shell's commands are serialised by its mutex (lvm_shell.h): one
+ * answer at a time on its one report fd. Shells of different stores share
+ * nothing but the process-wide `disabled`.
  */
 #include "lvm_shell.h"
 
@@ -35,33 +36,49 @@
 #define MAX_DOC (64u << 20)
 #define REPORT_FD 3
 
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static pid_t sh_pid;
-static int sh_in = -1, sh_rep = -1, sh_err = -1;
+struct lvm_shell {
+	pthread_mutex_t lock;   /* the fields below; see the header for who takes it */
+	pid_t pid;              /* 0: none running */
+	int in, rep, err;       /* its stdin (socket), report fd, stderr; -1 when closed */
+	int changes;            /* metadata changes sent, for the test hook */
+};
+
+/* Commands that belong to no store (the VG list for source "all", tools). */
+static struct lvm_shell unowned = { PTHREAD_MUTEX_INITIALIZER, 0, -1, -1, -1, 0 };
+/* Per process: VSTORFS_LVM_SHELL=0, or a shell that never started. Atomic. */
 static int disabled = -1; /* -1: not decided yet */
+
+static pthread_once_t decide_once = PTHREAD_ONCE_INIT;
+
+static void decide(void)
+{
+	const char *e = getenv("VSTORFS_LVM_SHELL");
+
+	__atomic_store_n(&disabled, e && !strcmp(e, "0"), __ATOMIC_RELAXED);
+}
 
 struct doc {
 	char *p;
 	size_t len, cap;
 };
 
-static void sh_close(void)
+static void sh_close(struct lvm_shell *sh)
 {
 	int st;
 
-	if (sh_pid > 0) {
-		kill(sh_pid, SIGKILL);
-		while (waitpid(sh_pid, &st, 0) < 0 && errno == EINTR)
+	if (sh->pid > 0) {
+		kill(sh->pid, SIGKILL);
+		while (waitpid(sh->pid, &st, 0) < 0 && errno == EINTR)
 			;
 	}
-	if (sh_in >= 0)
-		close(sh_in);
-	if (sh_rep >= 0)
-		close(sh_rep);
-	if (sh_err >= 0)
-		close(sh_err);
-	sh_pid = 0;
-	sh_in = sh_rep = sh_err = -1;
+	if (sh->in >= 0)
+		close(sh->in);
+	if (sh->rep >= 0)
+		close(sh->rep);
+	if (sh->err >= 0)
+		close(sh->err);
+	sh->pid = 0;
+	sh->in = sh->rep = sh->err = -1;
 }
 
 /* Child side: only async-signal-safe calls. Moves fds out of the way first so
@@ -115,7 +132,7 @@ static int now_ms(void)
 
 /* Read one complete JSON document from the report fd. -EIO when the shell
  * dies or times out (then it is killed and closed). */
-static int read_doc(struct doc *d, struct json_object **obj)
+static int read_doc(struct lvm_shell *sh, struct doc *d, struct json_object **obj)
 {
 	struct json_tokener *tok = json_tokener_new();
 	int deadline = now_ms() + ANSWER_TIMEOUT_MS, rc = -EIO;
@@ -126,22 +143,22 @@ static int read_doc(struct doc *d, struct json_object **obj)
 	*obj = NULL;
 	d->len = 0;
 	while (!*obj) {
-		struct pollfd pf[2] = { { sh_rep, POLLIN, 0 }, { sh_err, POLLIN, 0 } };
+		struct pollfd pf[2] = { { sh->rep, POLLIN, 0 }, { sh->err, POLLIN, 0 } };
 		int left = deadline - now_ms();
 
 		if (left <= 0) {
-			vlog(LOG_ERR, "lvm shell (pid %d) gave no answer in %d s: killed", (int)sh_pid,
+			vlog(LOG_ERR, "lvm shell (pid %d) gave no answer in %d s: killed", (int)sh->pid,
 			     ANSWER_TIMEOUT_MS / 1000);
 			goto dead;
 		}
-		if (poll(pf, sh_err >= 0 ? 2 : 1, left) < 0) {
+		if (poll(pf, sh->err >= 0 ? 2 : 1, left) < 0) {
 			if (errno == EINTR)
 				continue;
 			goto dead;
 		}
 		if (pf[1].revents) {
 			char b[4096];
-			ssize_t n = read(sh_err, b, sizeof(b) - 1);
+			ssize_t n = read(sh->err, b, sizeof(b) - 1);
 
 			if (n > 0) {
 				size_t k = (size_t)n < sizeof(errtail) ? (size_t)n : sizeof(errtail) - 1;
@@ -149,8 +166,8 @@ static int read_doc(struct doc *d, struct json_object **obj)
 				memcpy(errtail, b + n - k, k);
 				errtail[k] = 0;
 			} else if (n == 0 || errno != EAGAIN) {
-				close(sh_err);
-				sh_err = -1;
+				close(sh->err);
+				sh->err = -1;
 			}
 		}
 		if (!pf[0].revents)
@@ -166,12 +183,12 @@ static int read_doc(struct doc *d, struct json_object **obj)
 			d->p = p;
 			d->cap = cap;
 		}
-		ssize_t n = read(sh_rep, d->p + d->len, 65536);
+		ssize_t n = read(sh->rep, d->p + d->len, 65536);
 
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			continue;
 		if (n <= 0) {
-			vlog(LOG_ERR, "lvm shell (pid %d) died%s%s", (int)sh_pid, errtail[0] ? ": " : "",
+			vlog(LOG_ERR, "lvm shell (pid %d) died%s%s", (int)sh->pid, errtail[0] ? ": " : "",
 			     errtail);
 			goto dead;
 		}
@@ -187,7 +204,7 @@ static int read_doc(struct doc *d, struct json_object **obj)
 	return 0;
 dead:
 	json_tokener_free(tok);
-	sh_close();
+	sh_close(sh);
 	return rc;
 }
 
@@ -244,19 +261,19 @@ static char *doc_errors(struct json_object *obj)
 	return s;
 }
 
-static int send_line(const char *line)
+static int send_line(struct lvm_shell *sh, const char *line)
 {
 	size_t len = strlen(line), done = 0;
 
 	while (done < len) {
-		ssize_t n = send(sh_in, line + done, len - done, MSG_NOSIGNAL);
+		ssize_t n = send(sh->in, line + done, len - done, MSG_NOSIGNAL);
 
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
-			vlog(LOG_ERR, "lvm shell (pid %d) does not take commands: %s", (int)sh_pid,
+			vlog(LOG_ERR, "lvm shell (pid %d) does not take commands: %s", (int)sh->pid,
 			     strerror(errno));
-			sh_close();
+			sh_close(sh);
 			return -EIO;
 		}
 		done += n;
@@ -302,14 +319,14 @@ static int format_line(const char *const full[], char **line)
 }
 
 /* Send a line and read its answer. */
-static int exchange(const char *line, struct doc *d, struct json_object **obj)
+static int exchange(struct lvm_shell *sh, const char *line, struct doc *d, struct json_object **obj)
 {
-	int rc = send_line(line);
+	int rc = send_line(sh, line);
 
-	return rc ? rc : read_doc(d, obj);
+	return rc ? rc : read_doc(sh, d, obj);
 }
 
-static int sh_start(char *const envp[])
+static int sh_start(struct lvm_shell *sh, char *const envp[])
 {
 	char *argv[] = { "lvm", NULL };
 	int sv[2], rp[2], ep[2];
@@ -351,41 +368,40 @@ static int sh_start(char *const envp[])
 		close(ep[0]);
 		return -e;
 	}
-	sh_pid = pid;
-	sh_in = sv[0];
-	sh_rep = rp[0];
-	sh_err = ep[0];
-	fcntl(sh_rep, F_SETFL, O_NONBLOCK);
-	fcntl(sh_err, F_SETFL, O_NONBLOCK);
+	sh->pid = pid;
+	sh->in = sv[0];
+	sh->rep = rp[0];
+	sh->err = ep[0];
+	fcntl(sh->rep, F_SETFL, O_NONBLOCK);
+	fcntl(sh->err, F_SETFL, O_NONBLOCK);
 
 	/* A missing profile or an lvm2 without its shell shows here. */
 	struct doc d = { 0 };
 	struct json_object *obj = NULL;
-	int rc = exchange("version\n", &d, &obj);
+	int rc = exchange(sh, "version\n", &d, &obj);
 
 	if (rc == 0 && !doc_ok(obj))
 		rc = -EIO;
 	json_object_put(obj);
 	free(d.p);
 	if (rc) {
-		sh_close();
+		sh_close(sh);
 		return rc;
 	}
-	vlog(LOG_INFO, "lvm shell started (pid %d)", (int)sh_pid);
+	vlog(LOG_INFO, "lvm shell started (pid %d)", (int)sh->pid);
 	return 0;
 }
 
 #ifdef VSTORFS_CRASH_HOOKS
 /*
  * Test hook: $VSTORFS_LVM_SHELL_KILL_AT = "N" kills the shell (SIGKILL, by
- * PID) before the N-th metadata change of this daemon reaches it; "N+"
+ * PID) before the N-th metadata change sent to this shell (so of its store) reaches it; "N+"
  * after lvm2 answered it, its answer unread: the change is committed but
  * the daemon sees the shell die, as when lvm2 dies between its commit and
  * its exit.
  */
-static int kill_hook(const char *sub, int after)
+static int kill_hook(struct lvm_shell *sh, const char *sub, int after)
 {
-	static int changes;
 	const char *at = getenv("VSTORFS_LVM_SHELL_KILL_AT");
 	int n;
 
@@ -395,20 +411,21 @@ static int kill_hook(const char *sub, int after)
 	    strcmp(sub, "lvremove"))
 		return 0;
 	if (!after) {
-		changes++;
-		vlog(LOG_INFO, "lvm shell: change %d: lvm %s", changes, sub);
+		sh->changes++;
+		vlog(LOG_INFO, "lvm shell: change %d: lvm %s", sh->changes, sub);
 	}
 	n = atoi(at);
-	if (n != changes || (strchr(at, '+') != NULL) != after)
+	if (n != sh->changes || (strchr(at, '+') != NULL) != after)
 		return 0;
-	vlog(LOG_WARNING, "lvm shell: killing pid %d %s change %d (%s), test hook", (int)sh_pid,
+	vlog(LOG_WARNING, "lvm shell: killing pid %d %s change %d (%s), test hook", (int)sh->pid,
 	     after ? "after" : "before", n, sub);
-	kill(sh_pid, SIGKILL);
+	kill(sh->pid, SIGKILL);
 	return 1;
 }
 #else
-static int kill_hook(const char *sub, int after)
+static int kill_hook(struct lvm_shell *sh, const char *sub, int after)
 {
+	(void)sh;
 	(void)sub;
 	(void)after;
 	return 0;
@@ -416,64 +433,64 @@ static int kill_hook(const char *sub, int after)
 #endif
 
 /* The shell exited between commands (killed, or out of memory). */
-static int idle_death(void)
+static int idle_death(struct lvm_shell *sh)
 {
 	int st;
-	pid_t r = waitpid(sh_pid, &st, WNOHANG);
+	pid_t r = waitpid(sh->pid, &st, WNOHANG);
 
-	if (r != sh_pid)
+	if (r != sh->pid)
 		return 0;
 	vlog(LOG_WARNING, "lvm shell (pid %d) died while idle (%s %d): starting another",
-	     (int)sh_pid, WIFEXITED(st) ? "exit status" : "signal",
+	     (int)sh->pid, WIFEXITED(st) ? "exit status" : "signal",
 	     WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
-	sh_pid = 0; /* reaped */
+	sh->pid = 0; /* reaped */
 	return 1;
 }
 
-int lvm_shell_run(const char *const full[], char *const envp[], int *ok, char **out, char **err)
+int lvm_shell_run(struct lvm_shell *sh, const char *const full[], char *const envp[], int *ok, char **out, char **err)
 {
 	char *line = NULL;
 	struct doc d = { 0 };
 	struct json_object *obj = NULL;
 	int rc;
 
-	pthread_mutex_lock(&lock);
-	if (disabled < 0) {
-		const char *e = getenv("VSTORFS_LVM_SHELL");
-
-		disabled = e && !strcmp(e, "0");
-	}
-	if (disabled) {
-		pthread_mutex_unlock(&lock);
+	if (!sh)
+		sh = &unowned;
+	pthread_once(&decide_once, decide);
+	if (__atomic_load_n(&disabled, __ATOMIC_RELAXED))
+		return -EAGAIN;
+	pthread_mutex_lock(&sh->lock);
+	if (__atomic_load_n(&disabled, __ATOMIC_RELAXED)) {
+		pthread_mutex_unlock(&sh->lock);
 		return -EAGAIN;
 	}
 	if ((rc = format_line(full, &line)))
 		goto out;
-	if (sh_pid > 0 && idle_death()) {
+	if (sh->pid > 0 && idle_death(sh)) {
 		/* Nothing was in flight: a new shell takes this command as if
 		 * nothing happened. */
-		sh_close();
+		sh_close(sh);
 	}
-	if (sh_pid <= 0 && (rc = sh_start(envp))) {
+	if (sh->pid <= 0 && (rc = sh_start(sh, envp))) {
 		/* Never started: lvm2 without the shell or the profile. Restarts
 		 * after a death are not given up on. */
 		vlog(LOG_WARNING, "lvm shell cannot start (%s): running one lvm2 process per command",
 		     strerror(-rc));
-		disabled = 1;
+		__atomic_store_n(&disabled, 1, __ATOMIC_RELAXED);
 		rc = -EAGAIN;
 		goto out;
 	}
 	*ok = 0;
 	*out = NULL;
 	*err = NULL;
-	kill_hook(full[1], 0);
-	rc = send_line(line);
+	kill_hook(sh, full[1], 0);
+	rc = send_line(sh, line);
 	if (rc == 0)
-		rc = read_doc(&d, &obj);
-	if (rc == 0 && kill_hook(full[1], 1)) {
+		rc = read_doc(sh, &d, &obj);
+	if (rc == 0 && kill_hook(sh, full[1], 1)) {
 		json_object_put(obj);
 		obj = NULL;
-		sh_close();
+		sh_close(sh);
 		vlog(LOG_ERR, "lvm shell died during lvm %s", full[1]);
 		rc = -EIO;
 	}
@@ -490,7 +507,7 @@ int lvm_shell_run(const char *const full[], char *const envp[], int *ok, char **
 		struct doc ld = { 0 };
 		struct json_object *lobj = NULL;
 
-		if (exchange("lastlog\n", &ld, &lobj) == 0)
+		if (exchange(sh, "lastlog\n", &ld, &lobj) == 0)
 			*err = doc_errors(lobj);
 		json_object_put(lobj);
 		free(ld.p);
@@ -508,15 +525,39 @@ out:
 	json_object_put(obj);
 	free(d.p);
 	free(line);
-	pthread_mutex_unlock(&lock);
+	pthread_mutex_unlock(&sh->lock);
 	return rc;
 }
 
-int lvm_shell_pid(void)
+int lvm_shell_pid(struct lvm_shell *sh)
 {
-	pthread_mutex_lock(&lock);
-	int pid = sh_pid;
+	if (!sh)
+		sh = &unowned;
+	pthread_mutex_lock(&sh->lock);
+	int pid = sh->pid;
 
-	pthread_mutex_unlock(&lock);
+	pthread_mutex_unlock(&sh->lock);
 	return pid;
+}
+
+struct lvm_shell *lvm_shell_new(void)
+{
+	struct lvm_shell *sh = calloc(1, sizeof(*sh));
+
+	if (!sh)
+		return NULL;
+	pthread_mutex_init(&sh->lock, NULL);
+	sh->in = sh->rep = sh->err = -1;
+	return sh;
+}
+
+void lvm_shell_free(struct lvm_shell *sh)
+{
+	if (!sh)
+		return;
+	if (sh->pid > 0)
+		vlog(LOG_DEBUG, "lvm shell (pid %d) closed with its store", (int)sh->pid);
+	sh_close(sh);
+	pthread_mutex_destroy(&sh->lock);
+	free(sh);
 }

@@ -31,6 +31,9 @@
  * Recovery: T exists and S does not (A, B): remove T. T and S exist, V does
  * not (C): rename T to V, untag. V tagged (D): untag. A VM that started on V
  * between a crash and recovery loses nothing: nothing named V is written.
+ * A's lvcreate carries the intent tag itself (--addtag): no lvchange tags
+ * it. E stays a command of its own: lvrename takes no tag options (lvm2
+ * 2.03.16), and by (4) the tag may go only with or after the last step.
  *
  * rmdir <volume>/<snap> merges S with its child C (P: S's parent, if any):
  *   commit  S tagged rmdir=commit:<C> (+ C's view identity parked on S)

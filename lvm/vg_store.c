@@ -23,7 +23,15 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "lvm/lvm_shell.h"
 #include "store/chain_reader.h"
+
+/* s->priv. */
+struct vg_store_state {
+	uint64_t seqno;     /* the metadata version seen last */
+	time_t seen;        /* since when */
+	struct lvm_shell *shell; /* this store's lvm2 shell: every command of its op lock */
+};
 
 struct vg_listing {
 	struct store_listing base;
@@ -44,7 +52,10 @@ struct vg_view {
 
 void vg_store_lvm_opts(const struct store *s, struct lvm_opts *lo)
 {
+	const struct vg_store_state *st = s->priv;
+
 	lo->devices = lvm_store_devices(s->cfg);
+	lo->shell = st->shell;
 }
 
 const char *lvm_lv_tag_value(const struct lvm_lv *lv, const char *prefix)
@@ -246,11 +257,6 @@ static int vs_scan(struct store *s, struct store_listing **out)
  * readers for every open file, each period forever. */
 #define UNSETTLED_RETRY_S 30
 
-struct vg_store_state {
-	uint64_t seqno;     /* the metadata version seen last */
-	time_t seen;        /* since when */
-};
-
 static int vs_changed(struct store *s, const struct store_listing *l)
 {
 	const struct vg_listing *vl = (const struct vg_listing *)l;
@@ -293,6 +299,10 @@ static int vs_open_view(struct store *s, const struct store_listing *l, const st
 
 static void vs_close(struct store *s)
 {
+	struct vg_store_state *st = s->priv;
+
+	if (st)
+		lvm_shell_free(st->shell);
 	free(s->priv);
 	free(s->name);
 	free(s);
@@ -313,18 +323,23 @@ static const struct store_ops vg_store_ops = {
 int lvm_store_open(const char *vg, const struct store_config *cfg, struct store **out)
 {
 	struct store *s = calloc(1, sizeof(*s));
-	struct lvm_opts lo = { .devices = lvm_store_devices(cfg) };
+	struct vg_store_state *st = calloc(1, sizeof(*st));
+	struct lvm_opts lo;
 	uint64_t seqno;
 	int rc;
 
-	if (!s || !(s->name = strdup(vg)) || !(s->priv = calloc(1, sizeof(struct vg_store_state)))) {
+	if (!s || !st || !(s->name = strdup(vg)) || !(st->shell = lvm_shell_new())) {
 		if (s)
 			free(s->name);
+		free(st);
 		free(s);
 		return -ENOMEM;
 	}
+	s->priv = st;
 	s->ops = &vg_store_ops;
 	s->cfg = cfg;
+	/* The store's shell starts here, with its first command. */
+	vg_store_lvm_opts(s, &lo);
 	rc = lvm_vg_seqno(&lo, vg, &seqno);
 	if (rc < 0) {
 		vlog(LOG_ERR, "volume group %s: %s", vg, rc == -ENOENT ? "not found" : strerror(-rc));

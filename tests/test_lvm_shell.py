@@ -175,3 +175,60 @@ def _killed_at(env, monkeypatch, op, at, logs):
     elif done:
         assert views["new"] == before["current"]
     assert check_consistent(env, vg, "again") == views
+
+
+# -- one shell per store ------------------------------------------------------
+
+def test_each_store_has_its_own_shell(env):
+    """Two VGs in one daemon: each store runs its own lvm shell, so a store
+    whose shell is stopped (SIGSTOP) does not delay a mkdir on the other."""
+    import threading
+    import time
+    from vstorlib import Daemon
+
+    (vga, _), (vgb, _) = build_volume(env, snaps=("s1",)), build_volume(env, snaps=("s1",))
+    d = Daemon("%s,%s" % (vga.name, vgb.name), env.mountpoint("two"), vga.loops + vgb.loops)
+    env.daemons.append(d)
+    d.wait_mounted()
+    for vg in (vga, vgb):
+        os.listdir(snapdir(d, vg))
+    shells = [k for k, comm in children(d.proc.pid) if comm == "lvm"]
+    assert len(shells) == 2, "want one lvm shell per store: %r" % children(d.proc.pid)
+    # Either shell may be A's: stop each in turn; each time exactly one
+    # mkdir (the other store's) finishes while the stopped shell's waits.
+    for stopped in shells:
+        os.kill(stopped, signal.SIGSTOP)
+        try:
+            blocked, free = [], []
+            results = {}
+
+            def mk(vg, name):
+                try:
+                    os.mkdir(os.path.join(snapdir(d, vg), name))
+                    results[vg.name] = None
+                except OSError as e:
+                    results[vg.name] = e
+
+            name = "n%d" % stopped
+            ta = threading.Thread(target=mk, args=(vga, name))
+            tb = threading.Thread(target=mk, args=(vgb, name))
+            ta.start()
+            tb.start()
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 60 and ta.is_alive() and tb.is_alive():
+                time.sleep(0.05)
+            for vg, t in ((vga, ta), (vgb, tb)):
+                (blocked if t.is_alive() else free).append(vg)
+            assert len(free) == 1 and len(blocked) == 1, \
+                "with one shell stopped, one mkdir must finish and the other wait: %r" % results
+            assert results[free[0].name] is None, results
+            assert name in os.listdir(snapdir(d, free[0]))
+        finally:
+            os.kill(stopped, signal.SIGCONT)
+        ta.join(60)
+        tb.join(60)
+        assert not ta.is_alive() and not tb.is_alive()
+        assert results == {vga.name: None, vgb.name: None}, results
+    assert sorted(k for k, comm in children(d.proc.pid) if comm == "lvm") == sorted(shells)
+    for vg in (vga, vgb):
+        assert check_consistent(env, vg, tag=vg.name) == mounted_views(d.mnt, vg)
