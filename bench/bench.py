@@ -448,10 +448,14 @@ def fio_rand(path, jobs, runtime=5):
 
 def interleaved(targets, fn, runs=RUNS):
     """runs rounds, every target once per round: a load change on the machine
-    hits all targets alike instead of whichever ran at that moment."""
+    hits all targets alike instead of whichever ran at that moment. Odd rounds
+    run the targets in reverse order (ABBA): whichever goes first in a round
+    (a cold CPU cache, memory the previous reader just freed) is not always
+    the same target."""
     out = {name: [] for name in targets}
-    for _ in range(runs):
-        for name, path in targets.items():
+    items = list(targets.items())
+    for r in range(runs):
+        for name, path in (items if r % 2 == 0 else items[::-1]):
             out[name].append(fn(path))
     return {name: median(xs) for name, xs in out.items()}, out
 
