@@ -29,7 +29,7 @@ void lvm_shell_free(struct lvm_shell *sh);
 
 /*
  * Run one command on sh (NULL: the process-wide shell of commands that
- * belong to no store; full[0] is "lvm", the rest as lvm_cmd_run would exec it). (full[0] is "lvm", the rest as lvm_cmd_run would exec it).
+ * belong to no store; full[0] is "lvm", the rest as lvm_cmd_run would exec it).
  * Returns -EAGAIN when the shell cannot take it (disabled by
  * VSTORFS_LVM_SHELL=0, failed to start, an argument it cannot quote): the
  * caller then runs the command itself. Otherwise returns 0 and sets *ok
@@ -40,7 +40,8 @@ void lvm_shell_free(struct lvm_shell *sh);
  * VSTORFS_LVM_SHELL=0, and a first start that fails, turn every shell of
  * the process off.
  */
-int lvm_shell_run(struct lvm_shell *sh, const char *const full[], char *const envp[], int *ok, char **out, char **err);
+int lvm_shell_run(struct lvm_shell *sh, const char *const full[], char *const envp[], int *ok,
+		  char **out, char **err);
 
 /* sh's PID (NULL: the shell of no store), 0 when none is running (for tests and logs). */
 int lvm_shell_pid(struct lvm_shell *sh);
