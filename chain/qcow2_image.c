@@ -381,6 +381,23 @@ int qcow2_image_map(struct qcow2_image *img, uint64_t off, uint64_t len, struct 
 		uint64_t step = (k == QCOW2_COMPRESSED ? img->cs : (sc + same_run(img, k, bitmap, sc)) * img->sc_size) - in;
 		uint64_t host = 0;
 
+		/* A large map (a merge walking a 64 GiB layer) is mostly long runs of
+		 * equal entries: empty ones, or preallocated host clusters in
+		 * sequence, with the same subcluster bitmap. When this cluster is
+		 * wholly of kind k, extend the run over such entries with one
+		 * comparison each; the checks below then hold for the whole run
+		 * (host clusters in sequence are aligned when the first is, and lie
+		 * inside the layer when the last does). */
+		if (k >= 0 && k != QCOW2_COMPRESSED && (!img->extended || same_run(img, k, bitmap, 0) == 32)) {
+			uint64_t inc = entry & QCOW2_OFFSET_MASK ? img->cs : 0, next = entry + inc;
+			uint64_t flags = entry & ~QCOW2_OFFSET_MASK;
+			const uint8_t *p = e + img->l2e_size;
+
+			for (uint64_t j = ci + 1; j < img->slice_entries && pos + step < end && qcow2_be64(p) == next &&
+			     (next & ~QCOW2_OFFSET_MASK) == flags && (!img->extended || qcow2_be64(p + 8) == bitmap);
+			     j++, p += img->l2e_size, next += inc)
+				step += img->cs;
+		}
 		if (k < 0) {
 			log_once(img, LOG_INVALID, why, pos);
 			rc = -EIO;
