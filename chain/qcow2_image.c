@@ -386,15 +386,17 @@ int qcow2_image_map(struct qcow2_image *img, uint64_t off, uint64_t len, struct 
 		 * sequence, with the same subcluster bitmap. When this cluster is
 		 * wholly of kind k, extend the run over such entries with one
 		 * comparison each; the checks below then hold for the whole run
-		 * (host clusters in sequence are aligned when the first is, and lie
-		 * inside the layer when the last does). */
+		 * (host clusters in sequence are aligned when the first is). A run
+		 * stops before a host cluster past the end of the layer, so that
+		 * entry is the one the check below names. */
 		if (k >= 0 && k != QCOW2_COMPRESSED && (!img->extended || same_run(img, k, bitmap, 0) == 32)) {
 			uint64_t inc = entry & QCOW2_OFFSET_MASK ? img->cs : 0, next = entry + inc;
 			uint64_t flags = entry & ~QCOW2_OFFSET_MASK;
 			const uint8_t *p = e + img->l2e_size;
 
 			for (uint64_t j = ci + 1; j < img->slice_entries && pos + step < end && qcow2_be64(p) == next &&
-			     (next & ~QCOW2_OFFSET_MASK) == flags && (!img->extended || qcow2_be64(p + 8) == bitmap);
+			     (next & ~QCOW2_OFFSET_MASK) == flags && (!img->extended || qcow2_be64(p + 8) == bitmap) &&
+			     (k != QCOW2_DATA || (next & QCOW2_OFFSET_MASK) <= img->io->size - img->cs);
 			     j++, p += img->l2e_size, next += inc)
 				step += img->cs;
 		}
