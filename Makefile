@@ -151,7 +151,7 @@ $(BUILD)/powerloss-check: tests/powerloss/plcheck.c $(TOOL_LIB) $(CORE_OBJ)
 
 test-powerloss: deps
 	$(MAKE) all crash $(BUILD)/powerloss-recorder $(BUILD)/powerloss-check
-	$(PYTEST) -v tests/powerloss
+	$(PYTEST) -v --durations=10 tests/powerloss
 
 test-asan: deps
 	$(MAKE) all crash build/fuzz-replay build/fuzz-merge-replay
@@ -159,7 +159,7 @@ test-asan: deps
 	$(MAKE) crash CRASH_BUILD=build-crash-asan SAN=1 OPT="-O1 -g"
 	VSTORFS_BIN=$(CURDIR)/build-asan/vstorfs VSTORFS_CRASH_BIN=$(CURDIR)/build-crash-asan/vstorfs \
 		QCOW2CAT=$(CURDIR)/build-asan/qcow2cat DIRSTORE=$(CURDIR)/build-asan/dirstore DIRSTORE_CRASH=$(CURDIR)/build-crash-asan/dirstore \
-		$(PYTEST) -v $(ASAN_SKIP:%=--ignore=%) --ignore=tests/powerloss tests
+		$(PYTEST) -v --durations=20 $(ASAN_SKIP:%=--ignore=%) --ignore=tests/powerloss tests
 
 demo: deps all
 	@examples/demo.sh

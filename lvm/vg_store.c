@@ -30,7 +30,8 @@
 struct vg_store_state {
 	uint64_t seqno;     /* the metadata version seen last */
 	time_t seen;        /* since when */
-	struct lvm_shell *shell; /* this store's lvm2 shell: every command of its op lock */
+	struct lvm_shell *shell; /* this store's lvm2 shell: every command of its op lock;
+				  * NULL: the process's (lvm_store_open_process_shell) */
 };
 
 struct vg_listing {
@@ -320,7 +321,8 @@ static const struct store_ops vg_store_ops = {
 	.close = vs_close,
 };
 
-int lvm_store_open(const char *vg, const struct store_config *cfg, struct store **out)
+static int store_open(const char *vg, const struct store_config *cfg, bool own_shell,
+		      struct store **out)
 {
 	struct store *s = calloc(1, sizeof(*s));
 	struct vg_store_state *st = calloc(1, sizeof(*st));
@@ -328,7 +330,7 @@ int lvm_store_open(const char *vg, const struct store_config *cfg, struct store 
 	uint64_t seqno;
 	int rc;
 
-	if (!s || !st || !(s->name = strdup(vg)) || !(st->shell = lvm_shell_new())) {
+	if (!s || !st || !(s->name = strdup(vg)) || (own_shell && !(st->shell = lvm_shell_new()))) {
 		if (s)
 			free(s->name);
 		free(st);
@@ -348,6 +350,16 @@ int lvm_store_open(const char *vg, const struct store_config *cfg, struct store 
 	}
 	*out = s;
 	return 0;
+}
+
+int lvm_store_open(const char *vg, const struct store_config *cfg, struct store **out)
+{
+	return store_open(vg, cfg, true, out);
+}
+
+int lvm_store_open_process_shell(const char *vg, const struct store_config *cfg, struct store **out)
+{
+	return store_open(vg, cfg, false, out);
 }
 
 int lvm_store_list_vgs(const struct store_config *cfg, char ***names)

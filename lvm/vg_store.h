@@ -20,6 +20,14 @@ extern const struct store_kind lvm_store_kind;
 char **lvm_store_devices(const struct store_config *cfg);
 
 int lvm_store_open(const char *vg, const struct store_config *cfg, struct store **out);
+/*
+ * The same, its commands run in the process's one shell (lvm_shell.h, the
+ * shell of no store) instead of a shell of its own: for a tool that opens
+ * thousands of stores in turn, one at a time (powerloss-check), where a
+ * shell start per store would be most of the cost.
+ */
+int lvm_store_open_process_shell(const char *vg, const struct store_config *cfg,
+				 struct store **out);
 /* Every VG lvm2 sees (for source "all"); free each name and the array. */
 int lvm_store_list_vgs(const struct store_config *cfg, char ***names);
 

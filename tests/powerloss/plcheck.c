@@ -26,11 +26,12 @@
  * The same for an LVM store whose one PV is DEVICE (a loop device whose
  * backing file the harness rewrites in place before each line): the loop
  * device's page cache dropped (the bytes under it changed), then the two
- * mounts (lvm_store_open, recovery, scan, every view of VOLUME hashed),
- * then "T<TAB>lv<TAB>tag" for every intent tag left, "Q" for every qcow2
- * LV's bytes, "K<TAB>rc" for lvm2's vgck and "N<TAB>rc" for the next mkdir
- * (snapshot "plnext"). lvm2 runs through the one lvm shell this process
- * keeps (lvm/lvm_shell.c), so a state costs lvm2 commands, not processes.
+ * mounts (lvm_store_open_process_shell, recovery, scan, every view of
+ * VOLUME hashed), then "T<TAB>lv<TAB>tag" for every intent tag left, "Q"
+ * for every qcow2 LV's bytes, "K<TAB>rc" for lvm2's vgck and "N<TAB>rc"
+ * for the next mkdir (snapshot "plnext"). lvm2 runs through the one lvm
+ * shell this process keeps (lvm/lvm_shell.c) for every store it opens, so
+ * a state costs lvm2 commands, not processes.
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -99,7 +100,7 @@ static int mount_once(const char *path, const struct store_config *cfg, const ch
 {
 	struct store *s;
 	struct store_listing *l;
-	int rc = lvm_dev ? lvm_store_open(path, cfg, &s) : dir_store_open(path, cfg, &s);
+	int rc = lvm_dev ? lvm_store_open_process_shell(path, cfg, &s) : dir_store_open(path, cfg, &s);
 
 	if (rc) {
 		fail("open", NULL, rc);
@@ -269,7 +270,7 @@ static int lvm_after(const char *vg, const struct store_config *cfg, const char 
 	if (rc)
 		return rc;
 	printf("K\t%d\n", lvm_cmd_run(&lo, vgck, NULL));
-	if ((rc = lvm_store_open(vg, cfg, &s))) {
+	if ((rc = lvm_store_open_process_shell(vg, cfg, &s))) {
 		fail("open", vg, rc);
 		return rc;
 	}
