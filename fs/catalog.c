@@ -56,6 +56,7 @@ static uint64_t generation;         /* atomic */
 struct store_lock {
 	struct store *st;               /* constant; open until the set closes */
 	pthread_mutex_t op;             /* the store's operations and publishing scans */
+	struct timespec resynced;       /* op: the last fs_catalog_resync scan */
 	struct store_lock *next;        /* set_lock */
 };
 
@@ -495,6 +496,44 @@ static int find_store(const char *name, struct store_lock **out)
 	}
 	pthread_mutex_unlock(&set_lock);
 	return rc;
+}
+
+/*
+ * A listing is built from headers read at its scan; a layer being copied
+ * in at that moment (a Proxmox snapshot's new overlay: lvcreate, then
+ * qemu-img create) is listed at its LV's size until a scan sees its header.
+ * An open reads the header itself, so it may already read the settled
+ * bytes while stat, served from the listing, still shows the guess, for up
+ * to a rescan period: a backup tool sizing its copy from stat then reads a
+ * short file. So such an open rescans the store before it returns.
+ *
+ * Bounded: once per listing, at most every RESYNC_MIN_NS per store (a
+ * store whose listing and reader keep disagreeing costs a few scans a
+ * second under constant opens, not one per open), and never waiting
+ * behind a snapshot operation, which publishes its own listing.
+ */
+#define RESYNC_MIN_NS 200000000LL
+
+void fs_catalog_resync(struct fs_store *s, const struct store_view *view, uint64_t opened_size)
+{
+	struct store_lock *sl = NULL;
+	struct timespec now;
+	long long since;
+
+	if (__atomic_exchange_n(&s->resynced, true, __ATOMIC_ACQ_REL))
+		return;
+	if (find_store(s->store->name, &sl) || pthread_mutex_trylock(&sl->op))
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	since = (now.tv_sec - sl->resynced.tv_sec) * 1000000000LL + now.tv_nsec - sl->resynced.tv_nsec;
+	if (since >= RESYNC_MIN_NS && in_set(s->store)) {
+		sl->resynced = now;
+		vlog(LOG_DEBUG, "%s: view %s opened at %llu bytes, listed at %llu: rescanning",
+		     s->store->name, view->name, (unsigned long long)opened_size,
+		     (unsigned long long)view->size);
+		refresh(s->store, true);
+	}
+	pthread_mutex_unlock(&sl->op);
 }
 
 /* The checks every store shares, against the newest listing (refreshed

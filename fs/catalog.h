@@ -23,6 +23,7 @@
 #define VSTORFS_FS_CATALOG_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "store/store.h"
@@ -36,6 +37,7 @@ struct fs_store {
 	struct view_reader **readers;  /* reader_lock; opened on first use */
 	pthread_mutex_t reader_lock;
 	int refs;                      /* atomic */
+	bool resynced;                 /* atomic: fs_catalog_resync ran for this listing */
 };
 
 int fs_catalog_start(const struct fs_options *o);  /* open, recover and scan every store */
@@ -56,6 +58,10 @@ void fs_store_put(struct fs_store *s);
 /* The view's reader, opened on first use; a new reference for the caller. */
 int fs_store_view_reader(struct fs_store *s, const struct store_volume *vol,
 			 const struct store_view *view, struct view_reader **out);
+
+/* A view of s opened at a size its listing does not show: rescan that
+ * store now (catalog.c says when it does not). */
+void fs_catalog_resync(struct fs_store *s, const struct store_view *view, uint64_t opened_size);
 
 /* Snapshot operations: the shared checks (store/snapshot_rules.h,
  * fs/snapshot_checks.h), then the store's, under the store's op lock;

@@ -106,7 +106,6 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	h->node = n;
 	h->generation = fs_catalog_generation();
-	fs_remember_attr(n, &t);
 	if (fs_kind(n->kind)->text) {
 		rc = fs_extents_json(t.st, t.vol, t.view, t.older, &h->text);
 		/* About current the answer may change by the next stat: serve this
@@ -122,7 +121,22 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		 * current_io=cache. A network store wants it either way. */
 		if (rc == 0 && !t.view->snapshot && (!fs_tree_opts->current_cached || h->reader->prefer_direct))
 			fi->direct_io = 1;
+		/* Read before its listing was rescanned (catalog.c, resync): the
+		 * attributes this open remembers, and the next stat, are the
+		 * rescanned listing's. */
+		if (rc == 0 && n->kind == FS_NODE_FILE && !h->reader->broken &&
+		    h->reader->size != t.view->size) {
+			struct target now;
+
+			fs_catalog_resync(t.st, t.view, h->reader->size);
+			if (fs_resolve(n, &now) == 0) {
+				fs_target_release(&t);
+				t = now;
+			}
+		}
 	}
+	if (rc == 0)
+		fs_remember_attr(n, &t);
 	fs_target_release(&t);
 	if (rc) {
 		free(h);

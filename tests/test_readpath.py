@@ -7,6 +7,7 @@ import os
 import random
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -452,6 +453,40 @@ def test_new_volume_and_snapshot_appear(env):
     check_all_views(d.mnt, ch, volumes=[v.name, w.name])
     assert d.alive()
 
+
+def test_stat_after_open_matches_a_layer_copied_in_after_the_scan(env):
+    """A scan that ran while a new overlay's LV held no header yet lists its
+    current at the LV's size. A backup tool that opens the file, reads it to
+    EOF and stats it must see the size it read, not that guess, even with no
+    rescan due for an hour."""
+    require_daemon()
+    vg = env.vg(npvs=1, pv_size=GiB)
+    ch = env.chain(vg)
+    v = ch.qcow2("vm-100-disk-0.qcow2", DISK)
+    w = ch.qcow2("vm-200-disk-0.qcow2", DISK)
+    v.write(0, MiB, 0x10)
+    ch.sync()
+    d = env.mount(vg.name, vg.loops, rescan=3600)
+    vgdir = os.path.join(d.mnt, vg.name)
+
+    # Proxmox's snapshot, stopped between lvcreate and qemu-img create
+    v.snapshot("s1")
+    v.write(512, 4096, 0x30)
+    vg.lvcreate(v.name, ch.lv_size_for(v.name), tags=v.tags)
+    ch.lvs_created.add(v.name)
+    # a listing scanned now (the one mkdir publishes) sees no header on it
+    os.mkdir(os.path.join(vgdir, w.name, "w1"))
+    ch.sync()
+
+    path = disk_path(d.mnt, vg.name, v.name)
+    ch.refresh_reference_layers()
+    ref = ch.reference(v.name, "current")
+    assert sha256_file(path) == sha256_file(ref)
+    time.sleep(1.5)   # past the kernel's attribute timeout: this stat is the daemon's
+    st = os.stat(path)
+    assert st.st_size == os.path.getsize(ref) == DISK, (st.st_size, vg.lv_size(v.name))
+    check_all_views(d.mnt, ch, volumes=[v.name])
+    assert d.alive()
 
 def mkfs_image(path, size, files):
     """An ext4 image built by mkfs.ext4 -d from a staging dir holding `files`."""
