@@ -488,6 +488,7 @@ def test_stat_after_open_matches_a_layer_copied_in_after_the_scan(env):
     check_all_views(d.mnt, ch, volumes=[v.name])
     assert d.alive()
 
+
 def mkfs_image(path, size, files):
     """An ext4 image built by mkfs.ext4 -d from a staging dir holding `files`."""
     stage = path + ".d"
