@@ -15,6 +15,10 @@
  * With --keep-cache the FUSE page cache survives opens, as vstorfs keeps it
  * for snapshot views.
  *
+ * Built with -DPT_RBD (and -lrbd -lrados), RAWFILE may be rbd:POOL/IMAGE:
+ * each read is then one rbd_read of the image (client.admin, $CEPH_CONF)
+ * into a buffer the thread keeps, the least any FUSE server over librbd does.
+ *
  * usage: passthrough [--splice] [--direct-io] [--keep-cache] RAWFILE MOUNTPOINT [-f] [-o opts]
  */
 #define FUSE_USE_VERSION 314
@@ -27,6 +31,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#ifdef PT_RBD
+#include <rbd/librbd.h>
+#endif
 
 static int src_fd = -1;
 static int use_splice;
@@ -36,6 +43,35 @@ static struct stat src_st;
 
 #define FILE_INO 2
 static const char *FILE_NAME = "disk.raw";
+
+#ifdef PT_RBD
+static rados_t cluster;
+static rados_ioctx_t io;
+static rbd_image_t img;
+
+/* rbd:POOL/IMAGE: open it read-only and take its size for src_st */
+static int rbd_source(const char *spec)
+{
+	char pool[256];
+	const char *slash = strchr(spec, '/');
+	rbd_image_info_t info;
+	int e;
+
+	if (!slash || (size_t)(slash - spec) >= sizeof(pool))
+		return -EINVAL;
+	memcpy(pool, spec, slash - spec);
+	pool[slash - spec] = 0;
+	if ((e = rados_create(&cluster, "admin")) < 0 || (e = rados_conf_read_file(cluster, NULL)) < 0 ||
+	    (e = rados_conf_parse_env(cluster, NULL)) < 0 || (e = rados_connect(cluster)) < 0 || (e = rados_ioctx_create(cluster, pool, &io)) < 0 ||
+	    (e = rbd_open_read_only(io, slash + 1, &img, NULL)) < 0 ||
+	    (e = rbd_stat(img, &info, sizeof(info))) < 0)
+		return e;
+	memset(&src_st, 0, sizeof(src_st));
+	src_st.st_size = info.size;
+	src_st.st_blocks = info.size / 512;
+	return 0;
+}
+#endif
 
 static void fill_attr(fuse_ino_t ino, struct stat *st)
 {
@@ -139,6 +175,25 @@ static void pt_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return (void)fuse_reply_buf(req, NULL, 0);
 	if ((off_t)size > src_st.st_size - off)
 		size = src_st.st_size - off;
+#ifdef PT_RBD
+	if (img) {
+		static __thread char *buf;
+		static __thread size_t cap;
+		ssize_t n;
+
+		if (cap < size) {
+			free(buf);
+			cap = 0;
+			if (!(buf = malloc(size)))
+				return (void)fuse_reply_err(req, ENOMEM);
+			cap = size;
+		}
+		n = rbd_read(img, off, size, buf);
+		if (n < 0)
+			return (void)fuse_reply_err(req, (int)-n);
+		return (void)fuse_reply_buf(req, buf, n);
+	}
+#endif
 	v.buf[0].size = size;
 	v.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK | FUSE_BUF_FD_RETRY;
 	v.buf[0].fd = src_fd;
@@ -153,6 +208,8 @@ static void pt_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 
 	(void)ino;
 	(void)fi;
+	if (src_fd < 0)
+		return (void)fuse_reply_err(req, ENOSYS);
 	r = lseek(src_fd, off, whence);
 	if (r < 0)
 		return (void)fuse_reply_err(req, errno);
@@ -197,8 +254,17 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: %s [--splice] [--direct-io] [--keep-cache] RAWFILE MOUNTPOINT [-f] [-o opts]\n", argv[0]);
 		return 2;
 	}
-	src_fd = open(argv[1], O_RDONLY);
-	if (src_fd < 0 || fstat(src_fd, &src_st)) {
+#ifdef PT_RBD
+	if (!strncmp(argv[1], "rbd:", 4)) {
+		int e = rbd_source(argv[1] + 4);
+
+		if (e < 0) {
+			fprintf(stderr, "%s: %s\n", argv[1], strerror(-e));
+			return 1;
+		}
+	} else
+#endif
+	if ((src_fd = open(argv[1], O_RDONLY)) < 0 || fstat(src_fd, &src_st)) {
 		perror(argv[1]);
 		return 1;
 	}
@@ -232,6 +298,14 @@ out_session:
 out:
 	free(o.mountpoint);
 	fuse_opt_free_args(&args);
-	close(src_fd);
+	if (src_fd >= 0)
+		close(src_fd);
+#ifdef PT_RBD
+	if (img) {
+		rbd_close(img);
+		rados_ioctx_destroy(io);
+		rados_shutdown(cluster);
+	}
+#endif
 	return rc;
 }

@@ -35,6 +35,8 @@ void fs_options_usage(const char *prog)
 		"  rescan=SECONDS        how often VG changes are looked for (default 2)\n"
 		"  current_io=direct|cache  current views skip the page cache (default),\n"
 		"                        or go through it (needed for mmap MAP_SHARED)\n"
+		"  readahead_kb=N        the kernel's readahead window for buffered readers\n"
+		"                        of snapshot views (default 4096; 0: the kernel's)\n"
 		"  shared_snapshots      mkdir/rmdir on a shared storage that no Proxmox cluster\n"
 		"                        uses (no /etc/pve/priv/lock), and on lvmlockd VGs\n"
 		"  foreground (-f)       stay in the foreground, log to stderr\n"
@@ -117,6 +119,10 @@ static int parse_one(struct fs_options *o, const char *tok)
 			return -1;
 		}
 		o->rescan_secs = v;
+	} else if (!strncmp(tok, "readahead_kb=", 13)) {
+		if (parse_uint("readahead_kb", eq + 1, 1 << 20, 10, &v))
+			return -1;
+		o->readahead_kb = v;
 	} else if (!ignored_mount_option(tok)) {
 		fprintf(stderr, "vstorfs: unknown option '%s'\n", tok);
 		return -1;
@@ -234,6 +240,7 @@ int fs_options_parse(int argc, char **argv, struct fs_options *o)
 	memset(o, 0, sizeof(*o));
 	o->umask = 077;
 	o->rescan_secs = 2;
+	o->readahead_kb = 4096;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 

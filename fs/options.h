@@ -24,6 +24,7 @@ struct fs_options {
 	gid_t gid;
 	mode_t umask;          /* applied to 0444 files / 0555 dirs; default 077, 022 with allow_other */
 	unsigned rescan_secs;  /* how often VG metadata is checked for changes */
+	unsigned readahead_kb; /* the mount's readahead window (fs/readahead_window.h); 0: the kernel's */
 	bool fuse_debug;       /* -d: libfuse's own request tracing */
 	bool current_cached;   /* current_io=cache: current through the page cache (MAP_SHARED works) */
 	bool partitions_visible; /* partitions=visible: readdir of a view lists .partitions */

@@ -15,6 +15,7 @@
 #include "fs/options.h"
 #include "fs/ops_parts.h"
 #include "fs/partition_cache.h"
+#include "fs/readahead_window.h"
 #include "fs/tree.h"
 #include "store/slice_reader.h"
 
@@ -94,6 +95,7 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return (void)fuse_reply_err(req, ENOENT);
 	if ((rc = fs_resolve(n, &t)))
 		return (void)fuse_reply_err(req, -rc);
+	fs_readahead_window_set(fs_tree_opts->mountpoint, fs_tree_opts->readahead_kb);
 	fi->keep_cache = t.view && t.view->snapshot;
 	if (!fs_kind(n->kind)->file || (fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
 		fs_target_release(&t);

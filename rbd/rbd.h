@@ -6,6 +6,7 @@
  *   rbd_conn.c     cluster connection: config, bounded timeouts, errnos
  *   rbd_list.c     scan (cached per image by header version) and changed()
  *   rbd_reader.c   view_reader: aio reads, map, changed via diff_iterate2
+ *   rbd_readahead.c  whole objects read ahead of a snapshot view's stream
  *   rbd_snap.c     mkdir/rmdir: snap create, unprotect + snap rm
  *   rbd_store.c    the store_ops table, rbd_store_open
  */
@@ -84,6 +85,18 @@ void rbd_cache_free(struct rbd_store *rs);
 /* rbd_reader.c */
 int rbd_open_view(struct store *s, const struct store_listing *l, const struct store_volume *vol,
 		  const struct store_view *view, struct view_reader **out);
+
+/* rbd_readahead.c: one per snapshot view; all calls thread-safe */
+struct rbd_readahead;
+struct rbd_readahead *rbd_readahead_new(rbd_image_t img, uint64_t piece, uint64_t size);
+/* A read of [off, off + len) arrives: when it continues a stream, read the
+ * objects after it ahead. */
+void rbd_readahead_note(struct rbd_readahead *ra, uint64_t off, size_t len);
+/* Copy [off, off + len), inside one object, from a slot holding it (waiting
+ * for its read): 1 when done, 0 when no slot serves it (read it yourself). */
+int rbd_readahead_copy(struct rbd_readahead *ra, void *dst, uint64_t off, size_t len);
+/* After every read of the image has returned; waits for those ahead. */
+void rbd_readahead_free(struct rbd_readahead *ra);
 
 /* rbd_snap.c */
 int rbd_snapshot_take(struct store *s, const char *volume, const char *snap,

@@ -73,6 +73,7 @@ struct rbd_reader {
 	int64_t last_check;                       /* ns of the last header stat */
 	pthread_mutex_t check_lock;
 	bool gone;                                /* the image or snapshot was removed */
+	struct rbd_readahead *ra;                 /* snapshot views; NULL for current */
 };
 
 static const struct view_reader_ops rbd_reader_ops;
@@ -160,11 +161,19 @@ static ssize_t rr_read(struct view_reader *vr, void *buf, size_t len, uint64_t o
 		rados_aio_release(check);
 		check = NULL;
 	}
+	if (r->ra)
+		rbd_readahead_note(r->ra, off, len);
 	while ((issued < len && !err) || head != tail) {
 		if (issued < len && !err && head - tail < READ_WINDOW) {
 			uint64_t o = off + issued, lim = r->piece - o % r->piece;
 			size_t n = len - issued < lim ? len - issued : (size_t)lim, slot = head % READ_WINDOW;
-			int e = rbd_aio_create_completion(NULL, NULL, &comp[slot]);
+			int e;
+
+			if (r->ra && rbd_readahead_copy(r->ra, (char *)buf + issued, o, n)) {
+				issued += n;
+				continue;
+			}
+			e = rbd_aio_create_completion(NULL, NULL, &comp[slot]);
 
 			if (e == 0) {
 				e = rbd_aio_read(r->img, o, n, (char *)buf + issued, comp[slot]);
@@ -470,6 +479,7 @@ static void rr_free(struct view_reader *vr)
 {
 	struct rbd_reader *r = (struct rbd_reader *)vr;
 
+	rbd_readahead_free(r->ra);
 	if (r->img)
 		rbd_close(r->img);
 	if (r->chunks)
@@ -557,7 +567,8 @@ int rbd_open_view(struct store *s, const struct store_listing *l, const struct s
 	if (sm) {
 		r->nchunks = (r->base.size + r->chunk - 1) / r->chunk;
 		r->chunks = calloc(r->nchunks ? r->nchunks : 1, sizeof(*r->chunks));
-		if (!r->chunks) {
+		r->ra = rbd_readahead_new(r->img, r->piece, r->base.size);
+		if (!r->chunks || !r->ra) {
 			rr_free(&r->base);
 			return -ENOMEM;
 		}

@@ -585,3 +585,104 @@ def test_tree_daemonized_mount_reads(ceph_cluster, images, tmp_path):
         assert done.get("sha") == c.export_sha256("%s/vm-100-disk-0" % POOL), "read hung or differed"
     finally:
         subprocess.run(["umount", "-l", mnt], capture_output=True)
+
+
+def _bdi_readahead_kb(mnt):
+    st = os.stat(mnt)
+    with open("/sys/class/bdi/%d:%d/read_ahead_kb" % (os.major(st.st_dev), os.minor(st.st_dev))) as f:
+        return int(f.read())
+
+
+def _rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith("VmRSS:"))
+
+
+@pytest.fixture(scope="module")
+def streamed(ceph_cluster, tmp_path_factory):
+    """vm-102-disk-0: 64 MiB of random bytes (16 objects) in its snapshot s1,
+    every byte of current rewritten after it; both exported to files."""
+    c = ceph_cluster
+    d = tmp_path_factory.mktemp("rbd-stream")
+    rnd = random.Random(102)
+    spec = "%s/vm-102-disk-0" % POOL
+    src = d / "s1.raw"
+    src.write_bytes(rnd.randbytes(64 * MiB))
+    c.rbd("import", "--no-progress", str(src), spec, timeout=300)
+    c.rbd("snap", "create", spec + "@s1")
+    write_extents(c, "vm-102-disk-0", [(k * 4 * MiB, rnd.randbytes(4 * MiB)) for k in range(16)])
+    cur = d / "current.raw"
+    c.export(spec, str(cur))
+    assert src.read_bytes() != cur.read_bytes()
+    return {"s1": src.read_bytes(), "current": cur.read_bytes()}
+
+
+def test_tree_snapshot_stream_reads_ahead(ceph_cluster, streamed, tmp_path):
+    """A snapshot view streamed by dd, buffered and O_DIRECT, while another
+    reader's random reads of the same view and of current break into the
+    stream, reads what `rbd export` of the snapshot reads, byte for byte; the
+    mount's readahead window is the option's; and a stream that stopped
+    midway holds no buffers once a random read ends it."""
+    if not daemon_has_store_seam():
+        pytest.skip("the daemon does not serve rbd: sources yet")
+    mnt = str(tmp_path / "mnt")
+    d = mount_rbd(ceph_cluster, mnt)
+    try:
+        vol = os.path.join(mnt, POOL, "vm-102-disk-0")
+        snap, cur = os.path.join(vol, "s1", "disk.raw"), os.path.join(vol, "current", "disk.raw")
+        with open(snap, "rb") as f:
+            f.read(4096)
+        assert _bdi_readahead_kb(mnt) == 4096
+        stop = threading.Event()
+        bad = []
+
+        def random_reads():
+            rnd = random.Random(5)
+            fds = {v: os.open(p, os.O_RDONLY) for v, p in (("s1", snap), ("current", cur))}
+            try:
+                while not stop.is_set():
+                    v = rnd.choice(["s1", "current"])
+                    off = rnd.randrange(0, 64 * MiB - 256 * 1024)
+                    n = rnd.choice([4096, 65536, 200000])
+                    if os.pread(fds[v], n, off) != streamed[v][off:off + n]:
+                        bad.append((v, off, n))
+            finally:
+                for fd in fds.values():
+                    os.close(fd)
+        t = threading.Thread(target=random_reads, daemon=True)
+        t.start()
+        try:
+            for flags in (["iflag=direct"], [], ["iflag=direct"], []):
+                subprocess.run(["sh", "-c", "echo 3 > /proc/sys/vm/drop_caches"], check=True)
+                p = subprocess.run(["dd", "if=" + snap, "bs=1M", "status=none"] + flags,
+                                   stdout=subprocess.PIPE, check=True, timeout=120)
+                assert p.stdout == streamed["s1"], flags
+        finally:
+            stop.set()
+            t.join(60)
+        assert not bad
+        # stop a stream after 40 of 64 MiB: once a random read ends it, the
+        # objects read ahead are given back
+        with open(snap, "rb", buffering=0) as f:
+            for _ in range(40):
+                assert len(f.read(MiB)) == MiB
+        before = _rss_kib(d.proc.pid)
+        fd = os.open(snap, os.O_RDONLY | os.O_DIRECT)
+        try:
+            import mmap
+            buf = mmap.mmap(-1, 4096)
+            os.preadv(fd, [buf], 3 * MiB)
+            assert bytes(buf) == streamed["s1"][3 * MiB:3 * MiB + 4096]
+        finally:
+            os.close(fd)
+        assert _rss_kib(d.proc.pid) <= before - 8 * 1024, (before, _rss_kib(d.proc.pid))
+    finally:
+        d.stop()
+    d = mount_rbd(ceph_cluster, mnt, extra=["readahead_kb=0"])
+    try:
+        kb = _bdi_readahead_kb(mnt)
+        with open(os.path.join(mnt, POOL, "vm-102-disk-0", "s1", "disk.raw"), "rb") as f:
+            assert f.read(8 * MiB) == streamed["s1"][:8 * MiB]
+        assert _bdi_readahead_kb(mnt) == kb
+    finally:
+        d.stop()
