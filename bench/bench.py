@@ -368,23 +368,41 @@ def qsd_start(vg, ch, volume, export_file, logdir):
     return p
 
 
+# The readahead window vstorfs writes to its own mount (readahead_kb=, fs/
+# readahead_window.c); every passthrough mount gets the same, so the ceiling
+# is not the kernel's 128 KiB against vstorfs' window.
+READAHEAD_KB = 4096
+
+
+def set_readahead_kb(mnt, kb=READAHEAD_KB):
+    st = os.stat(mnt)
+    with open("/sys/class/bdi/%d:%d/read_ahead_kb" % (os.major(st.st_dev),
+                                                     os.minor(st.st_dev)), "w") as f:
+        f.write("%d\n" % kb)
+
+
 def passthrough_start(workdir, rawfile, mnt, logdir, splice=False, direct_io=False,
-                      keep_cache=False):
-    binp = os.path.join(workdir, "passthrough")
+                      keep_cache=False, env=None):
+    """rawfile: a file, or rbd:POOL/IMAGE[@SNAP] (a build with -DPT_RBD that
+    reads the image through librbd, client.admin of $CEPH_CONF in env)."""
+    rbd = rawfile.startswith("rbd:")
+    binp = os.path.join(workdir, "passthrough-rbd" if rbd else "passthrough")
     if not os.path.exists(binp):
         cflags = run(["pkg-config", "--cflags", "--libs", "fuse3"]).stdout.decode().split()
         run(["cc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", binp,
-             os.path.join(HERE, "passthrough.c")] + cflags)
+             os.path.join(HERE, "passthrough.c")] + cflags +
+            (["-DPT_RBD", "-lrbd", "-lrados"] if rbd else []))
     os.makedirs(mnt, exist_ok=True)
     lf = open(os.path.join(logdir, "passthrough.log"), "ab")
     p = subprocess.Popen([binp] + (["--splice"] if splice else []) +
                          (["--direct-io"] if direct_io else []) +
                          (["--keep-cache"] if keep_cache else []) + [rawfile, mnt, "-f"],
                          stdout=lf, stderr=lf,
-                         stdin=subprocess.DEVNULL)
+                         stdin=subprocess.DEVNULL, env=env)
     lf.close()
     CLEAN.add_proc(p, mnt)
     wait_mount(mnt, p)
+    set_readahead_kb(mnt)
     return p
 
 
@@ -1210,19 +1228,22 @@ def row_ratios(r):
 
 
 def read_rows(targets, ceil_copy, ceil_splice, seq_names, rand_names, part, res_part,
-              fio_runtime=NEW_FIO_RUNTIME, extra_seq=None, extra_rand=None):
+              fio_runtime=NEW_FIO_RUNTIME, extra_seq=None, extra_rand=None, rand=True,
+              prefix=("", "")):
     """Sequential (buffered and O_DIRECT dd bs=1M) and random 4k (fio, 1 and
     4 jobs) reads of every target, interleaved rounds, like `main`.
     targets: {name: path} including "vstorfs"; ceil_copy/ceil_splice: the
     passthrough servers' files. extra_seq/extra_rand: {name: fn()} for
     non-file competitors (rbd export, fio's rbd engine), measured in the
-    same rounds. Returns the rows."""
+    same rounds. rand=False: the sequential rows only; prefix: (label
+    prefix, result key prefix). Returns the rows."""
     seq_t = dict(targets, ceiling_copy=ceil_copy, ceiling_splice=ceil_splice)
     for path in seq_t.values():
         dd_seq(path)                            # unmeasured first pass
     rows = []
-    for direct, key, label in ((False, "seq", "seq read, dd bs=1M (MiB/s)"),
-                               (True, "seqd", "seq read, dd bs=1M O_DIRECT (MiB/s)")):
+    for direct, key, label in ((False, prefix[1] + "seq", prefix[0] + "seq read, dd bs=1M (MiB/s)"),
+                               (True, prefix[1] + "seqd",
+                                prefix[0] + "seq read, dd bs=1M O_DIRECT (MiB/s)")):
         fns = {n: (lambda p=p: dd_seq(p, direct=direct)) for n, p in seq_t.items()}
         if extra_seq and not direct:
             fns.update(extra_seq)
@@ -1234,7 +1255,7 @@ def read_rows(targets, ceil_copy, ceil_splice, seq_names, rand_names, part, res_
             comps.update({n: med_[n] for n in extra_seq})
         rows.append(row(label, "MiB/s", med_["vstorfs"], comps,
                         max(med_["ceiling_copy"], med_["ceiling_splice"]), runs=runs_))
-    for jobs in (1, 4):
+    for jobs in ((1, 4) if rand else ()):
         fns = {n: (lambda p=p: fio_rand(p, jobs, fio_runtime))
                for n, p in dict(targets, ceiling_copy=ceil_copy).items()}
         if extra_rand:
@@ -1620,6 +1641,7 @@ def bench_backup(workdir, logdir, res):
 # -- part `rbd`: a throwaway Ceph cluster ---------------------------------------------
 
 RBD_IMG = "vm-300-disk-0"
+RBD_SNAP = "s1"
 RBD_SIZE = GiB
 
 
@@ -1639,34 +1661,38 @@ def bench_rbd(workdir, logdir, res):
     c.rbd("create", "--size", str(RBD_SIZE // MiB), spec)
     c.rbd("bench", "--io-type", "write", "--io-size", "4M", "--io-threads", "4",
           "--io-total", str(RBD_SIZE), "--io-pattern", "seq", spec, timeout=600)
-    flat = os.path.join(workdir, "rbd-flat.raw")
-    c.export(spec, flat)
-    warm(flat, [(0, RBD_SIZE)])
+    c.rbd("snap", "create", spec + "@" + RBD_SNAP)
     log("rbd: cluster and %d MiB image in %.1fs" % (RBD_SIZE // MiB, time.monotonic() - t))
     r = res["rbd"] = {"image_MiB": RBD_SIZE / MiB, "memstore_bytes": cephlib.MEMSTORE_BYTES}
     mnt = os.path.join(workdir, "mnt-rbd")
     vp = start_vstorfs_src("rbd:" + c.pool, mnt, logdir, "ceph_conf=%s,ceph_id=admin,"
                            "ceph_keyring=%s" % (c.conf, c.keyring))
-    vpath = os.path.join(mnt, c.pool, RBD_IMG, "current", "disk.raw")
-    qfile = os.path.join(workdir, "qsd-rbd.raw")
-    # qemu's rbd driver with its defaults (cache.direct=off: librbd's cache on)
-    qp = qsd_start_nodes([{"driver": "rbd", "node-name": "top", "pool": c.pool,
-                           "image": RBD_IMG, "conf": c.conf, "user": "admin",
-                           "read-only": True}], "top", qfile, logdir)
-    pmnt, smnt = os.path.join(workdir, "mnt-rbd-pt"), os.path.join(workdir, "mnt-rbd-pts")
-    pp = passthrough_start(workdir, flat, pmnt, logdir)
-    sp = passthrough_start(workdir, flat, smnt, logdir, splice=True)
-    targets = {"vstorfs": vpath, "qsd": qfile}
-    spot_check(targets, flat, RBD_SIZE, n=50)
-    log("rbd: vstorfs and qsd spot-checked against rbd export")
-
-    def rbd_export():
-        t = time.monotonic()
-        subprocess.run(["rbd", "-c", c.conf, "--id", "admin", "export", "--no-progress", spec,
-                        "-"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-        return RBD_SIZE / (time.monotonic() - t) / MiB
-
+    vdir = os.path.join(mnt, c.pool, RBD_IMG)
     fio_env = dict(os.environ, CEPH_CONF=c.conf)
+    procs = [(vp, mnt)]
+
+    def servers(view):
+        """qsd (qemu's rbd driver with its defaults, cache.direct=off: librbd's
+        cache on) and the two librbd passthroughs (direct_io: one rbd_read per
+        read(2); buffered: the page cache and its readahead) of one view."""
+        snap = {} if view == "current" else {"snapshot": view}
+        qfile = os.path.join(workdir, "qsd-rbd-%s.raw" % view)
+        qp = qsd_start_nodes([dict({"driver": "rbd", "node-name": "top", "pool": c.pool,
+                                    "image": RBD_IMG, "conf": c.conf, "user": "admin",
+                                    "read-only": True}, **snap)], "top", qfile, logdir)
+        src = "rbd:%s%s" % (spec, "" if view == "current" else "@" + view)
+        dmnt, bmnt = (os.path.join(workdir, "mnt-rbd-pt%s-%s" % (k, view)) for k in "db")
+        dp = passthrough_start(workdir, src, dmnt, logdir, direct_io=True, env=fio_env)
+        bp = passthrough_start(workdir, src, bmnt, logdir, env=fio_env)
+        procs.extend([(qp, qfile), (dp, dmnt), (bp, bmnt)])
+        return qfile, os.path.join(dmnt, "disk.raw"), os.path.join(bmnt, "disk.raw")
+
+    def rbd_export(view=""):
+        t = time.monotonic()
+        subprocess.run(["rbd", "-c", c.conf, "--id", "admin", "export", "--no-progress",
+                        spec + view, "-"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       check=True)
+        return RBD_SIZE / (time.monotonic() - t) / MiB
 
     def fio_librbd(jobs):
         p = run(["fio", "--name=r", "--ioengine=rbd", "--clientname=admin", "--pool=" + c.pool,
@@ -1676,14 +1702,30 @@ def bench_rbd(workdir, logdir, res):
         out = p.stdout.decode()
         return json.loads(out[out.index("{"):])["jobs"][0]["read"]["iops"]
 
-    rows = read_rows(targets, os.path.join(pmnt, "disk.raw"), os.path.join(smnt, "disk.raw"),
-                     ["qsd"], ["qsd"], "rbd", r, extra_seq={"rbd export": rbd_export},
+    flat = os.path.join(workdir, "rbd-flat.raw")
+    c.export(spec, flat)
+    qfile, dpath, bpath = servers("current")
+    targets = {"vstorfs": os.path.join(vdir, "current", "disk.raw"), "qsd": qfile}
+    spot_check(dict(targets, pt_direct=dpath, pt_buffered=bpath), flat, RBD_SIZE, n=50)
+    log("rbd: vstorfs, qsd and the passthroughs spot-checked against rbd export")
+    rows = read_rows(targets, dpath, bpath, ["qsd"], ["qsd"], "rbd", r,
+                     extra_seq={"rbd export": rbd_export},
                      extra_rand={"librbd (fio rbd engine)": fio_librbd})
+    # a snapshot view, as a nightly backup reads it (no random rows: the
+    # same reads as current's)
+    os.unlink(flat)
+    c.export(spec + "@" + RBD_SNAP, flat)
+    qfile, dpath, bpath = servers(RBD_SNAP)
+    targets = {"vstorfs": os.path.join(vdir, RBD_SNAP, "disk.raw"), "qsd": qfile}
+    spot_check(dict(targets, pt_direct=dpath, pt_buffered=bpath), flat, RBD_SIZE, n=50)
+    os.unlink(flat)
+    rows += read_rows(targets, dpath, bpath, ["qsd"], ["qsd"], "rbd", r,
+                      extra_seq={"rbd export": lambda: rbd_export("@" + RBD_SNAP)}, rand=False,
+                      prefix=("snapshot view, ", "snap_"))
     r["rss_kib_after_reads"] = rss_kib(vp.pid)
     r["rows"] = rows
-    for p_, m_ in ((sp, smnt), (pp, pmnt), (qp, qfile), (vp, mnt)):
+    for p_, m_ in reversed(procs):
         CLEAN.stop(p_, m_)
-    os.unlink(flat)
     c.destroy()
     CLEAN.clusters.remove(c)
 
@@ -1737,9 +1779,11 @@ def new_table(res):
         if part in ("dir", "rbd") and "rss_kib_after_reads" in res[part]:
             L.append("  daemon RSS after the reads: %.1f MiB" % (
                 res[part]["rss_kib_after_reads"] / 1024))
-        L.append("  ceiling = passthrough FUSE server over the flattened bytes in the page cache"
-                 "; vs best/ceil > 1 = vstorfs faster" if part not in ("backup", "nightly") else
-                 "  vs best > 1 = vstorfs faster")
+        L.append({"dir": "  ceiling = passthrough FUSE server over the flattened bytes in the page "
+                         "cache; vs best/ceil > 1 = vstorfs faster",
+                  "rbd": "  ceiling = passthrough FUSE server reading the same view through librbd "
+                         "(the better of direct_io and buffered); vs best/ceil > 1 = vstorfs faster"
+                  }.get(part, "  vs best > 1 = vstorfs faster"))
         L.append("")
     return "\n".join(L)
 

@@ -15,7 +15,7 @@
  * With --keep-cache the FUSE page cache survives opens, as vstorfs keeps it
  * for snapshot views.
  *
- * Built with -DPT_RBD (and -lrbd -lrados), RAWFILE may be rbd:POOL/IMAGE:
+ * Built with -DPT_RBD (and -lrbd -lrados), RAWFILE may be rbd:POOL/IMAGE[@SNAP]:
  * each read is then one rbd_read of the image (client.admin, $CEPH_CONF)
  * into a buffer the thread keeps, the least any FUSE server over librbd does.
  *
@@ -49,21 +49,24 @@ static rados_t cluster;
 static rados_ioctx_t io;
 static rbd_image_t img;
 
-/* rbd:POOL/IMAGE: open it read-only and take its size for src_st */
+/* rbd:POOL/IMAGE[@SNAP]: open it read-only and take its size for src_st */
 static int rbd_source(const char *spec)
 {
-	char pool[256];
+	char pool[256], name[512], *snap;
 	const char *slash = strchr(spec, '/');
 	rbd_image_info_t info;
 	int e;
 
-	if (!slash || (size_t)(slash - spec) >= sizeof(pool))
+	if (!slash || (size_t)(slash - spec) >= sizeof(pool) || strlen(slash + 1) >= sizeof(name))
 		return -EINVAL;
 	memcpy(pool, spec, slash - spec);
 	pool[slash - spec] = 0;
+	strcpy(name, slash + 1);
+	if ((snap = strchr(name, '@')))
+		*snap++ = 0;
 	if ((e = rados_create(&cluster, "admin")) < 0 || (e = rados_conf_read_file(cluster, NULL)) < 0 ||
 	    (e = rados_conf_parse_env(cluster, NULL)) < 0 || (e = rados_connect(cluster)) < 0 || (e = rados_ioctx_create(cluster, pool, &io)) < 0 ||
-	    (e = rbd_open_read_only(io, slash + 1, &img, NULL)) < 0 ||
+	    (e = rbd_open_read_only(io, name, &img, snap)) < 0 ||
 	    (e = rbd_stat(img, &info, sizeof(info))) < 0)
 		return e;
 	memset(&src_st, 0, sizeof(src_st));
