@@ -11,8 +11,11 @@
  *
  * Once reads of at least RA_MIN_READ have followed each other RA_TRIGGER
  * times, each read starts whole-object reads (rbd_aio_read into a slot's
- * buffer) of the objects after its own, up to RA_AHEAD of them, and a read
- * that falls in a slot waits for it and copies from it. A slot is free
+ * buffer) of the objects after its own, and a read that falls in a slot
+ * waits for it and copies from it. How many objects ahead grows with the
+ * stream, one more per object it has read, up to RA_AHEAD: a reader that
+ * reads a few hundred KiB in a row (a small file of a filesystem in the
+ * image) costs the cluster one object, not RA_AHEAD. A slot is free
  * again once every byte of its object has been copied out, or, behind the
  * stream, when a new object needs it. A read that does not follow the
  * stream (a random read, another reader's stream) ends it, and the buffers
@@ -54,6 +57,7 @@ struct rbd_readahead {
 	uint64_t piece, size;
 	pthread_mutex_t lock;
 	pthread_cond_t done;
+	uint64_t stream_start;  /* where the stream began */
 	uint64_t stream_end;    /* where the last read of the stream ended */
 	int stream_reads;       /* reads in a row that followed each other */
 	int reading;            /* slots in SLOT_READING */
@@ -89,6 +93,11 @@ static void slot_done(rbd_completion_t c, void *arg)
 	VSTORFS_CHECK(s->state == SLOT_READING);
 	s->state = ret < 0 ? SLOT_FAILED : SLOT_READY;
 	ra->reading--;
+	if (ra->stream_reads == 0 && s->users == 0) {
+		s->state = SLOT_FREE; /* the stream ended meanwhile */
+		munmap(s->buf, ra->piece);
+		s->buf = NULL;
+	}
 	pthread_cond_broadcast(&ra->done);
 	pthread_mutex_unlock(&ra->lock);
 }
@@ -133,38 +142,51 @@ static struct ra_slot *take(struct rbd_readahead *ra, uint64_t cur)
 	return behind;
 }
 
-static void start(struct rbd_readahead *ra, struct ra_slot *s, uint64_t obj)
+/* Claim slot s for object obj (lock held): READING from now on, so no
+ * one else takes it; the read itself is issued by issue(), unlocked. */
+static bool claim(struct rbd_readahead *ra, struct ra_slot *s, uint64_t obj)
 {
-	rbd_completion_t c;
 	uint64_t off = obj * ra->piece;
 
 	if (!s->buf) {
 		void *p = mmap(NULL, ra->piece, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
 		if (p == MAP_FAILED)
-			return;
+			return false;
 		s->buf = p;
 	}
 	s->obj = obj;
 	s->len = ra->size - off < ra->piece ? ra->size - off : ra->piece;
 	s->served = 0;
 	s->users = 0;
-	if (rbd_aio_create_completion(s, slot_done, &c) < 0) {
-		s->state = SLOT_FREE;
-		return;
-	}
 	s->state = SLOT_READING;
 	ra->reading++;
-	if (rbd_aio_read(ra->img, off, s->len, s->buf, c) < 0) {
+	return true;
+}
+
+/* Without the lock: librbd may complete a read (an object the object map
+ * calls absent) in the calling thread, and slot_done takes the lock. */
+static void issue(struct rbd_readahead *ra, struct ra_slot *s)
+{
+	rbd_completion_t c;
+	int e = rbd_aio_create_completion(s, slot_done, &c);
+
+	if (e == 0 && (e = rbd_aio_read(ra->img, s->obj * ra->piece, s->len, s->buf, c)) < 0)
 		rbd_aio_release(c);
-		s->state = SLOT_FREE;
+	if (e < 0) {
+		pthread_mutex_lock(&ra->lock);
+		s->state = SLOT_FAILED; /* a waiter reads the range itself */
 		ra->reading--;
+		pthread_cond_broadcast(&ra->done);
+		pthread_mutex_unlock(&ra->lock);
 	}
 }
 
 void rbd_readahead_note(struct rbd_readahead *ra, uint64_t off, size_t len)
 {
-	uint64_t obj = off / ra->piece;
+	uint64_t obj = off / ra->piece, ahead;
+	struct ra_slot *claimed[RA_AHEAD];
+	int n = 0;
 	bool follows;
 
 	pthread_mutex_lock(&ra->lock);
@@ -175,24 +197,30 @@ void rbd_readahead_note(struct rbd_readahead *ra, uint64_t off, size_t len)
 		if (ra->stream_reads)
 			drop_buffers(ra);
 		ra->stream_reads = 0;
+		ra->stream_start = off;
 		ra->stream_end = off + len;
 	} else {
 		ra->stream_reads++;
 		if (off + len > ra->stream_end)
 			ra->stream_end = off + len;
 	}
+	ahead = ra->stream_end > ra->stream_start ? 1 + (ra->stream_end - ra->stream_start) / ra->piece : 1;
+	if (ahead > RA_AHEAD)
+		ahead = RA_AHEAD;
 	if (ra->stream_reads >= RA_TRIGGER) {
-		for (uint64_t o = obj + 1; o <= obj + RA_AHEAD && o * ra->piece < ra->size; o++) {
+		for (uint64_t o = obj + 1; o <= obj + ahead && o * ra->piece < ra->size; o++) {
 			struct ra_slot *s;
 
 			if (find(ra, o))
 				continue;
-			if (!(s = take(ra, obj)))
+			if (!(s = take(ra, obj)) || !claim(ra, s, o))
 				break;
-			start(ra, s, o);
+			claimed[n++] = s;
 		}
 	}
 	pthread_mutex_unlock(&ra->lock);
+	for (int i = 0; i < n; i++)
+		issue(ra, claimed[i]);
 }
 
 int rbd_readahead_copy(struct rbd_readahead *ra, void *dst, uint64_t off, size_t len)
