@@ -120,7 +120,7 @@ int main(int argc, char **argv)
 		return 1;
 	/* mount(8) refuses to mount a filesystem again where it already is;
 	 * a FUSE mount would silently stack, hiding the first daemon. */
-	if (fs_options_mounted_here(o.mountpoint, src, sizeof(src))) {
+	if (fs_options_mounted_here(o.mountpoint, src, sizeof(src), NULL)) {
 		fprintf(stderr, "vstorfs: %s is already a vstorfs mount (of %s); umount it first\n",
 			o.mountpoint, src);
 		fs_options_free(&o);

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sysmacros.h>
 #include <sys/stat.h>
 
 void fs_options_usage(const char *prog)
@@ -203,7 +204,7 @@ static void unescape(char *s)
 	*d = 0;
 }
 
-bool fs_options_mounted_here(const char *path, char *src, size_t n)
+bool fs_options_mounted_here(const char *path, char *src, size_t n, dev_t *dev)
 {
 	FILE *f = fopen("/proc/self/mountinfo", "r");
 	char *line = NULL;
@@ -212,18 +213,23 @@ bool fs_options_mounted_here(const char *path, char *src, size_t n)
 
 	if (!f)
 		return false;
-	while (!found && getline(&line, &cap, f) > 0) {
+	/* the last match: mounts stacked on one path are listed bottom first */
+	while (getline(&line, &cap, f) > 0) {
 		char mnt[4096], fstype[256], source[4096];
+		unsigned maj, min;
 		char *sep = strstr(line, " - ");
 
 		/* id parent maj:min root MOUNTPOINT opts [optional...] - FSTYPE SOURCE super */
-		if (!sep || sscanf(line, "%*s %*s %*s %*s %4095s", mnt) != 1 ||
+		if (!sep || sscanf(line, "%*s %*s %u:%u %*s %4095s", &maj, &min, mnt) != 3 ||
 		    sscanf(sep + 3, "%255s %4095s", fstype, source) != 2)
 			continue;
 		unescape(mnt);
 		unescape(source);
 		if (!strcmp(mnt, path) && !strcmp(fstype, "fuse.vstorfs")) {
-			snprintf(src, n, "%s", source);
+			if (src)
+				snprintf(src, n, "%s", source);
+			if (dev)
+				*dev = makedev(maj, min);
 			found = true;
 		}
 	}

@@ -35,8 +35,8 @@ struct fs_options {
 int fs_options_parse(int argc, char **argv, struct fs_options *o);
 void fs_options_free(struct fs_options *o);
 void fs_options_usage(const char *prog);
-/* Is path already a vstorfs mount (/proc/self/mountinfo)? Its source into
- * src (size n) when so. */
-bool fs_options_mounted_here(const char *path, char *src, size_t n);
+/* Is path a vstorfs mount (/proc/self/mountinfo)? The topmost one's source
+ * into src (size n) and its device into dev when so; either may be NULL. */
+bool fs_options_mounted_here(const char *path, char *src, size_t n, dev_t *dev);
 
 #endif
