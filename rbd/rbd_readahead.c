@@ -81,6 +81,16 @@ struct rbd_readahead *rbd_readahead_new(rbd_image_t img, uint64_t piece, uint64_
 	return ra;
 }
 
+/* A slot nobody needs any more (lock held): free, its buffer unmapped. */
+static void unmap_slot(struct rbd_readahead *ra, struct ra_slot *s)
+{
+	s->state = SLOT_FREE;
+	if (s->buf) {
+		munmap(s->buf, ra->piece);
+		s->buf = NULL;
+	}
+}
+
 static void slot_done(rbd_completion_t c, void *arg)
 {
 	struct ra_slot *s = arg;
@@ -94,11 +104,8 @@ static void slot_done(rbd_completion_t c, void *arg)
 	VSTORFS_CHECK(s->state == SLOT_READING);
 	s->state = ret < 0 ? SLOT_FAILED : SLOT_READY;
 	ra->reading--;
-	if (ra->stream_reads == 0 && s->users == 0) {
-		s->state = SLOT_FREE; /* the stream ended meanwhile */
-		munmap(s->buf, ra->piece);
-		s->buf = NULL;
-	}
+	if (ra->stream_reads == 0 && s->users == 0)
+		unmap_slot(ra, s); /* the stream ended meanwhile */
 	pthread_cond_broadcast(&ra->done);
 	pthread_mutex_unlock(&ra->lock);
 }
@@ -109,12 +116,8 @@ static void drop_buffers(struct rbd_readahead *ra)
 	for (int i = 0; i < RA_SLOTS; i++) {
 		struct ra_slot *s = &ra->slot[i];
 
-		if (s->users == 0 && (s->state == SLOT_READY || s->state == SLOT_FAILED))
-			s->state = SLOT_FREE;
-		if (s->state == SLOT_FREE && s->buf) {
-			munmap(s->buf, ra->piece);
-			s->buf = NULL;
-		}
+		if (s->users == 0 && s->state != SLOT_READING)
+			unmap_slot(ra, s);
 	}
 }
 
@@ -250,11 +253,10 @@ int rbd_readahead_copy(struct rbd_readahead *ra, void *dst, uint64_t off, size_t
 	}
 	if (--s->users == 0 && (s->state == SLOT_FAILED || s->served >= s->len)) {
 		s->state = SLOT_FREE;
+		ended = obj * ra->piece + s->len >= ra->size;
 		/* the stream reached the end of the image, or ended meanwhile */
-		if (obj * ra->piece + s->len >= ra->size || ra->stream_reads == 0) {
+		if (ended || ra->stream_reads == 0)
 			drop_buffers(ra);
-			ended = obj * ra->piece + s->len >= ra->size;
-		}
 	}
 	pthread_mutex_unlock(&ra->lock);
 	/* librbd read each object into buffers of its own, freed into the
