@@ -11,6 +11,7 @@ import pytest
 
 from conftest import MiB, GiB, check_all_views, skip_if_sanitized
 import hostile
+from vstorlib import rss_kib
 
 HEALTHY = "vm-100-disk-0.qcow2"
 
@@ -36,13 +37,6 @@ def read_all(path, timeout=20):
     t.join(timeout)
     assert not t.is_alive(), "%s: read hung" % path
     return result["r"]
-
-
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from conftest import REPO, wait_for
-from vstorlib import skip_if_sanitized, start_daemon
+from vstorlib import rss_kib, skip_if_sanitized, start_daemon
 from lvmlib import MiB, run
 
 POOL = "rbd"
@@ -598,9 +598,9 @@ def _bdi_readahead_kb(mnt):
         return int(f.read())
 
 
-def _rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        return next(int(ln.split()[1]) for ln in f if ln.startswith("VmRSS:"))
+def _drop_caches():
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
 
 
 @pytest.fixture(scope="module")
@@ -658,7 +658,7 @@ def test_tree_snapshot_stream_reads_ahead(ceph_cluster, streamed, tmp_path):
         t.start()
         try:
             for flags in (["iflag=direct"], [], ["iflag=direct"], []):
-                subprocess.run(["sh", "-c", "echo 3 > /proc/sys/vm/drop_caches"], check=True)
+                _drop_caches()
                 p = subprocess.run(["dd", "if=" + snap, "bs=1M", "status=none"] + flags,
                                    stdout=subprocess.PIPE, check=True, timeout=120)
                 assert p.stdout == streamed["s1"], flags
@@ -668,11 +668,11 @@ def test_tree_snapshot_stream_reads_ahead(ceph_cluster, streamed, tmp_path):
         assert not bad
         # stop a stream after 40 of 64 MiB: once a random read ends it, the
         # objects read ahead are given back
-        subprocess.run(["sh", "-c", "echo 3 > /proc/sys/vm/drop_caches"], check=True)
+        _drop_caches()
         with open(snap, "rb", buffering=0) as f:
             for _ in range(40):
                 assert len(f.read(MiB)) == MiB
-        before = _rss_kib(d.proc.pid)
+        before = rss_kib(d.proc.pid)
         fd = os.open(snap, os.O_RDONLY | os.O_DIRECT)
         try:
             import mmap
@@ -681,7 +681,7 @@ def test_tree_snapshot_stream_reads_ahead(ceph_cluster, streamed, tmp_path):
             assert bytes(buf) == streamed["s1"][3 * MiB:3 * MiB + 4096]
         finally:
             os.close(fd)
-        assert _rss_kib(d.proc.pid) <= before - 8 * 1024, (before, _rss_kib(d.proc.pid))
+        assert rss_kib(d.proc.pid) <= before - 8 * 1024, (before, rss_kib(d.proc.pid))
     finally:
         d.stop()
     d = mount_rbd(ceph_cluster, mnt, extra=["readahead_kb=0"])
@@ -707,7 +707,7 @@ def test_tree_cluster_stops_under_snapshot_stream(ceph_cluster, streamed, tmp_pa
     d = mount_rbd(c, mnt, conf=fault_conf(c, tmp_path))
     snap = os.path.join(mnt, POOL, "vm-102-disk-0", "s1", "disk.raw")
     try:
-        subprocess.run(["sh", "-c", "echo 3 > /proc/sys/vm/drop_caches"], check=True)
+        _drop_caches()
         with open(snap, "rb", buffering=0) as f:
             for k in range(8):
                 assert f.read(MiB) == streamed["s1"][k * MiB:(k + 1) * MiB]
@@ -725,7 +725,7 @@ def test_tree_cluster_stops_under_snapshot_stream(ceph_cluster, streamed, tmp_pa
                 assert d.proc.poll() is None
             finally:
                 c.start()
-        subprocess.run(["sh", "-c", "echo 3 > /proc/sys/vm/drop_caches"], check=True)
+        _drop_caches()
 
         def whole():
             try:

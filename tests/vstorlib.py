@@ -74,6 +74,14 @@ def sanitizer_check(log):
             pytest.fail("daemon stderr contains %r:\n%s" % (m, log[-20000:]))
 
 
+def rss_kib(pid):
+    """VmRSS of a process, KiB."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+
+
 def in_mount_table(mnt, ns_pid=None):
     """mnt is mounted, even when dead: os.path.ismount says no for a killed FUSE daemon's
     mountpoint (stat fails with ENOTCONN), but it still needs a umount. ns_pid: look in
